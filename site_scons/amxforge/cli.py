@@ -1,0 +1,111 @@
+"""`amxforge`: probe the host, explain a unit's flags, audit a built variant.
+
+Exit codes: 0 success; 1 the audit found problems; 2 bad input or an environment problem (one line on stderr).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import AmxforgeError
+
+# Features shown in the human probe table (the JSON lists all of them).
+SHOWN = ("avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx512_bf16",
+         "avx512vbmi", "avx512_vbmi2", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="amxforge", message="amxforge %(version)s")
+def cli():
+    """Probe x86 AMX/AVX-512 and CUDA hosts, explain per-unit ISA flags, audit variant builds.
+
+    Builds themselves run through SCons: `scons variant=amx` (see `scons -h`).
+    """
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print the whole result as JSON")
+@click.option("--refresh", is_flag=True, help="ignore the cache and probe again")
+@click.option("--cpuinfo", type=click.Path(exists=True, dir_okay=False),
+              help="judge another machine from a saved copy of its /proc/cpuinfo (the OS and CUDA parts stay "
+                   "this host's)")
+def probe(as_json, refresh, cpuinfo):
+    """What this host has: CPU features, OS AMX support, CUDA, compilers; which variants build and run here."""
+    from .probe import probe as run_probe
+
+    result = run_probe(refresh=refresh, cpuinfo=cpuinfo)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        from .report import probe_table
+
+        click.echo(probe_table(result, SHOWN))
+
+
+@cli.command()
+@click.option("--variant", "-v", required=True, help="variant name (see `amxforge probe`), or auto")
+@click.option("--cc", default=None, help="compiler to render for (default: $CC or gcc)")
+@click.option("--cuda-arch", default=None, help="CUDA archs for cuda variants, e.g. 90 or '86;89;120'")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per file")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+def flags(variant, cc, cuda_arch, as_json, files):
+    """Which flags each FILE gets in VARIANT, and which rule said so.
+
+    Paths are matched against toolchain/classes.toml relative to the current directory.
+    """
+    from .context import VariantContext
+
+    ctx = VariantContext(variant, cc=cc, cuda_arch=cuda_arch)
+    for name in files:
+        path = Path(name)
+        if not path.exists():
+            raise AmxforgeError(f"{name}: no such file")
+        unit = ctx.unit(path)
+        if as_json:
+            click.echo(json.dumps(unit.as_dict() | {"variant": ctx.name}))
+        else:
+            click.echo(f"{unit.source}\n  class    {unit.unit_class}\n  rule     {unit.rule} (glob {unit.glob})\n"
+                       f"  variant  {ctx.name} ({ctx.compiler.family} {ctx.compiler.version})\n"
+                       f"  flags    {' '.join(unit.flags)}")
+
+
+@cli.command()
+@click.option("--variant", "-v", required=True, help="a variant already built under build/")
+@click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
+              help="the directory holding build/ (default: here)")
+@click.option("--json", "as_json", is_flag=True, help="the verdict as JSON")
+def audit(variant, project, as_json):
+    """Disassemble every object of a built variant and check the policy held (exit 1 if not).
+
+    No tile instruction outside amx-class objects; no zmm or tile in baseline; portable objects within
+    x86-64; protected objects identical across variants that render the same protected flags.
+    """
+    from .audit import audit_variant
+    from .report import audit_report
+
+    result = audit_variant(variant, Path(project))
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else audit_report(result))
+    sys.exit(0 if result.ok else 1)
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="amxforge", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        click.echo("amxforge: interrupted", err=True)
+        return 130
+    except AmxforgeError as exc:
+        click.echo(f"amxforge: error: {exc}", err=True)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

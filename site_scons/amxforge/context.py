@@ -1,0 +1,111 @@
+"""One variant build's decisions, shared by `amxforge flags`, the SCons tools and the audit: which variant
+(auto and native come from the probe), which compiler, which CUDA archs, and the flags of each unit."""
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .errors import AmxforgeError
+from .policy import Policy, UnitPolicy
+from .policy.cuda_arch import resolve_cuda_archs
+from .probe import choose_auto, probe
+from .probe.compilers import identify
+
+
+class VariantContext:
+    def __init__(self, variant: str, cc: str = None, cuda_arch: str = None, project_dir: Path = None):
+        self.policy = Policy()
+        self.project_dir = Path(project_dir or os.getcwd()).resolve()
+        valid = self.policy.variants.names
+        if variant not in valid:
+            raise self.policy.variants.unknown(variant)
+        self.probe = probe()
+        self.requested = variant
+        self.name = choose_auto(self.probe) if variant == "auto" else variant
+        self.variant = self.policy.variant(self.name, self.probe["cpu"]["features"])
+        self.compiler = identify(cc or os.environ.get("CC") or "gcc")
+        self.cuda_archs = resolve_cuda_archs(cuda_arch, self.probe) if self.variant.cuda else ()
+        self.build_dir = self.project_dir / "build" / self.name
+        self.units = []
+        self.object_nodes = []  # SCons nodes, for the progress line
+        self.compile_commands = []  # compile_commands.json entries with each unit's final command
+
+    # --- what this variant is -------------------------------------------------------------------------
+    def runnable_here(self):
+        """(True, None) or (False, why) for binaries of this variant on this host."""
+        entry = self.probe["variants"].get(self.name, {})
+        if entry.get("runnable"):
+            return True, None
+        return False, entry.get("why") or "unknown"
+
+    def class_flags(self, unit_class: str) -> tuple:
+        return self.policy.class_flags(unit_class, self.variant, self.compiler, self.cuda_archs)
+
+    def check_compiler_accepts(self) -> None:
+        """One real compile with every flag the classes render; on failure, name the flag the compiler rejects."""
+        flags = []
+        for cls in self.policy.classes.classes:
+            if cls != "cuda":
+                flags += [f for f in self.class_flags(cls) if f not in flags]
+        if self._compiles(flags):
+            return
+        for flag in flags:
+            if not self._compiles([flag]):
+                feat = next((f for f in self.policy.isa.features.values() if flag in (f.flag, f.clang_flag)), None)
+                need = f" (needs {self.compiler.family} >= {feat.minimum[self.compiler.family]})" if feat else ""
+                raise AmxforgeError(f"{self.compiler.describe()} rejects {flag}{need}, which variant {self.name} "
+                                    f"needs; pass CC= a newer compiler or choose another variant")
+        raise AmxforgeError(f"{self.compiler.describe()} cannot compile an empty unit with the flags of variant "
+                            f"{self.name}: {' '.join(flags)}")
+
+    def _compiles(self, flags) -> bool:
+        with tempfile.TemporaryDirectory(prefix="amxforge-cc-") as tmp:
+            src = Path(tmp, "t.c")
+            src.write_text("int amxforge_accepts;\n")
+            res = subprocess.run([self.compiler.path, "-Werror", *flags, "-c", str(src), "-o", str(src) + ".o"],
+                                 capture_output=True)
+            return res.returncode == 0
+
+    # --- units ----------------------------------------------------------------------------------------
+    def unit(self, source) -> UnitPolicy:
+        """Classify and render one unit; paths are matched relative to the project directory."""
+        path = Path(source).resolve()
+        try:
+            rel = path.relative_to(self.project_dir).as_posix()
+        except ValueError:
+            rel = path.as_posix()
+        return self.policy.unit(rel, path, self.variant, self.compiler, self.cuda_archs)
+
+    def record(self, unit: UnitPolicy, obj) -> None:
+        obj = Path(obj)
+        rel_obj = obj.relative_to(self.project_dir).as_posix() if obj.is_absolute() else obj.as_posix()
+        self.units.append(unit.as_dict() | {"object": rel_obj})
+
+    def policy_document(self) -> dict:
+        runnable, why = self.runnable_here()
+        classes = {}
+        for cls in self.policy.classes.classes:
+            if cls == "cuda" and not self.variant.cuda:
+                continue
+            classes[cls] = {"flags": list(self.class_flags(cls)),
+                            "features": self.policy.class_features(cls, self.variant, self.compiler)}
+        return {
+            "variant": self.name,
+            "requested": self.requested,
+            "summary": self.variant.summary,
+            "level": self.variant.level,
+            "features": list(self.variant.features),
+            "amx": list(self.variant.amx),
+            "cuda_archs": list(self.cuda_archs),
+            "compiler": {"family": self.compiler.family, "version": self.compiler.version,
+                         "path": self.compiler.path},
+            "runnable_here": runnable,
+            "why_not_runnable": why,
+            "classes": classes,
+            "units": sorted(self.units, key=lambda u: u["object"]),
+        }
+
+    def policy_json(self) -> str:
+        return json.dumps(self.policy_document(), indent=2, sort_keys=True) + "\n"

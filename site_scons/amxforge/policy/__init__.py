@@ -1,0 +1,88 @@
+"""The flag policy: every unit has a class, every build a variant; flags = render(template_of(class), variant,
+compiler). Nothing else adds ISA flags."""
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import AmxforgeError
+from ..paths import project_root
+from .classes import ClassTable, Classification
+from .isa import Compiler, Isa
+from .render import Renderer
+from .variants import Variant, VariantTable
+
+__all__ = ["Compiler", "Policy", "UnitPolicy", "Variant", "AmxforgeError"]
+
+
+@dataclass(frozen=True)
+class UnitPolicy:
+    source: str
+    unit_class: str
+    rule: str
+    glob: str
+    flags: tuple
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"flags": list(self.flags)}
+
+
+class Policy:
+    def __init__(self, root: Path = None):
+        root = Path(root) if root else project_root()
+        self.root = root
+        self.isa = Isa.load(root / "toolchain" / "isa.toml")
+        self.variants = VariantTable(root / "toolchain" / "variants.toml", self.isa)
+        self.classes = ClassTable(root / "toolchain" / "classes.toml")
+        self.renderer = Renderer(root / "templates")
+        for cls in self.classes.classes:
+            if not (self.renderer.folder / f"{cls}.j2").is_file():
+                raise AmxforgeError(f"{self.renderer.folder}/{cls}.j2: missing; class {cls!r} needs a template")
+        self._class_flags = lru_cache(maxsize=None)(self._render_class)
+
+    # --- variants ---------------------------------------------------------------------------------------
+    def variant(self, name: str, host_features=None) -> Variant:
+        if name == "auto":
+            raise AmxforgeError("variant 'auto' is chosen from the probe: use amxforge.probe.choose_auto()")
+        return self.variants.resolve(name, host_features)
+
+    # --- rendering --------------------------------------------------------------------------------------
+    def _render_class(self, unit_class: str, variant: Variant, compiler: Compiler, cuda_archs: tuple) -> tuple:
+        isa = self.isa
+        context = {
+            "level": variant.level,
+            "base": list(variant.features),
+            "amx": list(variant.amx),
+            "amx_off": list(isa.groups["amx_off"]),
+            "portable_level": isa.portable_level,
+            "portable_tune": isa.portable_tune,
+            "cuda_archs": list(cuda_archs),
+            "variant": variant.name,
+            "compiler": compiler.family,
+            "flag": lambda f: isa.flag(f, compiler),
+            "no_flag": lambda f: isa.no_flag(f, compiler),
+            "march": lambda lv: isa.march(lv, compiler),
+        }
+        if unit_class == "cuda":
+            context["host_flags"] = list(self._class_flags("default", variant, compiler, ()))
+        return tuple(self.renderer.render(unit_class, context))
+
+    def class_flags(self, unit_class: str, variant: Variant, compiler: Compiler, cuda_archs=()) -> tuple:
+        return self._class_flags(unit_class, variant, compiler, tuple(cuda_archs))
+
+    def class_features(self, unit_class: str, variant: Variant, compiler: Compiler) -> list:
+        """The CPU features a class's rendered flags turn on (what its objects may contain)."""
+        flags = self.class_flags("default" if unit_class == "cuda" else unit_class, variant, compiler)
+        return sorted(self.isa.features_of_flags(flags))
+
+    def classify(self, unit: str, source: Path = None) -> Classification:
+        found = self.classes.classify(unit)
+        if source is not None:
+            self.classes.scan_file(unit, source, found)
+        return found
+
+    def unit(self, unit: str, source: Path, variant: Variant, compiler: Compiler, cuda_archs=()) -> UnitPolicy:
+        """Class, rule and final ISA flags of one unit (path relative to its tree; source is the real file)."""
+        found = self.classify(unit, source)
+        flags = self.class_flags(found.unit_class, variant, compiler, cuda_archs)
+        return UnitPolicy(unit, found.unit_class, found.rule, found.glob, flags)

@@ -1,0 +1,171 @@
+"""The ISA facts of toolchain/isa.toml: features, levels, groups, and which compiler takes which flag."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.version import Version
+
+from ..errors import AmxforgeError
+from ..tomlfile import load_toml
+
+
+@dataclass(frozen=True)
+class Compiler:
+    """A C/C++ compiler as the policy needs it: its family (gcc|clang), version and path."""
+
+    family: str
+    version: str
+    path: str
+
+    def describe(self) -> str:
+        return f"{self.family} {self.version} ({self.path})"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    flag: str
+    clang_flag: str
+    no_flag: str
+    minimum: dict
+    family: str
+    implies: tuple
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    march: str
+    minimum: dict
+    features: tuple
+
+
+@dataclass
+class Isa:
+    path: Path
+    features: dict
+    levels: dict
+    groups: dict
+    portable_level: str
+    portable_tune: str
+    _flag_to_feature: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> "Isa":
+        data = load_toml(path)
+        try:
+            features = {
+                name: Feature(
+                    name=name,
+                    flag=rec["flag"],
+                    clang_flag=rec.get("clang_flag", rec["flag"]),
+                    no_flag=rec["no_flag"],
+                    minimum={"gcc": str(rec["gcc"]), "clang": str(rec["clang"])},
+                    family=rec.get("family", ""),
+                    implies=tuple(rec.get("implies", ())),
+                )
+                for name, rec in data["features"].items()
+            }
+            levels = {
+                name: Level(name, rec["march"], {"gcc": str(rec["gcc"]), "clang": str(rec["clang"])},
+                            tuple(rec["features"]))
+                for name, rec in data["levels"].items()
+            }
+            isa = cls(path, features, levels, dict(data["groups"]), data["portable"]["level"],
+                      data["portable"]["tune"])
+        except KeyError as exc:
+            raise AmxforgeError(f"{path}: missing key {exc}; every feature needs flag, no_flag, gcc, clang") from None
+        for name, members in isa.groups.items():
+            isa.expand(members, where=f"{path} [groups] {name}")
+        for feat in features.values():
+            isa.expand(feat.implies, where=f"{path} [features.{feat.name}] implies")
+            isa._flag_to_feature[feat.flag] = (feat.name, True)
+            isa._flag_to_feature[feat.clang_flag] = (feat.name, True)
+            isa._flag_to_feature[feat.no_flag] = (feat.name, False)
+        if isa.portable_level not in levels:
+            raise AmxforgeError(f"{path}: [portable] level {isa.portable_level!r} is not a level in [levels]")
+        return isa
+
+    def expand(self, names, where: str) -> list:
+        """Feature names with "@group" expanded, in order, without repeats; unknown names are an error."""
+        out = []
+        for name in names:
+            members = self.groups.get(name[1:]) if name.startswith("@") else [name]
+            if members is None:
+                raise AmxforgeError(f"{where}: unknown group {name!r}; groups are "
+                                    + ", ".join("@" + g for g in self.groups))
+            for member in members:
+                if member not in self.features and not any(member in lv.features for lv in self.levels.values()):
+                    raise AmxforgeError(f"{where}: unknown feature {member!r}; add it to {self.path.name} [features]")
+                if member not in out:
+                    out.append(member)
+        return out
+
+    def check_complete_sets(self, features, where: str) -> None:
+        """AVX-512 only as the complete set: a partial set breaks IQK flash attention (ik_llama.cpp #1299)."""
+        present = set(features)
+        for fam in ("avx512",):
+            group = self.groups[fam]
+            have = [f for f in group if f in present]
+            if have and len(have) != len(group):
+                missing = [f for f in group if f not in present]
+                raise AmxforgeError(f"{where}: partial AVX-512 set (missing {', '.join(missing)}); "
+                                    f"use \"@{fam}\" for the complete set or drop AVX-512 entirely")
+
+    def level(self, name: str, where: str) -> Level:
+        try:
+            return self.levels[name]
+        except KeyError:
+            raise AmxforgeError(f"{where}: unknown level {name!r}; levels are {', '.join(self.levels)}") from None
+
+    # --- flags for a compiler -------------------------------------------------------------------------
+    def _require(self, what: str, flag: str, minimum: dict, compiler: Compiler) -> str:
+        need = minimum.get(compiler.family)
+        if need is not None and Version(compiler.version) < Version(need):
+            raise AmxforgeError(
+                f"{compiler.describe()} does not accept {flag} ({what} needs {compiler.family} >= {need}); "
+                f"install a newer compiler and pass CC=/path/to/it, or choose a variant without {what}")
+        return flag
+
+    def flag(self, name: str, compiler: Compiler) -> str:
+        feat = self.features[name]
+        flag = feat.clang_flag if compiler.family == "clang" else feat.flag
+        return self._require(name, flag, feat.minimum, compiler)
+
+    def no_flag(self, name: str, compiler: Compiler) -> str:
+        feat = self.features[name]
+        return self._require(name, feat.no_flag, feat.minimum, compiler)
+
+    def march(self, level_name: str, compiler: Compiler) -> str:
+        lv = self.levels[level_name]
+        return self._require(level_name, lv.march, lv.minimum, compiler)
+
+    # --- reading flags back -----------------------------------------------------------------------------
+    def closure(self, names) -> set:
+        """The features that `names` turn on, with what each implies (as the compiler does)."""
+        out, todo = set(), list(names)
+        while todo:
+            name = todo.pop()
+            if name in out:
+                continue
+            out.add(name)
+            feat = self.features.get(name)
+            if feat:
+                todo.extend(feat.implies)
+        return out
+
+    def features_of_flags(self, flags) -> set:
+        """What a compiler command line enables: -march=<level> and -m<feature>/-mno-<feature>, in order."""
+        on = set()
+        march_of = {lv.march: lv for lv in self.levels.values()}
+        for flag in flags:
+            if flag in march_of:
+                on = self.closure(march_of[flag].features)
+            elif flag in self._flag_to_feature:
+                name, enable = self._flag_to_feature[flag]
+                if enable:
+                    on |= self.closure([name])
+                else:
+                    # -mno-X also turns off whatever needs X (gcc: -mno-avx512f drops all AVX-512)
+                    on = {f for f in on if name not in self.closure([f])}
+        return on

@@ -1,0 +1,47 @@
+"""Render a class's flag template for a variant and compiler (jinja2, StrictUndefined)."""
+
+from pathlib import Path
+
+import jinja2
+
+from ..errors import AmxforgeError
+
+
+def _template_location(exc: BaseException, fallback: str) -> str:
+    """file:line of the template frame that raised, from jinja's rewritten traceback."""
+    where = fallback
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(".j2"):
+            where = f"{name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+class Renderer:
+    def __init__(self, templates: Path):
+        self.folder = templates / "flags"
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(self.folder)),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            autoescape=False,
+        )
+
+    def render(self, unit_class: str, context: dict) -> list:
+        name = f"{unit_class}.j2"
+        try:
+            text = self.env.get_template(name).render(**context)
+        except jinja2.TemplateNotFound as exc:
+            raise AmxforgeError(f"{self.folder / str(exc)}: template missing for class {unit_class!r}; "
+                                f"every class in classes.toml needs templates/flags/<class>.j2") from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise AmxforgeError(f"{exc.filename or name}:{exc.lineno}: template error: {exc.message}") from None
+        except AmxforgeError:
+            raise
+        except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError) as exc:
+            where = _template_location(exc, str(self.folder / name))
+            raise AmxforgeError(f"{where}: template error: {exc}") from None
+        return text.split()

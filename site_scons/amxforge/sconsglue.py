@@ -1,0 +1,160 @@
+"""What the SConstruct and the site tools share: typed Variables with help, variant set-up, per-unit objects,
+policy.json / compile_commands.json, the progress line and the closing summary. Imported only under SCons."""
+
+import atexit
+import json
+import os
+import sys
+from pathlib import Path
+
+from SCons.Script import (Action, BoolVariable, COMMAND_LINE_TARGETS, Exit, GetBuildFailures, GetOption, SetOption,
+                          Value, Variables)
+
+from .errors import AmxforgeError
+
+HELP_HEAD = """amxforge: build variant binaries with per-unit ISA flags, then audit them.
+
+  scons [variant=auto]          build kernels/ for the best variant this host can build and run
+  scons variant=amx             outputs in build/amx/: bin/ lib/ compile_commands.json policy.json
+  scons variant=amx audit       build, then disassemble every object and check the policy held
+  amxforge probe                what this host has, and which variants it can build and run
+  amxforge flags --variant amx kernels/dense/gemm_bf16_amx.c   which flags a unit gets, and why
+
+Variables (name=value on the command line):
+"""
+
+
+def fail(message: str):
+    """Bad input: one line naming the fix, exit 2, nothing written."""
+    print(f"amxforge: error: {message}", file=sys.stderr)
+    Exit(2)
+
+
+def variables(arguments) -> Variables:
+    from .policy import Policy
+
+    try:
+        names = Policy().variants.names
+    except AmxforgeError as exc:
+        fail(str(exc))
+    vars_ = Variables(None, arguments)
+    vars_.Add("variant", f"target variant: {', '.join(names)}", "auto")
+    vars_.Add("cuda_arch", "CUDA archs for cuda variants, e.g. 90 or \"86;89;120\" (default: the probed GPUs)", "")
+    vars_.Add("jobs", "parallel compile jobs (default: CPU count)", str(os.cpu_count() or 1))
+    vars_.Add("CC", "C compiler (gcc or clang)", os.environ.get("CC", "gcc"))
+    vars_.Add("CXX", "C++ compiler", os.environ.get("CXX", "g++"))
+    vars_.Add(BoolVariable("verbose", "print full compiler command lines", False))
+    return vars_
+
+
+def configure(env):
+    """Resolve the variant (errors: one line, exit 2) and set the environment up for it."""
+    from .context import VariantContext
+
+    if GetOption("help"):
+        return None
+    known = {"variant", "cuda_arch", "jobs", "CC", "CXX", "verbose"}
+    unknown = sorted(set(env["AMXFORGE_ARGS"]) - known)
+    if unknown:
+        fail(f"unknown variable(s) {', '.join(unknown)}; `scons -h` lists them")
+    try:
+        jobs = int(env["jobs"])
+        ctx = VariantContext(env["variant"], cc=env["CC"], cuda_arch=env["cuda_arch"] or None,
+                             project_dir=Path(env.Dir("#").abspath))
+        ctx.check_compiler_accepts()
+    except ValueError:
+        fail(f"jobs={env['jobs']!r} is not a number; pass jobs=4")
+    except AmxforgeError as exc:
+        fail(str(exc))
+    SetOption("num_jobs", max(1, jobs))
+    _progress(env, ctx)
+    env["AMXFORGE"] = ctx
+    env["VARIANT_NAME"] = ctx.name
+    env["VARIANT_DIR"] = f"#build/{ctx.name}"
+    if not env["verbose"]:
+        for key, label in (("CCCOMSTR", "CC"), ("SHCCCOMSTR", "CC"), ("CXXCOMSTR", "CXX"), ("SHCXXCOMSTR", "CXX"),
+                           ("LINKCOMSTR", "LINK"), ("SHLINKCOMSTR", "LINK")):
+            env[key] = f"  {label:5s}$TARGET"
+    runnable, why = ctx.runnable_here()
+    if not runnable and not GetOption("clean"):
+        print(f"amxforge: note: variant {ctx.name} builds here, but its binaries will not run on this host: {why}")
+    return ctx
+
+
+def policy_object(env, source, shared=False):
+    """One unit compiled with its class's flags into build/VARIANT/obj/<path>; returns the object node."""
+    ctx = env["AMXFORGE"]
+    node = env.File(source)
+    src = node.srcnode()
+    try:
+        unit = ctx.unit(src.abspath)
+    except AmxforgeError as exc:
+        fail(str(exc))
+    rel = os.path.splitext(src.get_path(env.Dir("#")))[0]
+    suffix = env.subst("$SHOBJSUFFIX" if shared else "$OBJSUFFIX")
+    builder = env.SharedObject if shared else env.Object
+    obj = builder(target=f"#build/{ctx.name}/obj/{rel}{suffix}", source=src,
+                  CCFLAGS=env["CCFLAGS"] + list(unit.flags))[0]
+    ctx.record(unit, obj.get_path(env.Dir("#")))
+    ctx.object_nodes.append(obj)
+    com = ("$SHCXXCOM" if shared else "$CXXCOM") if src.suffix in (".cpp", ".cc", ".cxx") else \
+          ("$SHCCCOM" if shared else "$CCCOM")
+    ctx.compile_commands.append((obj, src, com))  # substituted in finish(), from the top directory
+    return obj
+
+
+def policy_objects(env, sources, shared=False):
+    return [policy_object(env, s, shared) for s in env.Flatten(sources)]
+
+
+def _write_value(target, source, env):
+    Path(str(target[0])).write_text(source[0].get_contents().decode())
+
+
+def finish(env):
+    """policy.json and compile_commands.json, the progress line, the summary; call after all SConscripts."""
+    ctx = env["AMXFORGE"]
+    out = f"#build/{ctx.name}"
+    policy = env.Command(f"{out}/policy.json", Value(ctx.policy_json()),
+                         Action(_write_value, None if env["verbose"] else "  GEN  $TARGET"))
+    # Written from the objects' own build environments, and only when its content changes (SCons'
+    # compilation_db tool is AlwaysBuild, which would make every no-op rebuild rewrite it).
+    top = env.Dir("#").abspath
+    entries = sorted(({"directory": top, "file": src.abspath, "output": obj.abspath,
+                       "arguments": [str(a) for a in obj.get_build_env().subst_list(com, target=[obj],
+                                                                                     source=[src])[0]]}
+                      for obj, src, com in ctx.compile_commands), key=lambda e: e["file"])
+    compdb = env.Command(f"{out}/compile_commands.json", Value(json.dumps(entries, indent=2) + "\n"),
+                         Action(_write_value, None if env["verbose"] else "  GEN  $TARGET"))
+    outputs = [env.Dir(out), policy, compdb]
+    env.Default(outputs)
+    atexit.register(_summary, ctx)
+    return outputs
+
+
+def _progress(env, ctx):
+    """`[k/N] CC obj` for each unit actually compiled (nothing on a no-op rebuild); full lines with verbose=1."""
+    objects, done = set(), set()
+
+    def print_cmd_line(line, target, source, env_):
+        name = str(target[0]) if target else ""
+        if not objects:
+            objects.update(o.get_path(env.Dir("#")) for o in ctx.object_nodes)
+        if name in objects:
+            done.add(name)
+            line = f"[{len(done):3d}/{len(objects)}] {line.strip()}"
+        sys.stdout.write(line.rstrip() + "\n")
+        sys.stdout.flush()
+
+    if not env["verbose"]:
+        env["PRINT_CMD_LINE_FUNC"] = print_cmd_line
+
+
+def _summary(ctx):
+    if GetBuildFailures() or GetOption("clean") or GetOption("question") or GetOption("no_exec"):
+        return
+    if "audit" in COMMAND_LINE_TARGETS:
+        return  # the audit prints its own report
+    from .report import build_summary
+
+    print(build_summary(ctx))
