@@ -1,20 +1,59 @@
-/* Internal declarations shared by the kernel units. Declarations only: no inline ISA-specific code here,
- * because an inline function compiled at two ISA levels can leave the linker with the wrong copy. */
+/* Internal declarations shared by the kernel units. Declarations and plain data only: no inline ISA-specific
+ * code here, because an inline function compiled at two ISA levels can leave the linker with the wrong copy. */
 #ifndef AKF_INTERNAL_H
 #define AKF_INTERNAL_H
 
 #include "amxforge_kernels.h"
 
 #define AKF_ROUNDUP(x, m) ((((x) + (m) - 1) / (m)) * (m))
+#define AKF_MIN(a, b) ((a) < (b) ? (a) : (b))
 
-/* Each returns AKF_ERR_NOT_BUILT when its ISA was not enabled for this variant. */
+/* Tile geometry: a tile is 16 rows x 64 bytes. bf16: a row holds 16 columns x 2 consecutive k (a "pair"), a tile
+ * spans 32 k. int8: 16 columns x 4 k (a "quad"), a tile spans 64 k. */
+#define AKF_BF16_KT 32
+#define AKF_INT8_KT 64
+
+struct akf_sparse {
+    int dtype, K, N, Kp, panels, ktiles;
+    uint64_t nnz;
+    void *masks;        /* [panels][ktiles][16]: uint32_t (bf16) or uint64_t (int8), bit = position in the row */
+    uint64_t *tile_off; /* [panels * ktiles + 1]: element offset of each tile's first value */
+    void *values;       /* nonzeros in (panel, ktile, row, bit) order, padded by 64 bytes */
+    int32_t *colsum;    /* int8: column sums of B over all k (the VNNI u8 x s8 correction); NULL for bf16 */
+};
+
+/* Each returns AKF_ERR_NOT_BUILT when its ISA was not enabled for this variant. nthreads: OpenMP threads. */
 int akf_gemm_bf16_ref(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C);
 int akf_gemm_bf16_avx512(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C);
 int akf_gemm_bf16_amx(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C);
+int akf_gemm_int8_ref(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp, const float *bs,
+                      float *C);
+int akf_gemm_int8_avx512(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp, const float *bs,
+                         float *C);
+int akf_gemm_int8_amx(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp, const float *bs,
+                      float *C);
+int akf_spmm_bf16_ref(int M, const uint16_t *A, const akf_sparse *B, float *C);
+int akf_spmm_bf16_avx512(int M, const uint16_t *A, const akf_sparse *B, float *C);
+int akf_spmm_bf16_amx(int M, const uint16_t *A, const akf_sparse *B, float *C);
+int akf_spmm_int8_ref(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C);
+int akf_spmm_int8_avx512(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C);
+int akf_spmm_int8_amx(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C);
 int akf_avx512_built(void);
 int akf_amx_built(void);
+double akf_tile_peak_amx(int dtype, int threads, double seconds);
+double akf_read_bw_simd(const void *buf, size_t bytes, int threads, int reps);
 
-/* Index of element (k, n) in the packed B. */
+akf_sparse *akf_sparse_alloc(int dtype, int K, int N, uint64_t nnz);
+akf_sparse *akf_sparse_clone(const akf_sparse *S);
+
+
+/* Packed-layout helpers (portable). */
 size_t akf_bf16_packed_index(int K, int k, int n);
+size_t akf_int8_packed_index(int K, int k, int n);
+/* A rows copied into tile blocks: [M/16 blocks][Kp/kt tiles][16 rows][64 bytes], zero padded. */
+size_t akf_tile_a_bytes(int M, int K, int kt_elems, int elem_size);
+void akf_tile_a(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap);
+/* Thread t's panel range [p0, p1) of a sparse matrix, balanced by nonzeros. */
+void akf_sparse_split(const akf_sparse *S, int nthreads, int t, int *p0, int *p1);
 
 #endif

@@ -44,6 +44,43 @@ size_t akf_bf16_packed_elems(int K, int N);
 void akf_bf16_pack_b(int K, int N, const uint16_t *B, uint16_t *Bp);
 int akf_gemm_bf16(int impl, int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C);
 
+/* int8 GEMM (as Q8_0 does): C[M x N] fp32 = (A s8 [M x K] x B s8 [K x N]) in int32, times a_scale[m] * b_scale[n].
+ * B is prepacked in the AMX quad layout (16-column panels, K padded to 64, 4 consecutive k per column = 64 bytes
+ * per row), followed by its int32 column sums (the AVX-512 VNNI path needs them). */
+size_t akf_int8_packed_bytes(int K, int N);
+void akf_int8_pack_b(int K, int N, const int8_t *B, uint8_t *Bp);
+int akf_gemm_int8(int impl, int M, int N, int K, const int8_t *A, const float *a_scale, const uint8_t *Bp,
+                  const float *b_scale, float *C);
+
+/* Sparse weights, SparAMX-style: B in the AMX pair (bf16) / quad (int8) layout, cut into 16x64-byte tiles; each
+ * tile row (64 bytes) has a bitmask (32 bits bf16, 64 bits int8) and its nonzeros packed densely. All-zero tiles
+ * are skipped; threads are split by nonzeros. */
+enum akf_dtype { AKF_BF16 = 1, AKF_INT8 = 2 };
+typedef struct akf_sparse akf_sparse;
+struct akf_sparse_info {
+    int dtype, K, N, panels, ktiles;
+    uint64_t nnz;           /* stored nonzero values */
+    uint64_t tiles, zero_tiles;
+    uint64_t bytes;         /* what a multiply reads: masks + values + tile offsets */
+};
+/* Pack row-major B[K x N] (bf16 bits or int8). NULL on bad input, with the reason in msg. */
+akf_sparse *akf_sparse_pack(int dtype, int K, int N, const void *B, char *msg, size_t len);
+void akf_sparse_free(akf_sparse *S);
+void akf_sparse_info(const akf_sparse *S, struct akf_sparse_info *out);
+/* Unpack to row-major B[K x N] (for round-trip checks). */
+int akf_sparse_unpack(const akf_sparse *S, void *B);
+/* File format: magic "AMXFSPRS", version, dtype, sizes, FNV-1a 64 checksum; the loader checks all of them. */
+int akf_sparse_save(const akf_sparse *S, const char *path, char *msg, size_t len);
+akf_sparse *akf_sparse_load(const char *path, char *msg, size_t len);
+int akf_spmm_bf16(int impl, int M, const uint16_t *A, const akf_sparse *B, float *C);
+int akf_spmm_int8(int impl, int M, const int8_t *A, const float *a_scale, const akf_sparse *B, const float *b_scale,
+                  float *C);
+
+/* Hardware limits, measured in the same run as the kernels (threads run in parallel; results are totals). */
+double akf_limit_tile_peak(int dtype, int threads, double seconds); /* GFLOP/s (bf16) or GOP/s (int8); <0: n/a */
+double akf_limit_read_bw(size_t bytes, int threads, int reps);      /* GB/s of a streaming read of `bytes` */
+double akf_now(void);                                               /* monotonic seconds */
+
 #ifdef __cplusplus
 }
 #endif

@@ -13,6 +13,15 @@ STATUS = {0: "ok", 1: "CPU lacks a feature", 2: "OS has not enabled the state", 
 
 _u16p = np.ctypeslib.ndpointer(np.uint16, flags="C_CONTIGUOUS")
 _f32p = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
+_i8p = np.ctypeslib.ndpointer(np.int8, flags="C_CONTIGUOUS")
+_u8p = np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")
+DTYPES = {"bf16": 1, "int8": 2}
+
+
+class SparseInfo(ctypes.Structure):
+    _fields_ = [("dtype", ctypes.c_int), ("K", ctypes.c_int), ("N", ctypes.c_int), ("panels", ctypes.c_int),
+                ("ktiles", ctypes.c_int), ("nnz", ctypes.c_uint64), ("tiles", ctypes.c_uint64),
+                ("zero_tiles", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
 
 
 def to_bf16(x) -> np.ndarray:
@@ -41,6 +50,21 @@ class KernelLibrary:
         lib.akf_bf16_packed_elems.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.akf_bf16_pack_b.argtypes = [ctypes.c_int, ctypes.c_int, _u16p, _u16p]
         lib.akf_gemm_bf16.argtypes = [ctypes.c_int] * 4 + [_u16p, _u16p, _f32p]
+        lib.akf_int8_packed_bytes.restype = ctypes.c_size_t
+        lib.akf_int8_packed_bytes.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.akf_int8_pack_b.argtypes = [ctypes.c_int, ctypes.c_int, _i8p, _u8p]
+        lib.akf_gemm_int8.argtypes = [ctypes.c_int] * 4 + [_i8p, _f32p, _u8p, _f32p, _f32p]
+        lib.akf_sparse_pack.restype = ctypes.c_void_p
+        lib.akf_sparse_pack.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p,
+                                        ctypes.c_size_t]
+        lib.akf_sparse_free.argtypes = [ctypes.c_void_p]
+        lib.akf_sparse_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(SparseInfo)]
+        lib.akf_sparse_unpack.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.akf_sparse_save.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+        lib.akf_sparse_load.restype = ctypes.c_void_p
+        lib.akf_sparse_load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+        lib.akf_spmm_bf16.argtypes = [ctypes.c_int, ctypes.c_int, _u16p, ctypes.c_void_p, _f32p]
+        lib.akf_spmm_int8.argtypes = [ctypes.c_int, ctypes.c_int, _i8p, _f32p, ctypes.c_void_p, _f32p, _f32p]
         self.lib = lib
 
     @property
@@ -61,10 +85,88 @@ class KernelLibrary:
         self.lib.akf_bf16_pack_b(K, N, np.ascontiguousarray(B, dtype=np.uint16), out)
         return out
 
+    @staticmethod
+    def _check(rc: int, what: str) -> None:
+        if rc != 0:
+            raise AmxforgeError(f"{what} failed: {STATUS.get(rc, rc)}")
+
     def gemm_bf16(self, A: np.ndarray, Bp: np.ndarray, N: int, impl: str = "best") -> np.ndarray:
         M, K = A.shape
         C = np.zeros((M, N), dtype=np.float32)
-        rc = self.lib.akf_gemm_bf16(IMPLS[impl], M, N, K, np.ascontiguousarray(A, dtype=np.uint16), Bp, C)
-        if rc != 0:
-            raise AmxforgeError(f"akf_gemm_bf16({impl}) failed: {STATUS.get(rc, rc)}")
+        self._check(self.lib.akf_gemm_bf16(IMPLS[impl], M, N, K, np.ascontiguousarray(A, dtype=np.uint16), Bp, C),
+                    f"akf_gemm_bf16({impl})")
+        return C
+
+    def pack_b_int8(self, B: np.ndarray) -> np.ndarray:
+        K, N = B.shape
+        out = np.empty(self.lib.akf_int8_packed_bytes(K, N), dtype=np.uint8)
+        self.lib.akf_int8_pack_b(K, N, np.ascontiguousarray(B, dtype=np.int8), out)
+        return out
+
+    def gemm_int8(self, A, a_scale, Bp, b_scale, impl: str = "best") -> np.ndarray:
+        M, K = A.shape
+        N = len(b_scale)
+        C = np.zeros((M, N), dtype=np.float32)
+        self._check(self.lib.akf_gemm_int8(IMPLS[impl], M, N, K, np.ascontiguousarray(A, dtype=np.int8),
+                                           np.ascontiguousarray(a_scale, dtype=np.float32), Bp,
+                                           np.ascontiguousarray(b_scale, dtype=np.float32), C), f"akf_gemm_int8({impl})")
+        return C
+
+    # --- sparse -----------------------------------------------------------------------------------------
+    def sparse_pack(self, B: np.ndarray, dtype: str) -> "SparseMatrix":
+        K, N = B.shape
+        data = np.ascontiguousarray(B, dtype=np.uint16 if dtype == "bf16" else np.int8)
+        msg = ctypes.create_string_buffer(512)
+        handle = self.lib.akf_sparse_pack(DTYPES[dtype], K, N, data.ctypes.data, msg, len(msg))
+        if not handle:
+            raise AmxforgeError(f"sparse pack: {msg.value.decode()}")
+        return SparseMatrix(self, handle)
+
+    def sparse_load(self, path) -> "SparseMatrix":
+        msg = ctypes.create_string_buffer(512)
+        handle = self.lib.akf_sparse_load(str(path).encode(), msg, len(msg))
+        if not handle:
+            raise AmxforgeError(msg.value.decode())
+        return SparseMatrix(self, handle)
+
+
+class SparseMatrix:
+    """A packed sparse weight matrix owned by the C library (freed with the object)."""
+
+    def __init__(self, lib: KernelLibrary, handle: int):
+        self.owner, self.handle = lib, handle
+
+    def __del__(self):
+        if getattr(self, "handle", None):
+            self.owner.lib.akf_sparse_free(self.handle)
+            self.handle = None
+
+    def info(self) -> dict:
+        out = SparseInfo()
+        self.owner.lib.akf_sparse_info(self.handle, ctypes.byref(out))
+        return {name: getattr(out, name) for name, _ in SparseInfo._fields_}
+
+    def unpack(self) -> np.ndarray:
+        info = self.info()
+        out = np.zeros((info["K"], info["N"]), dtype=np.uint16 if info["dtype"] == 1 else np.int8)
+        self.owner._check(self.owner.lib.akf_sparse_unpack(self.handle, out.ctypes.data), "akf_sparse_unpack")
+        return out
+
+    def save(self, path) -> None:
+        msg = ctypes.create_string_buffer(512)
+        if self.owner.lib.akf_sparse_save(self.handle, str(path).encode(), msg, len(msg)) != 0:
+            raise AmxforgeError(msg.value.decode())
+
+    def matmul(self, A: np.ndarray, impl: str = "best", a_scale=None, b_scale=None) -> np.ndarray:
+        info = self.info()
+        M = A.shape[0]
+        C = np.zeros((M, info["N"]), dtype=np.float32)
+        lib = self.owner.lib
+        if info["dtype"] == 1:
+            rc = lib.akf_spmm_bf16(IMPLS[impl], M, np.ascontiguousarray(A, dtype=np.uint16), self.handle, C)
+        else:
+            rc = lib.akf_spmm_int8(IMPLS[impl], M, np.ascontiguousarray(A, dtype=np.int8),
+                                   np.ascontiguousarray(a_scale, dtype=np.float32), self.handle,
+                                   np.ascontiguousarray(b_scale, dtype=np.float32), C)
+        self.owner._check(rc, f"akf_spmm({impl})")
         return C

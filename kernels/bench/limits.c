@@ -1,0 +1,96 @@
+/* Read bandwidth (class `default`): each thread streams its contiguous share of a buffer larger than the L3 with
+ * the widest loads the variant has; the buffer is first touched by the same threads (page placement). */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "akf_internal.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+double akf_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t read_chunk(const char *p, size_t n) {
+#if defined(__AVX512F__)
+    __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
+    for (size_t i = 0; i + 256 <= n; i += 256) {
+        a = _mm512_xor_si512(a, _mm512_load_si512(p + i));
+        b = _mm512_xor_si512(b, _mm512_load_si512(p + i + 64));
+        c = _mm512_xor_si512(c, _mm512_load_si512(p + i + 128));
+        d = _mm512_xor_si512(d, _mm512_load_si512(p + i + 192));
+    }
+    return (uint64_t)_mm512_reduce_add_epi64(_mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d)));
+#elif defined(__AVX2__)
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    for (size_t i = 0; i + 128 <= n; i += 128) {
+        a = _mm256_xor_si256(a, _mm256_load_si256((const __m256i *)(p + i)));
+        b = _mm256_xor_si256(b, _mm256_load_si256((const __m256i *)(p + i + 32)));
+        c = _mm256_xor_si256(c, _mm256_load_si256((const __m256i *)(p + i + 64)));
+        d = _mm256_xor_si256(d, _mm256_load_si256((const __m256i *)(p + i + 96)));
+    }
+    __m256i x = _mm256_xor_si256(_mm256_xor_si256(a, b), _mm256_xor_si256(c, d));
+    return (uint64_t)_mm256_extract_epi64(x, 0) ^ (uint64_t)_mm256_extract_epi64(x, 3);
+#else
+    uint64_t s = 0;
+    for (size_t i = 0; i + 8 <= n; i += 8) { uint64_t v; memcpy(&v, p + i, 8); s ^= v; }
+    return s;
+#endif
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double akf_limit_read_bw(size_t bytes, int threads, int reps) {
+    char msg[256];
+    if (akf_guard(msg, sizeof msg) != AKF_OK || threads < 1 || reps < 1) return -1.0;
+    bytes = AKF_ROUNDUP(bytes, (size_t)threads * 4096);
+    char *buf = aligned_alloc(2u << 20, AKF_ROUNDUP(bytes, 2u << 20));
+    if (!buf) return -1.0;
+    madvise(buf, bytes, MADV_HUGEPAGE);
+    const size_t share = bytes / (size_t)threads;
+#pragma omp parallel num_threads(threads)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        memset(buf + (size_t)t * share, t + 1, share);
+    }
+    double *gbps = malloc(sizeof *gbps * (size_t)reps);
+    volatile uint64_t sink = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = akf_now();
+#pragma omp parallel num_threads(threads) reduction(^ : sink)
+        {
+            int t = 0;
+#ifdef _OPENMP
+            t = omp_get_thread_num();
+#endif
+            sink ^= read_chunk(buf + (size_t)t * share, share);
+        }
+        gbps[r] = (double)bytes / (akf_now() - t0) / 1e9;
+    }
+    qsort(gbps, (size_t)reps, sizeof *gbps, cmp_double);
+    double median = gbps[reps / 2];
+    free(gbps);
+    free(buf);
+    return median;
+}
+
+double akf_limit_tile_peak(int dtype, int threads, double seconds) {
+    char msg[256];
+    if (!(akf_runnable_impls() & AKF_IMPL_AMX) || akf_guard(msg, sizeof msg) != AKF_OK) return -1.0;
+    return akf_tile_peak_amx(dtype, threads, seconds);
+}

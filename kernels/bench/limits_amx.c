@@ -1,0 +1,65 @@
+/* Tile peak (class `amx`): a loop of independent tile ops (six accumulators, operands already in tiles), per
+ * thread, all threads at once. What the dense kernels are measured against, in the same run. */
+#include <string.h>
+
+#include "akf_internal.h"
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+#include <immintrin.h>
+
+struct tile_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+static void loop(int dt, long iters) {
+    for (long i = 0; i < iters; i++) {
+        if (dt == AKF_BF16) {
+            _tile_dpbf16ps(0, 6, 7); _tile_dpbf16ps(1, 6, 7); _tile_dpbf16ps(2, 6, 7);
+            _tile_dpbf16ps(3, 6, 7); _tile_dpbf16ps(4, 6, 7); _tile_dpbf16ps(5, 6, 7);
+        } else {
+            _tile_dpbssd(0, 6, 7); _tile_dpbssd(1, 6, 7); _tile_dpbssd(2, 6, 7);
+            _tile_dpbssd(3, 6, 7); _tile_dpbssd(4, 6, 7); _tile_dpbssd(5, 6, 7);
+        }
+    }
+}
+
+double akf_tile_peak_amx(int dtype, int threads, double seconds) {
+    /* calibrate on one thread, then run all threads for about `seconds` */
+    long iters = 2000;
+    double elapsed = 0.0, per_op = dtype == AKF_BF16 ? 16.0 * 16 * 32 * 2 : 16.0 * 16 * 64 * 2;
+    for (int pass = 0; pass < 2; pass++) {
+        double t0 = akf_now(), t_end = 0.0;
+#pragma omp parallel num_threads(threads)
+        {
+            struct tile_config cfg;
+            memset(&cfg, 0, sizeof cfg);
+            cfg.palette = 1;
+            for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+            _tile_loadconfig(&cfg);
+            char zeros[1024] __attribute__((aligned(64)));
+            memset(zeros, 0, sizeof zeros);
+            _tile_loadd(6, zeros, 64);
+            _tile_loadd(7, zeros, 64);
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); _tile_zero(4); _tile_zero(5);
+#pragma omp barrier
+#pragma omp single
+            t0 = akf_now();
+            loop(dtype, iters);
+#pragma omp barrier
+#pragma omp single
+            t_end = akf_now();
+            _tile_release();
+        }
+        elapsed = t_end - t0;
+        if (pass == 0) iters = (long)(iters * (seconds / (elapsed > 1e-6 ? elapsed : 1e-6))) + 1;
+    }
+    return (double)iters * 6 * per_op * threads / elapsed / 1e9;
+}
+#else
+double akf_tile_peak_amx(int dtype, int threads, double seconds) {
+    (void)dtype; (void)threads; (void)seconds;
+    return -1.0;
+}
+#endif

@@ -1,0 +1,210 @@
+/* amxforge-kbench (class `portable`): runs the kernels of this variant on the benchmark shapes and prints one JSON
+ * record per line: the hardware limits measured in this run, then one record per case (median of the reps).
+ * Derived figures (GFLOP/s, fractions of the limits, sparse speedups) are computed by `amxforge bench kernels`.
+ *
+ *   amxforge-kbench [--threads 1,2] [--quick] [--reps R] [--min-bytes B] [--only dense|sparse|limits]
+ *
+ * Decode shapes (M <= 16) stream at least --min-bytes (default 1.1 GB) of distinct weight copies per rep, so that
+ * the 300 MB L3 cannot hide DRAM. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "akf_internal.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+struct opts { int threads[8], nthreads, quick, reps; double min_bytes; const char *only; };
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(void) {
+    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 32);
+}
+static float rnd_unit(void) { return (float)(rnd() >> 8) / 8388608.0f - 1.0f; }
+
+static uint16_t f32_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/* random B [K x N] with the given fraction of zeros; bf16 values in [-1, 1), int8 in [-127, 127] \ {0} */
+static void *random_b(int dtype, int K, int N, double sparsity) {
+    size_t n = (size_t)K * N;
+    void *B = malloc(n * (dtype == AKF_BF16 ? 2 : 1));
+    uint32_t zero_below = (uint32_t)(sparsity * 4294967295.0);
+    for (size_t i = 0; i < n; i++) {
+        int zero = sparsity > 0 && rnd() <= zero_below;
+        if (dtype == AKF_BF16) {
+            float v = rnd_unit();
+            ((uint16_t *)B)[i] = zero ? 0 : f32_to_bf16(v == 0.0f ? 0.5f : v);
+        } else {
+            int v = (int)(rnd() % 254) - 127;
+            ((int8_t *)B)[i] = (int8_t)(zero ? 0 : (v == 0 ? 1 : v));
+        }
+    }
+    return B;
+}
+
+struct weights { int copies; void **dense; akf_sparse **sparse; size_t bytes_each; };
+
+static struct weights make_weights(int dtype, int sparse, int K, int N, double sparsity, double min_bytes) {
+    struct weights w = {1, NULL, NULL, 0};
+    void *B = random_b(dtype, K, N, sparsity);
+    void *first = NULL;
+    akf_sparse *sfirst = NULL;
+    if (sparse) {
+        char msg[256];
+        sfirst = akf_sparse_pack(dtype, K, N, B, msg, sizeof msg);
+        if (!sfirst) { fprintf(stderr, "amxforge-kbench: %s\n", msg); exit(1); }
+        struct akf_sparse_info info;
+        akf_sparse_info(sfirst, &info);
+        w.bytes_each = info.bytes;
+    } else {
+        w.bytes_each = dtype == AKF_BF16 ? akf_bf16_packed_elems(K, N) * 2 : akf_int8_packed_bytes(K, N);
+        first = malloc(w.bytes_each);
+        if (dtype == AKF_BF16) akf_bf16_pack_b(K, N, B, first);
+        else akf_int8_pack_b(K, N, B, first);
+    }
+    free(B);
+    if (min_bytes > 0) w.copies = (int)(min_bytes / (double)w.bytes_each) + 1;
+    w.dense = calloc((size_t)w.copies, sizeof(void *));
+    w.sparse = calloc((size_t)w.copies, sizeof(akf_sparse *));
+    for (int c = 0; c < w.copies; c++) {
+        if (sparse) w.sparse[c] = c ? akf_sparse_clone(sfirst) : sfirst;
+        else if (c) { w.dense[c] = malloc(w.bytes_each); memcpy(w.dense[c], first, w.bytes_each); }
+        else w.dense[c] = first;
+        if ((sparse && !w.sparse[c]) || (!sparse && !w.dense[c])) {
+            fprintf(stderr, "amxforge-kbench: out of memory for %d weight copies of %zu bytes\n", w.copies, w.bytes_each);
+            exit(1);
+        }
+    }
+    return w;
+}
+
+static void free_weights(struct weights *w) {
+    for (int c = 0; c < w->copies; c++) { free(w->dense[c]); akf_sparse_free(w->sparse[c]); }
+    free(w->dense);
+    free(w->sparse);
+}
+
+static const char *impl_name(int impl) { return impl == AKF_IMPL_AMX ? "amx" : impl == AKF_IMPL_AVX512 ? "avx512" : "ref"; }
+
+static void run_case(const struct opts *o, const char *kernel, int dtype, int impl, int M, int N, int K, double sparsity,
+                     int threads) {
+    const int sparse = strcmp(kernel, "sparse") == 0, decode = M <= 16;
+    struct weights w = make_weights(dtype, sparse, K, N, sparsity, decode ? o->min_bytes : 0);
+    void *A = random_b(dtype, M, K, 0.0);
+    float *as = malloc(sizeof(float) * (size_t)M), *bs = malloc(sizeof(float) * (size_t)N);
+    for (int i = 0; i < M; i++) as[i] = 0.01f;
+    for (int i = 0; i < N; i++) bs[i] = 0.02f;
+    float *C = malloc(sizeof(float) * (size_t)M * N);
+    int reps = o->reps > 0 ? o->reps : (decode ? 5 : 3);
+    double *times = malloc(sizeof(double) * (size_t)(reps + 1));
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+        double t0 = akf_now();
+        for (int c = 0; c < w.copies; c++) {
+            int rc = sparse ? (dtype == AKF_BF16 ? akf_spmm_bf16(impl, M, A, w.sparse[c], C)
+                                                 : akf_spmm_int8(impl, M, A, as, w.sparse[c], bs, C))
+                            : (dtype == AKF_BF16 ? akf_gemm_bf16(impl, M, N, K, A, w.dense[c], C)
+                                                 : akf_gemm_int8(impl, M, N, K, A, as, w.dense[c], bs, C));
+            if (rc != AKF_OK) { fprintf(stderr, "amxforge-kbench: %s %s %s failed: status %d\n", kernel, impl_name(impl),
+                                        dtype == AKF_BF16 ? "bf16" : "int8", rc); exit(1); }
+        }
+        if (r >= 0) times[r] = (akf_now() - t0) / w.copies;
+    }
+    qsort(times, (size_t)reps, sizeof *times, cmp_double);
+    printf("{\"record\": \"case\", \"kernel\": \"%s\", \"impl\": \"%s\", \"dtype\": \"%s\", \"M\": %d, \"N\": %d, \"K\": %d, "
+           "\"sparsity\": %.2f, \"threads\": %d, \"seconds\": %.9g, \"reps\": %d, \"copies\": %d, \"weight_bytes\": %zu, "
+           "\"flops\": %.6g}\n",
+           kernel, impl_name(impl), dtype == AKF_BF16 ? "bf16" : "int8", M, N, K, sparsity, threads, times[reps / 2], reps,
+           w.copies, w.bytes_each, 2.0 * M * N * K);
+    fflush(stdout);
+    free(times); free(A); free(as); free(bs); free(C);
+    free_weights(&w);
+}
+
+static void limits(const struct opts *o, int threads) {
+    double secs = o->quick ? 0.2 : 0.5;
+    double bf = akf_limit_tile_peak(AKF_BF16, threads, secs), i8 = akf_limit_tile_peak(AKF_INT8, threads, secs);
+    if (bf > 0) printf("{\"record\": \"limit\", \"limit\": \"tile_peak_bf16\", \"gflops\": %.1f, \"threads\": %d}\n", bf, threads);
+    if (i8 > 0) printf("{\"record\": \"limit\", \"limit\": \"tile_peak_int8\", \"gflops\": %.1f, \"threads\": %d}\n", i8, threads);
+    size_t bytes = o->min_bytes > 1.2e9 ? (size_t)o->min_bytes : (size_t)1.2e9;
+    printf("{\"record\": \"limit\", \"limit\": \"read_bw\", \"gbps\": %.2f, \"threads\": %d, \"bytes\": %zu}\n",
+           akf_limit_read_bw(bytes, threads, o->quick ? 3 : 5), threads, bytes);
+    fflush(stdout);
+}
+
+static int parse(int argc, char **argv, struct opts *o) {
+    *o = (struct opts){{1}, 1, 0, 0, 1.1e9, NULL};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) o->quick = 1;
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            o->nthreads = 0;
+            for (char *s = strtok(argv[++i], ","); s && o->nthreads < 8; s = strtok(NULL, ",")) {
+                int t = atoi(s);
+                if (t < 1) { fprintf(stderr, "amxforge-kbench: --threads takes positive numbers, e.g. 1,2\n"); return 0; }
+                o->threads[o->nthreads++] = t;
+            }
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o->reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--min-bytes") && i + 1 < argc) o->min_bytes = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) o->only = argv[++i];
+        else {
+            fprintf(stderr, "usage: amxforge-kbench [--threads 1,2] [--quick] [--reps R] [--min-bytes B] "
+                            "[--only dense|sparse|limits]\n");
+            return 0;
+        }
+    }
+    return o->nthreads > 0;
+}
+
+int main(int argc, char **argv) {
+    char msg[512];
+    struct opts o;
+    if (!parse(argc, argv, &o)) return 2;
+    if (akf_guard(msg, sizeof msg) != AKF_OK) {
+        fprintf(stderr, "amxforge-kbench: variant %s cannot run on this host: %s\n", akf_variant(), msg);
+        return AKF_EXIT_UNSUPPORTED;
+    }
+    const unsigned ok = akf_runnable_impls();
+    const int impls[] = {AKF_IMPL_AMX, AKF_IMPL_AVX512}, dtypes[] = {AKF_BF16, AKF_INT8};
+    static const int NK[3][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}};
+    const int prefill[] = {512, 128}, decodeM[] = {1, 4, 16};
+    const double sparsities[] = {0.0, 0.5, 0.7, 0.9};
+    for (int ti = 0; ti < o.nthreads; ti++) {
+        int T = o.threads[ti];
+        if (!o.only || !strcmp(o.only, "limits")) limits(&o, T);
+        for (int ii = 0; ii < 2; ii++) {
+            if (!(ok & (unsigned)impls[ii])) continue;
+            for (int di = 0; di < 2; di++)
+                for (int s = 0; s < 3; s++) {
+                    if (o.quick && s > 0) continue;
+                    const int N = NK[s][0], K = NK[s][1];
+                    if (!o.only || !strcmp(o.only, "dense")) {
+                        for (int m = 0; m < 2; m++)
+                            if (!o.quick || m == 0) run_case(&o, "dense", dtypes[di], impls[ii], prefill[m], N, K, 0.0, T);
+                        for (int m = 0; m < 3; m++)
+                            if (!o.quick || m == 0) run_case(&o, "dense", dtypes[di], impls[ii], decodeM[m], N, K, 0.0, T);
+                    }
+                    if (!o.only || !strcmp(o.only, "sparse"))
+                        for (int m = 0; m < 3; m++)
+                            for (int sp = 0; sp < 4; sp++) {
+                                if (o.quick && (m > 0 || sp == 0 || dtypes[di] != AKF_BF16)) continue;
+                                run_case(&o, "sparse", dtypes[di], impls[ii], decodeM[m], N, K, sparsities[sp], T);
+                            }
+                }
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,124 @@
+/* AVX-512 dense GEMM for the avx512 variant (class `default`; real code only with the complete AVX-512 set):
+ * bf16 with VDPBF16PS, int8 with VNNI VPDPBUSD (A is shifted to u8 by +128, and 128 * column sum of B is taken
+ * back off). Register blocking: up to 8 rows x 2 panels (16 accumulators); B panels come from the packed layout. */
+#include <string.h>
+
+#include "akf_internal.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+int akf_avx512_built(void) { return 1; }
+
+enum { BF16, INT8 };
+
+static inline uint32_t group_of(int dt, const void *A, int K, int row, int g) {
+    /* the g-th pair (bf16) or quad (int8) of row `row`, zero past K; int8 shifted to u8 */
+    uint32_t v = 0;
+    if (dt == BF16) {
+        const uint16_t *a = (const uint16_t *)A + (size_t)row * K;
+        int k = 2 * g;
+        if (k + 2 <= K) memcpy(&v, a + k, 4);
+        else if (k < K) v = a[k];
+        return v;
+    }
+    const int8_t *a = (const int8_t *)A + (size_t)row * K;
+    int k = 4 * g;
+    if (k + 4 <= K) memcpy(&v, a + k, 4);
+    else for (int i = 0; k + i < K; i++) v |= (uint32_t)(uint8_t)a[k + i] << (8 * i);
+    return v ^ 0x80808080u;
+}
+
+static inline __attribute__((always_inline)) void rows_x_panels(int dt, int R, int nn, int G, const void *A, int K,
+                                                                 int r0, const char *b0, const char *b1, __m512 *out) {
+    __m512i acci[8][2];
+    __m512 accf[8][2];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 2; j++) { acci[r][j] = _mm512_setzero_si512(); accf[r][j] = _mm512_setzero_ps(); }
+    for (int g = 0; g < G; g++) {
+        __m512i v0 = _mm512_loadu_si512(b0 + (size_t)g * 64), v1 = v0;
+        if (nn > 1) v1 = _mm512_loadu_si512(b1 + (size_t)g * 64);
+        for (int r = 0; r < R; r++) {
+            __m512i a = _mm512_set1_epi32((int)group_of(dt, A, K, r0 + r, g));
+            if (dt == BF16) {
+                accf[r][0] = _mm512_dpbf16_ps(accf[r][0], (__m512bh)a, (__m512bh)v0);
+                if (nn > 1) accf[r][1] = _mm512_dpbf16_ps(accf[r][1], (__m512bh)a, (__m512bh)v1);
+            } else {
+                acci[r][0] = _mm512_dpbusd_epi32(acci[r][0], a, v0);
+                if (nn > 1) acci[r][1] = _mm512_dpbusd_epi32(acci[r][1], a, v1);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < nn; j++) out[r * 2 + j] = dt == BF16 ? accf[r][j] : _mm512_castsi512_ps(acci[r][j]);
+}
+
+static void finish(int dt, int R, int nn, int M, int N, int r0, int p, const __m512 *acc, float *C, const float *as,
+                   const float *bs, const int32_t *colsum) {
+    for (int r = 0; r < R && r0 + r < M; r++)
+        for (int j = 0; j < nn; j++) {
+            int c0 = (p + j) * 16, cols = AKF_MIN(16, N - c0);
+            __mmask16 m = (__mmask16)((1u << cols) - 1u);
+            __m512 v = acc[r * 2 + j];
+            if (dt == INT8) {
+                __m512i fix = _mm512_slli_epi32(_mm512_loadu_si512(colsum + c0), 7); /* 128 * colsum */
+                v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_castps_si512(v), fix));
+                v = _mm512_mul_ps(v, _mm512_mul_ps(_mm512_set1_ps(as[r0 + r]), _mm512_maskz_loadu_ps(m, bs + c0)));
+            }
+            _mm512_mask_storeu_ps(C + (size_t)(r0 + r) * N + c0, m, v);
+        }
+}
+
+static int gemm(int dt, int M, int N, int K, const void *A, const float *as, const void *Bp, const float *bs, float *C) {
+    const int kt = dt == BF16 ? AKF_BF16_KT : AKF_INT8_KT, per = dt == BF16 ? 2 : 4;
+    const int Kp = AKF_ROUNDUP(K, kt), panels = AKF_ROUNDUP(N, 16) / 16, pairs = (panels + 1) / 2;
+    const int G = (K + per - 1) / per; /* pairs or quads that hold real data */
+    const size_t panel_bytes = (size_t)Kp * 16 * (dt == BF16 ? 2 : 1);
+    const int32_t *colsum = dt == INT8 ? (const int32_t *)((const char *)Bp + (size_t)Kp * panels * 16) : NULL;
+    const int RB = 8, row_blocks = (M + RB - 1) / RB;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int q = 0; q < pairs; q++)
+        for (int rb = 0; rb < row_blocks; rb++) {
+            const int p = 2 * q, nn = p + 1 < panels ? 2 : 1, r0 = rb * RB, R = AKF_MIN(RB, M - r0);
+            const char *b0 = (const char *)Bp + (size_t)p * panel_bytes, *b1 = b0 + panel_bytes;
+            __m512 acc[16];
+#define CASE(RR)                                                                                 \
+    case RR:                                                                                     \
+        if (dt == BF16) {                                                                        \
+            if (nn == 2) rows_x_panels(BF16, RR, 2, G, A, K, r0, b0, b1, acc);                   \
+            else rows_x_panels(BF16, RR, 1, G, A, K, r0, b0, b1, acc);                           \
+        } else {                                                                                 \
+            if (nn == 2) rows_x_panels(INT8, RR, 2, G, A, K, r0, b0, b1, acc);                   \
+            else rows_x_panels(INT8, RR, 1, G, A, K, r0, b0, b1, acc);                           \
+        }                                                                                        \
+        break;
+            switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) default: CASE(8) }
+#undef CASE
+            finish(dt, R, nn, M, N, r0, p, acc, C, as, bs, colsum);
+        }
+    return AKF_OK;
+}
+
+int akf_gemm_bf16_avx512(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C) {
+    return gemm(BF16, M, N, K, A, NULL, Bp, NULL, C);
+}
+
+int akf_gemm_int8_avx512(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp, const float *bs,
+                         float *C) {
+    return gemm(INT8, M, N, K, A, as, Bp, bs, C);
+}
+#else
+int akf_avx512_built(void) { return 0; }
+int akf_gemm_bf16_avx512(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C) {
+    (void)M; (void)N; (void)K; (void)A; (void)Bp; (void)C;
+    return AKF_ERR_NOT_BUILT;
+}
+int akf_gemm_int8_avx512(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp, const float *bs,
+                         float *C) {
+    (void)M; (void)N; (void)K; (void)A; (void)as; (void)Bp; (void)bs; (void)C;
+    return AKF_ERR_NOT_BUILT;
+}
+#endif

@@ -1,0 +1,233 @@
+/* Packing (class `portable`): B into the AMX pair/quad layouts, A into tile blocks, and the SparAMX-style sparse
+ * format. Plain C, so it runs anywhere and the kernels stay free of layout bookkeeping. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "akf_internal.h"
+
+size_t akf_bf16_packed_elems(int K, int N) { return (size_t)AKF_ROUNDUP(K, AKF_BF16_KT) * (size_t)AKF_ROUNDUP(N, 16); }
+
+size_t akf_bf16_packed_index(int K, int k, int n) {
+    size_t kp = (size_t)AKF_ROUNDUP(K, AKF_BF16_KT);
+    return (((size_t)(n / 16) * (kp / 2) + (size_t)(k / 2)) * 16 + (size_t)(n % 16)) * 2 + (size_t)(k & 1);
+}
+
+void akf_bf16_pack_b(int K, int N, const uint16_t *B, uint16_t *Bp) {
+    memset(Bp, 0, akf_bf16_packed_elems(K, N) * sizeof *Bp);
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++) Bp[akf_bf16_packed_index(K, k, n)] = B[(size_t)k * N + n];
+}
+
+size_t akf_int8_packed_bytes(int K, int N) {
+    size_t np = (size_t)AKF_ROUNDUP(N, 16);
+    return (size_t)AKF_ROUNDUP(K, AKF_INT8_KT) * np + np * sizeof(int32_t);
+}
+
+size_t akf_int8_packed_index(int K, int k, int n) {
+    size_t kp = (size_t)AKF_ROUNDUP(K, AKF_INT8_KT);
+    return (((size_t)(n / 16) * (kp / 4) + (size_t)(k / 4)) * 16 + (size_t)(n % 16)) * 4 + (size_t)(k & 3);
+}
+
+void akf_int8_pack_b(int K, int N, const int8_t *B, uint8_t *Bp) {
+    size_t np = (size_t)AKF_ROUNDUP(N, 16), body = (size_t)AKF_ROUNDUP(K, AKF_INT8_KT) * np;
+    memset(Bp, 0, akf_int8_packed_bytes(K, N));
+    int32_t colsum[16];
+    for (int n0 = 0; n0 < N; n0 += 16) {
+        memset(colsum, 0, sizeof colsum);
+        for (int k = 0; k < K; k++)
+            for (int n = n0; n < AKF_MIN(n0 + 16, N); n++) {
+                int8_t v = B[(size_t)k * N + n];
+                Bp[akf_int8_packed_index(K, k, n)] = (uint8_t)v;
+                colsum[n - n0] += v;
+            }
+        memcpy(Bp + body + (size_t)n0 * sizeof(int32_t), colsum, sizeof colsum);
+    }
+}
+
+size_t akf_tile_a_bytes(int M, int K, int kt_elems, int elem_size) {
+    return (size_t)AKF_ROUNDUP(M, 16) * (size_t)AKF_ROUNDUP(K, kt_elems) * (size_t)elem_size;
+}
+
+void akf_tile_a(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap) {
+    const int ktiles = AKF_ROUNDUP(K, kt_elems) / kt_elems, blocks = AKF_ROUNDUP(M, 16) / 16;
+    const char *a = A;
+    char *out = Ap;
+    memset(out, 0, akf_tile_a_bytes(M, K, kt_elems, elem_size));
+    for (int b = 0; b < blocks; b++)
+        for (int t = 0; t < ktiles; t++)
+            for (int r = 0; r < 16 && b * 16 + r < M; r++) {
+                int k0 = t * kt_elems, n = AKF_MIN(kt_elems, K - k0);
+                memcpy(out + (((size_t)b * ktiles + t) * 16 + r) * 64, a + ((size_t)(b * 16 + r) * K + k0) * elem_size,
+                       (size_t)n * elem_size);
+            }
+}
+
+/* ---- sparse format ---------------------------------------------------------------------------------------- */
+
+static int geometry(int dtype, int *kt, int *kpack, int *esize) {
+    if (dtype == AKF_BF16) { *kt = AKF_BF16_KT; *kpack = 2; *esize = 2; return 0; }
+    if (dtype == AKF_INT8) { *kt = AKF_INT8_KT; *kpack = 4; *esize = 1; return 0; }
+    return -1;
+}
+
+static int is_nonzero(int dtype, const void *B, size_t i) {
+    /* bf16: +0 and -0 are both zero */
+    return dtype == AKF_BF16 ? (((const uint16_t *)B)[i] & 0x7FFFu) != 0 : ((const int8_t *)B)[i] != 0;
+}
+
+void akf_sparse_free(akf_sparse *S) {
+    if (!S) return;
+    free(S->masks);
+    free(S->tile_off);
+    free(S->values);
+    free(S->colsum);
+    free(S);
+}
+
+akf_sparse *akf_sparse_alloc(int dtype, int K, int N, uint64_t nnz) {
+    int kt, kpack, esize;
+    if (geometry(dtype, &kt, &kpack, &esize)) return NULL;
+    akf_sparse *S = calloc(1, sizeof *S);
+    if (!S) return NULL;
+    S->dtype = dtype; S->K = K; S->N = N;
+    S->Kp = AKF_ROUNDUP(K, kt);
+    S->panels = AKF_ROUNDUP(N, 16) / 16;
+    S->ktiles = S->Kp / kt;
+    S->nnz = nnz;
+    size_t tiles = (size_t)S->panels * S->ktiles, mask_size = dtype == AKF_BF16 ? 4 : 8;
+    S->masks = calloc(tiles * 16, mask_size);
+    S->tile_off = calloc(tiles + 1, sizeof(uint64_t));
+    S->values = calloc(nnz * (size_t)esize + 64, 1);
+    if (dtype == AKF_INT8) S->colsum = calloc((size_t)S->panels * 16, sizeof(int32_t));
+    if (!S->masks || !S->tile_off || !S->values || (dtype == AKF_INT8 && !S->colsum)) {
+        akf_sparse_free(S);
+        return NULL;
+    }
+    return S;
+}
+
+akf_sparse *akf_sparse_pack(int dtype, int K, int N, const void *B, char *msg, size_t len) {
+    int kt, kpack, esize;
+    if (geometry(dtype, &kt, &kpack, &esize)) {
+        snprintf(msg, len, "unknown dtype %d: use AKF_BF16 (1) or AKF_INT8 (2)", dtype);
+        return NULL;
+    }
+    if (K <= 0 || N <= 0 || !B) {
+        snprintf(msg, len, "bad shape or data: K=%d N=%d B=%p (need K > 0, N > 0, B != NULL)", K, N, B);
+        return NULL;
+    }
+    uint64_t nnz = 0;
+    for (size_t i = 0; i < (size_t)K * N; i++) {
+        if (dtype == AKF_BF16 && (((const uint16_t *)B)[i] & 0x7F80u) == 0x7F80u) {
+            snprintf(msg, len, "B[%zu][%zu] is Inf or NaN (bf16 bits 0x%04x): sparse weights must be finite",
+                     i / (size_t)N, i % (size_t)N, ((const uint16_t *)B)[i]);
+            return NULL;
+        }
+        nnz += (uint64_t)is_nonzero(dtype, B, i);
+    }
+    akf_sparse *S = akf_sparse_alloc(dtype, K, N, nnz);
+    if (!S) {
+        snprintf(msg, len, "out of memory packing a %dx%d sparse matrix (%llu nonzeros)", K, N, (unsigned long long)nnz);
+        return NULL;
+    }
+    uint64_t pos = 0;
+    char *vals = S->values;
+    for (int p = 0; p < S->panels; p++)
+        for (int t = 0; t < S->ktiles; t++) {
+            size_t tile = (size_t)p * S->ktiles + t;
+            S->tile_off[tile] = pos;
+            for (int r = 0; r < 16; r++) {
+                uint64_t mask = 0;
+                for (int bit = 0; bit < 16 * kpack; bit++) {
+                    int n = p * 16 + bit / kpack, k = t * kt + r * kpack + bit % kpack;
+                    if (n >= N || k >= K) continue;
+                    size_t i = (size_t)k * N + n;
+                    if (!is_nonzero(dtype, B, i)) continue;
+                    mask |= 1ull << bit;
+                    memcpy(vals + pos * (size_t)esize, (const char *)B + i * (size_t)esize, (size_t)esize);
+                    pos++;
+                }
+                if (dtype == AKF_BF16) ((uint32_t *)S->masks)[tile * 16 + r] = (uint32_t)mask;
+                else ((uint64_t *)S->masks)[tile * 16 + r] = mask;
+            }
+        }
+    S->tile_off[(size_t)S->panels * S->ktiles] = pos;
+    if (dtype == AKF_INT8)
+        for (int k = 0; k < K; k++)
+            for (int n = 0; n < N; n++) S->colsum[n] += ((const int8_t *)B)[(size_t)k * N + n];
+    if (len) msg[0] = '\0';
+    return S;
+}
+
+int akf_sparse_unpack(const akf_sparse *S, void *B) {
+    int kt, kpack, esize;
+    if (!S || !B || geometry(S->dtype, &kt, &kpack, &esize)) return AKF_ERR_ARG;
+    memset(B, 0, (size_t)S->K * S->N * (size_t)esize);
+    const char *vals = S->values;
+    for (int p = 0; p < S->panels; p++)
+        for (int t = 0; t < S->ktiles; t++) {
+            size_t tile = (size_t)p * S->ktiles + t;
+            uint64_t pos = S->tile_off[tile];
+            for (int r = 0; r < 16; r++) {
+                uint64_t mask = S->dtype == AKF_BF16 ? ((uint32_t *)S->masks)[tile * 16 + r]
+                                                     : ((uint64_t *)S->masks)[tile * 16 + r];
+                for (int bit = 0; bit < 16 * kpack; bit++) {
+                    if (!((mask >> bit) & 1u)) continue;
+                    int n = p * 16 + bit / kpack, k = t * kt + r * kpack + bit % kpack;
+                    memcpy((char *)B + ((size_t)k * S->N + n) * esize, vals + pos * esize, (size_t)esize);
+                    pos++;
+                }
+            }
+        }
+    return AKF_OK;
+}
+
+void akf_sparse_info(const akf_sparse *S, struct akf_sparse_info *out) {
+    memset(out, 0, sizeof *out);
+    if (!S) return;
+    size_t tiles = (size_t)S->panels * S->ktiles;
+    out->dtype = S->dtype; out->K = S->K; out->N = S->N; out->panels = S->panels; out->ktiles = S->ktiles;
+    out->nnz = S->nnz;
+    out->tiles = tiles;
+    for (size_t t = 0; t < tiles; t++) out->zero_tiles += S->tile_off[t + 1] == S->tile_off[t];
+    out->bytes = S->nnz * (S->dtype == AKF_BF16 ? 2u : 1u) + tiles * 16 * (S->dtype == AKF_BF16 ? 4u : 8u) +
+                 (tiles + 1) * sizeof(uint64_t);
+}
+
+void akf_sparse_split(const akf_sparse *S, int nthreads, int t, int *p0, int *p1) {
+    /* cost of a panel: its nonzeros plus a fixed amount per non-empty tile (mask reads, the tile op) */
+    const uint64_t per_tile = 64;
+    uint64_t total = 0;
+    for (int p = 0; p < S->panels; p++) {
+        const uint64_t *off = S->tile_off + (size_t)p * S->ktiles;
+        total += off[S->ktiles] - off[0];
+        for (int k = 0; k < S->ktiles; k++) total += off[k + 1] != off[k] ? per_tile : 0;
+    }
+    uint64_t lo = total * (uint64_t)t / (uint64_t)nthreads, hi = total * (uint64_t)(t + 1) / (uint64_t)nthreads;
+    uint64_t acc = 0;
+    *p0 = S->panels;
+    *p1 = S->panels;
+    for (int p = 0; p < S->panels; p++) {
+        const uint64_t *off = S->tile_off + (size_t)p * S->ktiles;
+        uint64_t cost = off[S->ktiles] - off[0];
+        for (int k = 0; k < S->ktiles; k++) cost += off[k + 1] != off[k] ? per_tile : 0;
+        /* a panel belongs to the thread whose share holds the panel's midpoint */
+        uint64_t mid = acc + cost / 2;
+        if (*p0 == S->panels && mid >= lo) *p0 = p;
+        if (mid >= hi && (t + 1 < nthreads)) { *p1 = p; break; }
+        acc += cost;
+    }
+    if (*p1 < *p0) *p1 = *p0;
+}
+
+akf_sparse *akf_sparse_clone(const akf_sparse *S) {
+    akf_sparse *D = akf_sparse_alloc(S->dtype, S->K, S->N, S->nnz);
+    if (!D) return NULL;
+    size_t tiles = (size_t)S->panels * S->ktiles, esize = S->dtype == AKF_BF16 ? 2 : 1;
+    memcpy(D->masks, S->masks, tiles * 16 * (S->dtype == AKF_BF16 ? 4u : 8u));
+    memcpy(D->tile_off, S->tile_off, (tiles + 1) * sizeof(uint64_t));
+    memcpy(D->values, S->values, S->nnz * esize);
+    if (S->colsum) memcpy(D->colsum, S->colsum, (size_t)S->panels * 16 * sizeof(int32_t));
+    return D;
+}

@@ -1,0 +1,137 @@
+/* AMX sparse x dense (SparAMX-style), class `amx`. Per non-empty 16x64-byte tile of B: expand each row's nonzeros
+ * with VPEXPANDW/VPEXPANDB (AVX512-VBMI2) under its bitmask into a 1 KB buffer, TILELOADD it, and multiply every
+ * 16-row block of A with TDPBF16PS / TDPBSSD. All-zero tiles are skipped; threads get panel ranges of equal
+ * nonzero work (akf_sparse_split), not equal column counts. Two expansion buffers alternate so that expanding
+ * the next tile overlaps the tile multiply of the current one. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "akf_internal.h"
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__) && defined(__AVX512VBMI2__)
+#include <immintrin.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+enum { BF16, INT8 };
+
+struct tile_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+/* C tiles 0-3 and A tile 4 hold `rows` rows (fewer than 16 for decode: the tile op then does less work). */
+static void load_config(int rows) {
+    struct tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+    for (int t = 0; t <= 4; t++) cfg.rows[t] = (uint8_t)rows;
+    _tile_loadconfig(&cfg);
+}
+
+static inline __attribute__((always_inline)) void expand_tile(int dt, const void *masks, const char *vp, char *buf) {
+    for (int r = 0; r < 16; r++) {
+        if (dt == BF16) {
+            uint32_t m = ((const uint32_t *)masks)[r];
+            _mm512_store_si512(buf + r * 64, _mm512_maskz_expandloadu_epi16((__mmask32)m, vp));
+            vp += 2 * __builtin_popcount(m);
+        } else {
+            uint64_t m = ((const uint64_t *)masks)[r];
+            _mm512_store_si512(buf + r * 64, _mm512_maskz_expandloadu_epi8((__mmask64)m, vp));
+            vp += __builtin_popcountll(m);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void tdp(int dt, int c) {
+    /* tile numbers must be constants */
+    if (dt == BF16) {
+        switch (c) { case 0: _tile_dpbf16ps(0, 4, 6); break; case 1: _tile_dpbf16ps(1, 4, 6); break;
+                     case 2: _tile_dpbf16ps(2, 4, 6); break; default: _tile_dpbf16ps(3, 4, 6); break; }
+    } else {
+        switch (c) { case 0: _tile_dpbssd(0, 4, 6); break; case 1: _tile_dpbssd(1, 4, 6); break;
+                     case 2: _tile_dpbssd(2, 4, 6); break; default: _tile_dpbssd(3, 4, 6); break; }
+    }
+}
+
+static inline __attribute__((always_inline)) void store_c(int c, void *buf) {
+    switch (c) { case 0: _tile_stored(0, buf, 64); break; case 1: _tile_stored(1, buf, 64); break;
+                 case 2: _tile_stored(2, buf, 64); break; default: _tile_stored(3, buf, 64); break; }
+}
+
+static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse *S, const float *bs, float *C) {
+    const int kt = dt == BF16 ? AKF_BF16_KT : AKF_INT8_KT, esize = dt == BF16 ? 2 : 1;
+    const int KT = S->ktiles, MB = AKF_ROUNDUP(M, 16) / 16, N = S->N;
+    const size_t mask_size = dt == BF16 ? 4 : 8;
+    char *Ap = aligned_alloc(64, AKF_ROUNDUP(akf_tile_a_bytes(M, S->K, kt, esize), 64));
+    if (!Ap) return AKF_ERR_ARG;
+    akf_tile_a(M, S->K, kt, esize, A, Ap);
+#pragma omp parallel
+    {
+        int nt = 1, th = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        th = omp_get_thread_num();
+#endif
+        int p0, p1;
+        akf_sparse_split(S, nt, th, &p0, &p1);
+        load_config(MB == 1 ? M : 16);
+        char buf[2][1024] __attribute__((aligned(64)));
+        int32_t cbuf[256] __attribute__((aligned(64)));
+        int flip = 0;
+        for (int mc = 0; mc < MB; mc += 4) {
+            const int nb = AKF_MIN(4, MB - mc);
+            for (int p = p0; p < p1; p++) {
+                for (int c = 0; c < nb; c++) switch (c) { case 0: _tile_zero(0); break; case 1: _tile_zero(1); break;
+                                                          case 2: _tile_zero(2); break; default: _tile_zero(3); }
+                for (int t = 0; t < KT; t++) {
+                    const size_t tile = (size_t)p * KT + t;
+                    if (S->tile_off[tile + 1] == S->tile_off[tile]) continue; /* all-zero tile: skipped */
+                    const char *vp = (const char *)S->values + S->tile_off[tile] * (size_t)esize;
+                    const char *masks = (const char *)S->masks + tile * 16 * mask_size;
+                    if (dt == BF16) expand_tile(BF16, masks, vp, buf[flip]);
+                    else expand_tile(INT8, masks, vp, buf[flip]);
+                    _tile_loadd(6, buf[flip], 64);
+                    flip ^= 1;
+                    for (int c = 0; c < nb; c++) {
+                        _tile_loadd(4, Ap + ((size_t)(mc + c) * KT + t) * 1024, 64);
+                        if (dt == BF16) tdp(BF16, c); else tdp(INT8, c);
+                    }
+                }
+                for (int c = 0; c < nb; c++) {
+                    store_c(c, cbuf);
+                    const int r0 = (mc + c) * 16, rows = AKF_MIN(16, M - r0), c0 = p * 16, cols = AKF_MIN(16, N - c0);
+                    const __mmask16 m = (__mmask16)((1u << cols) - 1u);
+                    for (int r = 0; r < rows; r++) {
+                        __m512 v = dt == BF16 ? _mm512_load_ps((const float *)cbuf + r * 16)
+                                              : _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cbuf + r * 16)),
+                                                              _mm512_mul_ps(_mm512_set1_ps(as[r0 + r]),
+                                                                            _mm512_maskz_loadu_ps(m, bs + c0)));
+                        _mm512_mask_storeu_ps(C + (size_t)(r0 + r) * N + c0, m, v);
+                    }
+                }
+            }
+        }
+        _tile_release();
+    }
+    free(Ap);
+    return AKF_OK;
+}
+
+int akf_spmm_bf16_amx(int M, const uint16_t *A, const akf_sparse *B, float *C) { return spmm(BF16, M, A, NULL, B, NULL, C); }
+int akf_spmm_int8_amx(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C) {
+    return spmm(INT8, M, A, as, B, bs, C);
+}
+#else
+int akf_spmm_bf16_amx(int M, const uint16_t *A, const akf_sparse *B, float *C) {
+    (void)M; (void)A; (void)B; (void)C;
+    return AKF_ERR_NOT_BUILT;
+}
+int akf_spmm_int8_amx(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C) {
+    (void)M; (void)A; (void)as; (void)B; (void)bs; (void)C;
+    return AKF_ERR_NOT_BUILT;
+}
+#endif

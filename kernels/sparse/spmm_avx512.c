@@ -1,0 +1,124 @@
+/* AVX-512 sparse x dense for the avx512 variant (class `default`): per tile row, VPEXPANDW/VPEXPANDB the nonzeros
+ * under the row's bitmask straight into a register, then VDPBF16PS / VPDPBUSD against the broadcast A pair/quad.
+ * Four accumulators per output row hide the dot-product latency. All-zero tiles are skipped; threads split by
+ * nonzeros. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "akf_internal.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512VNNI__) && defined(__AVX512VBMI2__)
+#include <immintrin.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+enum { BF16, INT8 };
+#define MR 4 /* rows of A per pass: 4 rows x 4 accumulators = 16 registers */
+
+static inline __attribute__((always_inline)) void panel(int dt, int R, const akf_sparse *S, int p, const uint32_t *Ag,
+                                                        int G, __m512 *out) {
+    __m512 accf[MR][4];
+    __m512i acci[MR][4];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < 4; j++) { accf[i][j] = _mm512_setzero_ps(); acci[i][j] = _mm512_setzero_si512(); }
+    const int KT = S->ktiles;
+    for (int t = 0; t < KT; t++) {
+        const size_t tile = (size_t)p * KT + t;
+        if (S->tile_off[tile + 1] == S->tile_off[tile]) continue; /* all-zero tile: skipped */
+        if (dt == BF16) {
+            const uint16_t *vp = (const uint16_t *)S->values + S->tile_off[tile];
+            const uint32_t *masks = (const uint32_t *)S->masks + tile * 16;
+            for (int r = 0; r < 16; r++) {
+                const uint32_t m = masks[r];
+                const __m512i b = _mm512_maskz_expandloadu_epi16((__mmask32)m, vp);
+                vp += __builtin_popcount(m);
+                for (int i = 0; i < R; i++)
+                    accf[i][r & 3] = _mm512_dpbf16_ps(accf[i][r & 3], (__m512bh)_mm512_set1_epi32((int)Ag[(size_t)i * G + t * 16 + r]),
+                                                      (__m512bh)b);
+            }
+        } else {
+            const int8_t *vp = (const int8_t *)S->values + S->tile_off[tile];
+            const uint64_t *masks = (const uint64_t *)S->masks + tile * 16;
+            for (int r = 0; r < 16; r++) {
+                const uint64_t m = masks[r];
+                const __m512i b = _mm512_maskz_expandloadu_epi8((__mmask64)m, vp);
+                vp += __builtin_popcountll(m);
+                for (int i = 0; i < R; i++)
+                    acci[i][r & 3] = _mm512_dpbusd_epi32(acci[i][r & 3], _mm512_set1_epi32((int)Ag[(size_t)i * G + t * 16 + r]), b);
+            }
+        }
+    }
+    for (int i = 0; i < R; i++)
+        out[i] = dt == BF16 ? _mm512_add_ps(_mm512_add_ps(accf[i][0], accf[i][1]), _mm512_add_ps(accf[i][2], accf[i][3]))
+                            : _mm512_castsi512_ps(_mm512_add_epi32(_mm512_add_epi32(acci[i][0], acci[i][1]),
+                                                                   _mm512_add_epi32(acci[i][2], acci[i][3])));
+}
+
+static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse *S, const float *bs, float *C) {
+    const int per = dt == BF16 ? 2 : 4, G = S->Kp / per, N = S->N, K = S->K;
+    /* A as 32-bit groups (pairs / quads, int8 shifted to u8), zero padded to Kp: one broadcast per tile row */
+    uint32_t *Ag = aligned_alloc(64, AKF_ROUNDUP(sizeof(uint32_t) * (size_t)M * G, 64));
+    if (!Ag) return AKF_ERR_ARG;
+    for (int i = 0; i < M; i++)
+        for (int g = 0; g < G; g++) {
+            uint32_t v = 0;
+            for (int e = 0; e < per && g * per + e < K; e++) {
+                size_t k = (size_t)i * K + (size_t)g * per + e;
+                v |= dt == BF16 ? (uint32_t)((const uint16_t *)A)[k] << (16 * e) : (uint32_t)(uint8_t)((const int8_t *)A)[k] << (8 * e);
+            }
+            Ag[(size_t)i * G + g] = dt == BF16 ? v : v ^ 0x80808080u;
+        }
+#pragma omp parallel
+    {
+        int nt = 1, th = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        th = omp_get_thread_num();
+#endif
+        int p0, p1;
+        akf_sparse_split(S, nt, th, &p0, &p1);
+        for (int m0 = 0; m0 < M; m0 += MR) {
+            const int R = AKF_MIN(MR, M - m0);
+            const uint32_t *ag = Ag + (size_t)m0 * G;
+            for (int p = p0; p < p1; p++) {
+                __m512 acc[MR];
+#define CASE(RR)                                             \
+    case RR:                                                 \
+        if (dt == BF16) panel(BF16, RR, S, p, ag, G, acc);   \
+        else panel(INT8, RR, S, p, ag, G, acc);              \
+        break;
+                switch (R) { CASE(1) CASE(2) CASE(3) default: CASE(4) }
+#undef CASE
+                const int c0 = p * 16, cols = AKF_MIN(16, N - c0);
+                const __mmask16 m = (__mmask16)((1u << cols) - 1u);
+                for (int i = 0; i < R; i++) {
+                    __m512 v = acc[i];
+                    if (dt == INT8) {
+                        __m512i fix = _mm512_slli_epi32(_mm512_loadu_si512(S->colsum + c0), 7);
+                        v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_castps_si512(v), fix));
+                        v = _mm512_mul_ps(v, _mm512_mul_ps(_mm512_set1_ps(as[m0 + i]), _mm512_maskz_loadu_ps(m, bs + c0)));
+                    }
+                    _mm512_mask_storeu_ps(C + (size_t)(m0 + i) * N + c0, m, v);
+                }
+            }
+        }
+    }
+    free(Ag);
+    return AKF_OK;
+}
+
+int akf_spmm_bf16_avx512(int M, const uint16_t *A, const akf_sparse *B, float *C) { return spmm(BF16, M, A, NULL, B, NULL, C); }
+int akf_spmm_int8_avx512(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C) {
+    return spmm(INT8, M, A, as, B, bs, C);
+}
+#else
+int akf_spmm_bf16_avx512(int M, const uint16_t *A, const akf_sparse *B, float *C) {
+    (void)M; (void)A; (void)B; (void)C;
+    return AKF_ERR_NOT_BUILT;
+}
+int akf_spmm_int8_avx512(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C) {
+    (void)M; (void)A; (void)as; (void)B; (void)bs; (void)C;
+    return AKF_ERR_NOT_BUILT;
+}
+#endif
