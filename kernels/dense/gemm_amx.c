@@ -31,6 +31,9 @@ static void load_full_config(void) {
 }
 
 enum { BF16, INT8 };
+#ifndef AKF_PREFETCH_TILES
+#define AKF_PREFETCH_TILES 4
+#endif
 
 /* One block: nm (1|2) A tile streams x nn (1|2) B panel streams, KT tiles deep. Constant-folded per call site. */
 static inline __attribute__((always_inline)) void block(int dt, int nm, int nn, int KT, const char *a0, const char *a1,
@@ -41,6 +44,14 @@ static inline __attribute__((always_inline)) void block(int dt, int nm, int nn, 
     if (nm > 1 && nn > 1) _tile_zero(3);
     for (int t = 0; t < KT; t++) {
         const size_t o = (size_t)t * 1024;
+        /* bring the next k-step's tiles into L1 while this one computes (tile loads from L2 stall the pipe) */
+        const size_t n = o + AKF_PREFETCH_TILES * 1024;
+        for (int l = 0; l < 1024; l += 64) {
+            _mm_prefetch(a0 + n + l, _MM_HINT_T0);
+            _mm_prefetch(b0 + n + l, _MM_HINT_T0);
+            if (nn > 1) _mm_prefetch(b1 + n + l, _MM_HINT_T0);
+            if (nm > 1) _mm_prefetch(a1 + n + l, _MM_HINT_T0);
+        }
         _tile_loadd(4, a0 + o, 64);
         _tile_loadd(6, b0 + o, 64);
         if (dt == BF16) _tile_dpbf16ps(0, 4, 6); else _tile_dpbssd(0, 4, 6);

@@ -36,11 +36,11 @@ static inline __attribute__((always_inline)) void expand_tile(int dt, const void
     for (int r = 0; r < 16; r++) {
         if (dt == BF16) {
             uint32_t m = ((const uint32_t *)masks)[r];
-            _mm512_store_si512(buf + r * 64, _mm512_maskz_expandloadu_epi16((__mmask32)m, vp));
+            _mm512_store_si512(buf + r * 64, _mm512_maskz_expand_epi16((__mmask32)m, _mm512_loadu_si512(vp)));
             vp += 2 * __builtin_popcount(m);
         } else {
             uint64_t m = ((const uint64_t *)masks)[r];
-            _mm512_store_si512(buf + r * 64, _mm512_maskz_expandloadu_epi8((__mmask64)m, vp));
+            _mm512_store_si512(buf + r * 64, _mm512_maskz_expand_epi8((__mmask64)m, _mm512_loadu_si512(vp)));
             vp += __builtin_popcountll(m);
         }
     }

@@ -29,10 +29,12 @@ static inline __attribute__((always_inline)) void panel(int dt, int R, const akf
         if (dt == BF16) {
             const uint16_t *vp = (const uint16_t *)S->values + S->tile_off[tile];
             const uint32_t *masks = (const uint32_t *)S->masks + tile * 16;
+#pragma GCC unroll 16
             for (int r = 0; r < 16; r++) {
                 const uint32_t m = masks[r];
-                const __m512i b = _mm512_maskz_expandloadu_epi16((__mmask32)m, vp);
+                const __m512i b = _mm512_maskz_expand_epi16((__mmask32)m, _mm512_loadu_si512(vp));
                 vp += __builtin_popcount(m);
+#pragma GCC unroll 4
                 for (int i = 0; i < R; i++)
                     accf[i][r & 3] = _mm512_dpbf16_ps(accf[i][r & 3], (__m512bh)_mm512_set1_epi32((int)Ag[(size_t)i * G + t * 16 + r]),
                                                       (__m512bh)b);
@@ -40,10 +42,12 @@ static inline __attribute__((always_inline)) void panel(int dt, int R, const akf
         } else {
             const int8_t *vp = (const int8_t *)S->values + S->tile_off[tile];
             const uint64_t *masks = (const uint64_t *)S->masks + tile * 16;
+#pragma GCC unroll 16
             for (int r = 0; r < 16; r++) {
                 const uint64_t m = masks[r];
-                const __m512i b = _mm512_maskz_expandloadu_epi8((__mmask64)m, vp);
+                const __m512i b = _mm512_maskz_expand_epi8((__mmask64)m, _mm512_loadu_si512(vp));
                 vp += __builtin_popcountll(m);
+#pragma GCC unroll 4
                 for (int i = 0; i < R; i++)
                     acci[i][r & 3] = _mm512_dpbusd_epi32(acci[i][r & 3], _mm512_set1_epi32((int)Ag[(size_t)i * G + t * 16 + r]), b);
             }
