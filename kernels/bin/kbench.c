@@ -16,7 +16,8 @@
 #include <omp.h>
 #endif
 
-struct opts { int threads[8], nthreads, quick, reps; double min_bytes; const char *only; };
+struct opts { int threads[8], nthreads, quick, reps, count_only; double min_bytes; const char *only; char *one_case; };
+static int planned = 0;
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -100,6 +101,7 @@ static const char *impl_name(int impl) { return impl == AKF_IMPL_AMX ? "amx" : i
 
 static void run_case(const struct opts *o, const char *kernel, int dtype, int impl, int M, int N, int K, double sparsity,
                      int threads) {
+    if (o->count_only) { planned++; return; }
     const int sparse = strcmp(kernel, "sparse") == 0, decode = M <= 16;
     struct weights w = make_weights(dtype, sparse, K, N, sparsity, decode ? o->min_bytes : 0);
     void *A = random_b(dtype, M, K, 0.0);
@@ -136,6 +138,7 @@ static void run_case(const struct opts *o, const char *kernel, int dtype, int im
 }
 
 static void limits(const struct opts *o, int threads) {
+    if (o->count_only) { planned++; return; }
     double secs = o->quick ? 0.2 : 0.5;
     double bf = akf_limit_tile_peak(AKF_BF16, threads, secs), i8 = akf_limit_tile_peak(AKF_INT8, threads, secs);
     if (bf > 0) printf("{\"record\": \"limit\", \"limit\": \"tile_peak_bf16\", \"gflops\": %.1f, \"threads\": %d}\n", bf, threads);
@@ -147,7 +150,7 @@ static void limits(const struct opts *o, int threads) {
 }
 
 static int parse(int argc, char **argv, struct opts *o) {
-    *o = (struct opts){{1}, 1, 0, 0, 1.1e9, NULL};
+    *o = (struct opts){{1}, 1, 0, 0, 0, 1.1e9, NULL, NULL};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) o->quick = 1;
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
@@ -160,9 +163,11 @@ static int parse(int argc, char **argv, struct opts *o) {
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o->reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--min-bytes") && i + 1 < argc) o->min_bytes = atof(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) o->only = argv[++i];
+        else if (!strcmp(argv[i], "--case") && i + 1 < argc) o->one_case = argv[++i];
         else {
             fprintf(stderr, "usage: amxforge-kbench [--threads 1,2] [--quick] [--reps R] [--min-bytes B] "
-                            "[--only dense|sparse|limits]\n");
+                            "[--only dense|sparse|limits]\n"
+                            "       [--case KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY]]   e.g. dense:bf16:amx:512:4096:4096\n");
             return 0;
         }
     }
@@ -178,6 +183,29 @@ int main(int argc, char **argv) {
         return AKF_EXIT_UNSUPPORTED;
     }
     const unsigned ok = akf_runnable_impls();
+    if (o.one_case) {
+        char kernel[16], dt[8], im[8];
+        int M, N, K;
+        double sp = 0.0;
+        if (sscanf(o.one_case, "%15[a-z]:%7[a-z0-9]:%7[a-z0-9]:%d:%d:%d:%lf", kernel, dt, im, &M, &N, &K, &sp) < 6 ||
+            (strcmp(kernel, "dense") && strcmp(kernel, "sparse")) || (strcmp(dt, "bf16") && strcmp(dt, "int8")) ||
+            M < 1 || N < 1 || K < 1 || sp < 0 || sp > 1) {
+            fprintf(stderr, "amxforge-kbench: --case wants KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY], e.g. dense:bf16:amx:512:4096:4096\n");
+            return 2;
+        }
+        int impl = !strcmp(im, "amx") ? AKF_IMPL_AMX : !strcmp(im, "avx512") ? AKF_IMPL_AVX512 : !strcmp(im, "ref") ? AKF_IMPL_REF : 0;
+        if (!impl || !(ok & (unsigned)impl)) {
+            fprintf(stderr, "amxforge-kbench: implementation %s is not built into variant %s or cannot run here\n", im, akf_variant());
+            return 2;
+        }
+        for (int ti = 0; ti < o.nthreads; ti++) {
+            if (!o.only || !strcmp(o.only, "limits")) limits(&o, o.threads[ti]);
+            run_case(&o, kernel, !strcmp(dt, "bf16") ? AKF_BF16 : AKF_INT8, impl, M, N, K, sp, o.threads[ti]);
+        }
+        return 0;
+    }
+    for (o.count_only = 1; o.count_only >= 0; o.count_only--) {
+        if (!o.count_only) printf("{\"record\": \"plan\", \"records\": %d, \"variant\": \"%s\"}\n", planned, akf_variant());
     const int impls[] = {AKF_IMPL_AMX, AKF_IMPL_AVX512}, dtypes[] = {AKF_BF16, AKF_INT8};
     static const int NK[3][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}};
     const int prefill[] = {512, 128}, decodeM[] = {1, 4, 16};
@@ -205,6 +233,7 @@ int main(int argc, char **argv) {
                             }
                 }
         }
+    }
     }
     return 0;
 }

@@ -31,27 +31,30 @@ static void load_full_config(void) {
 }
 
 enum { BF16, INT8 };
-#ifndef AKF_PREFETCH_TILES
-#define AKF_PREFETCH_TILES 4
+#ifndef AKF_KC_TILES
+#define AKF_KC_TILES 32 /* K chunk in tiles: 1024 bf16 or 2048 int8 values of k */
+#endif
+#ifndef AKF_GROUP_PAIRS
+#define AKF_GROUP_PAIRS 8 /* 32-column blocks whose B chunks and partial sums share L2 */
 #endif
 
-/* One block: nm (1|2) A tile streams x nn (1|2) B panel streams, KT tiles deep. Constant-folded per call site. */
+/* One block: nm (1|2) A tile streams x nn (1|2) B panel streams, KT tiles deep. The accumulators start from
+ * zero (first K chunk) or from the partial sums kept in `acc` (tile-contiguous, 1 KB per tile). */
 static inline __attribute__((always_inline)) void block(int dt, int nm, int nn, int KT, const char *a0, const char *a1,
-                                                         const char *b0, const char *b1) {
-    _tile_zero(0);
-    if (nn > 1) _tile_zero(1);
-    if (nm > 1) _tile_zero(2);
-    if (nm > 1 && nn > 1) _tile_zero(3);
+                                                         const char *b0, const char *b1, char *const acc[4], int first) {
+    if (first) {
+        _tile_zero(0);
+        if (nn > 1) _tile_zero(1);
+        if (nm > 1) _tile_zero(2);
+        if (nm > 1 && nn > 1) _tile_zero(3);
+    } else {
+        _tile_loadd(0, acc[0], 64);
+        if (nn > 1) _tile_loadd(1, acc[1], 64);
+        if (nm > 1) _tile_loadd(2, acc[2], 64);
+        if (nm > 1 && nn > 1) _tile_loadd(3, acc[3], 64);
+    }
     for (int t = 0; t < KT; t++) {
         const size_t o = (size_t)t * 1024;
-        /* bring the next k-step's tiles into L1 while this one computes (tile loads from L2 stall the pipe) */
-        const size_t n = o + AKF_PREFETCH_TILES * 1024;
-        for (int l = 0; l < 1024; l += 64) {
-            _mm_prefetch(a0 + n + l, _MM_HINT_T0);
-            _mm_prefetch(b0 + n + l, _MM_HINT_T0);
-            if (nn > 1) _mm_prefetch(b1 + n + l, _MM_HINT_T0);
-            if (nm > 1) _mm_prefetch(a1 + n + l, _MM_HINT_T0);
-        }
         _tile_loadd(4, a0 + o, 64);
         _tile_loadd(6, b0 + o, 64);
         if (dt == BF16) _tile_dpbf16ps(0, 4, 6); else _tile_dpbssd(0, 4, 6);
@@ -67,7 +70,16 @@ static inline __attribute__((always_inline)) void block(int dt, int nm, int nn, 
     }
 }
 
-/* Write one 16x16 output tile (fp32 for bf16; int32 scaled to fp32 for int8), clipped to M x N. */
+static inline __attribute__((always_inline)) void stash(int tile, char *to) {
+    switch (tile) {
+    case 0: _tile_stored(0, to, 64); break;
+    case 1: _tile_stored(1, to, 64); break;
+    case 2: _tile_stored(2, to, 64); break;
+    default: _tile_stored(3, to, 64); break;
+    }
+}
+
+/* Write one finished 16x16 output tile (fp32 for bf16; int32 scaled to fp32 for int8), clipped to M x N. */
 static inline __attribute__((always_inline)) void store(int dt, int tile, int M, int N, int r0, int c0, float *C,
                                                          const float *as, const float *bs) {
     int rows = AKF_MIN(16, M - r0), cols = AKF_MIN(16, N - c0);
@@ -81,12 +93,7 @@ static inline __attribute__((always_inline)) void store(int dt, int tile, int M,
         return;
     }
     int32_t buf[256] __attribute__((aligned(64)));
-    switch (tile) {
-    case 0: _tile_stored(0, buf, 64); break;
-    case 1: _tile_stored(1, buf, 64); break;
-    case 2: _tile_stored(2, buf, 64); break;
-    default: _tile_stored(3, buf, 64); break;
-    }
+    stash(tile, (char *)buf);
     for (int r = 0; r < rows; r++) {
         float *c = C + (size_t)(r0 + r) * N + c0;
         if (dt == BF16) memcpy(c, (const float *)buf + r * 16, (size_t)cols * 4);
@@ -104,10 +111,13 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
     const int KT = AKF_ROUNDUP(K, kt) / kt, MB = AKF_ROUNDUP(M, 16) / 16, panels = AKF_ROUNDUP(N, 16) / 16;
     const int pairs = (panels + 1) / 2;
     const size_t panel_bytes = (size_t)KT * 1024;
-    /* column-block group kept in L2 while every row block passes over it (about 1 MB of B) */
-    const int group = AKF_MIN(pairs, (int)((1u << 20) / (2 * panel_bytes)) > 0 ? (int)((1u << 20) / (2 * panel_bytes)) : 1);
+    /* K chunks keep one block's four operand streams (4 x KC KB) in L1/L2 and a group of column blocks' B chunks
+     * plus their partial sums in L2; with little reuse (decode: one or two row blocks) K is not split. */
+    const int KC = MB <= 2 ? KT : AKF_MIN(KT, AKF_KC_TILES), chunks = (KT + KC - 1) / KC;
+    const int group = MB <= 2 ? pairs : AKF_GROUP_PAIRS;
     char *Ap = aligned_alloc(64, AKF_ROUNDUP(akf_tile_a_bytes(M, K, kt, esize), 64));
-    if (!Ap) return AKF_ERR_ARG;
+    char *acc = chunks > 1 ? aligned_alloc(64, (size_t)MB * panels * 1024) : NULL;
+    if (!Ap || (chunks > 1 && !acc)) { free(Ap); free(acc); return AKF_ERR_ARG; }
     akf_tile_a(M, K, kt, esize, A, Ap);
     const char *B = Bp;
 #pragma omp parallel
@@ -120,31 +130,37 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
 #endif
         const int q0 = (int)((long)pairs * t / nt), q1 = (int)((long)pairs * (t + 1) / nt);
         for (int g = q0; g < q1; g += group)
-            for (int mb = 0; mb < MB; mb += 2)
-                for (int q = g; q < AKF_MIN(g + group, q1); q++) {
-                    const int p = 2 * q, nm = mb + 1 < MB ? 2 : 1, nn = p + 1 < panels ? 2 : 1;
-                    const char *a0 = Ap + (size_t)mb * panel_bytes, *a1 = a0 + panel_bytes;
-                    const char *b0 = B + (size_t)p * panel_bytes, *b1 = b0 + panel_bytes;
-                    if (dt == BF16) {
-                        if (nm == 2 && nn == 2) block(BF16, 2, 2, KT, a0, a1, b0, b1);
-                        else if (nm == 2) block(BF16, 2, 1, KT, a0, a1, b0, b1);
-                        else if (nn == 2) block(BF16, 1, 2, KT, a0, a1, b0, b1);
-                        else block(BF16, 1, 1, KT, a0, a1, b0, b1);
-                    } else {
-                        if (nm == 2 && nn == 2) block(INT8, 2, 2, KT, a0, a1, b0, b1);
-                        else if (nm == 2) block(INT8, 2, 1, KT, a0, a1, b0, b1);
-                        else if (nn == 2) block(INT8, 1, 2, KT, a0, a1, b0, b1);
-                        else block(INT8, 1, 1, KT, a0, a1, b0, b1);
+            for (int ch = 0; ch < chunks; ch++) {
+                const int first = ch == 0, last = ch == chunks - 1, kt0 = ch * KC, kn = AKF_MIN(KC, KT - kt0);
+                for (int mb = 0; mb < MB; mb += 2)
+                    for (int q = g; q < AKF_MIN(g + group, q1); q++) {
+                        const int p = 2 * q, nm = mb + 1 < MB ? 2 : 1, nn = p + 1 < panels ? 2 : 1;
+                        const char *a0 = Ap + (size_t)mb * panel_bytes + (size_t)kt0 * 1024, *a1 = a0 + panel_bytes;
+                        const char *b0 = B + (size_t)p * panel_bytes + (size_t)kt0 * 1024, *b1 = b0 + panel_bytes;
+                        char *at[4] = {NULL, NULL, NULL, NULL};
+                        if (acc)
+                            for (int i = 0; i < 2; i++)
+                                for (int j = 0; j < 2; j++)
+                                    at[i * 2 + j] = acc + ((size_t)(mb + i) * panels + (size_t)(p + j)) * 1024;
+#define BLOCK(DT)                                                                                  \
+    if (nm == 2 && nn == 2) block(DT, 2, 2, kn, a0, a1, b0, b1, at, first);                       \
+    else if (nm == 2) block(DT, 2, 1, kn, a0, a1, b0, b1, at, first);                             \
+    else if (nn == 2) block(DT, 1, 2, kn, a0, a1, b0, b1, at, first);                             \
+    else block(DT, 1, 1, kn, a0, a1, b0, b1, at, first);
+                        if (dt == BF16) { BLOCK(BF16) } else { BLOCK(INT8) }
+#undef BLOCK
+                        for (int i = 0; i < nm; i++)
+                            for (int j = 0; j < nn; j++) {
+                                if (!last) stash(i * 2 + j, at[i * 2 + j]);
+                                else if (dt == BF16) store(BF16, i * 2 + j, M, N, (mb + i) * 16, (p + j) * 16, C, as, bs);
+                                else store(INT8, i * 2 + j, M, N, (mb + i) * 16, (p + j) * 16, C, as, bs);
+                            }
                     }
-                    for (int i = 0; i < nm; i++)
-                        for (int j = 0; j < nn; j++) {
-                            if (dt == BF16) store(BF16, i * 2 + j, M, N, (mb + i) * 16, (p + j) * 16, C, as, bs);
-                            else store(INT8, i * 2 + j, M, N, (mb + i) * 16, (p + j) * 16, C, as, bs);
-                        }
-                }
+            }
         _tile_release();
     }
     free(Ap);
+    free(acc);
     return AKF_OK;
 }
 

@@ -7,6 +7,11 @@
 
 #define AKF_ROUNDUP(x, m) ((((x) + (m) - 1) / (m)) * (m))
 #define AKF_MIN(a, b) ((a) < (b) ? (a) : (b))
+/* Sparse kernels prefetch the values and masks of the tile this many tiles ahead (the consumer is slower than
+ * DRAM per byte, so the hardware streamer alone does not keep ahead). */
+#define AKF_SPARSE_PREFETCH 4
+#define AKF_PREFETCH_RANGE(lo, hi)                                                                      \
+    for (const char *pf_ = (const char *)(lo); pf_ < (const char *)(hi); pf_ += 64) __builtin_prefetch(pf_, 0, 3)
 
 /* Tile geometry: a tile is 16 rows x 64 bytes. bf16: a row holds 16 columns x 2 consecutive k (a "pair"), a tile
  * spans 32 k. int8: 16 columns x 4 k (a "quad"), a tile spans 64 k. */

@@ -89,6 +89,13 @@ static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse 
                                                           case 2: _tile_zero(2); break; default: _tile_zero(3); }
                 for (int t = 0; t < KT; t++) {
                     const size_t tile = (size_t)p * KT + t;
+                    if (t + AKF_SPARSE_PREFETCH < KT) {
+                        const size_t ahead = tile + AKF_SPARSE_PREFETCH;
+                        AKF_PREFETCH_RANGE((const char *)S->values + S->tile_off[ahead] * (size_t)esize,
+                                           (const char *)S->values + S->tile_off[ahead + 1] * (size_t)esize);
+                        AKF_PREFETCH_RANGE((const char *)S->masks + ahead * 16 * mask_size,
+                                           (const char *)S->masks + (ahead + 1) * 16 * mask_size);
+                    }
                     if (S->tile_off[tile + 1] == S->tile_off[tile]) continue; /* all-zero tile: skipped */
                     const char *vp = (const char *)S->values + S->tile_off[tile] * (size_t)esize;
                     const char *masks = (const char *)S->masks + tile * 16 * mask_size;

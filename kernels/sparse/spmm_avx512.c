@@ -25,6 +25,12 @@ static inline __attribute__((always_inline)) void panel(int dt, int R, const akf
     const int KT = S->ktiles;
     for (int t = 0; t < KT; t++) {
         const size_t tile = (size_t)p * KT + t;
+        if (t + AKF_SPARSE_PREFETCH < KT) {
+            const size_t ahead = tile + AKF_SPARSE_PREFETCH, es = dt == BF16 ? 2 : 1, ms = dt == BF16 ? 4 : 8;
+            AKF_PREFETCH_RANGE((const char *)S->values + S->tile_off[ahead] * es,
+                               (const char *)S->values + S->tile_off[ahead + 1] * es);
+            AKF_PREFETCH_RANGE((const char *)S->masks + ahead * 16 * ms, (const char *)S->masks + (ahead + 1) * 16 * ms);
+        }
         if (S->tile_off[tile + 1] == S->tile_off[tile]) continue; /* all-zero tile: skipped */
         if (dt == BF16) {
             const uint16_t *vp = (const uint16_t *)S->values + S->tile_off[tile];

@@ -90,6 +90,55 @@ def audit(variant, project, as_json):
     sys.exit(0 if result.ok else 1)
 
 
+@cli.group()
+def bench():
+    """Benchmarks that compare against limits measured in the same run."""
+
+
+@bench.command("kernels")
+@click.option("--variant", "-v", default="amx", show_default=True, help="a variant built under build/")
+@click.option("--threads", default="1", show_default=True, help="comma-separated thread counts, e.g. 1,2")
+@click.option("--quick", is_flag=True, help="a subset that runs in under a minute")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line (limits, then cases)")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="write speedup vs sparsity to this PNG")
+@click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
+              help="the directory holding build/ (default: here)")
+def bench_kernels(variant, threads, quick, as_json, plot_path, project):
+    """Dense and sparse kernels on Llama-3-8B shapes against the tile peak and read bandwidth measured in the
+    same run. Decode cases stream more than 1 GB of weights so that the L3 cannot hide DRAM."""
+    from .bench import kernels as kb
+
+    try:
+        counts = [int(t) for t in threads.split(",")]
+        assert counts and all(t > 0 for t in counts)
+    except (ValueError, AssertionError):
+        raise AmxforgeError(f"--threads {threads!r}: give positive counts like 1,2") from None
+    exe = kb.kbench_path(variant, Path(project))
+    bar = {"bar": None}
+
+    def progress(record):
+        if record.get("record") == "plan":
+            bar["bar"] = click.progressbar(length=record["records"], label=f"bench {record['variant']}", file=sys.stderr)
+            bar["bar"].__enter__()
+        elif bar["bar"] is not None:
+            bar["bar"].update(1)
+
+    try:
+        records = kb.run_kbench(exe, counts, quick, on_record=progress)
+    finally:
+        if bar["bar"] is not None:
+            bar["bar"].__exit__(None, None, None)
+    rows = kb.derive(records)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+    else:
+        click.echo(kb.table(rows))
+    if plot_path:
+        kb.plot(rows, Path(plot_path))
+        click.echo(f"plot written to {plot_path}", err=True)
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, prog_name="amxforge", standalone_mode=False)

@@ -1,0 +1,1 @@
+"""Benchmarks: the kernels against the hardware limits measured in the same run."""

@@ -1,0 +1,122 @@
+"""`amxforge bench kernels`: run build/VARIANT/bin/amxforge-kbench, derive the figures people compare (fractions of
+the limits measured in the same run, sparse speedups over our best dense kernel, the byte-ratio ceiling)."""
+
+import json
+import subprocess
+from pathlib import Path
+
+from ..errors import AmxforgeError
+
+MASK_BYTES_PER_WEIGHT = 0.125  # one mask bit per weight (32-bit mask per 32 bf16, 64-bit per 64 int8)
+DENSE_BYTES = {"bf16": 2.0, "int8": 1.0}
+
+
+def ceiling(dtype: str, sparsity: float) -> float:
+    """Byte-ratio ceiling of memory-bound decode: dense bytes per weight over sparse bytes per weight."""
+    dense = DENSE_BYTES[dtype]
+    return dense / (MASK_BYTES_PER_WEIGHT + dense * (1.0 - sparsity))
+
+
+def kbench_path(variant: str, project: Path) -> Path:
+    exe = Path(project) / "build" / variant / "bin" / "amxforge-kbench"
+    if not exe.is_file():
+        raise AmxforgeError(f"{exe} not found: build it first with scons variant={variant}")
+    return exe
+
+
+def run_kbench(exe: Path, threads, quick: bool, extra=(), on_record=None) -> list:
+    cmd = [str(exe), "--threads", ",".join(str(t) for t in threads), *extra]
+    if quick:
+        cmd.append("--quick")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records = []
+    for line in proc.stdout:
+        record = json.loads(line)
+        records.append(record)
+        if on_record:
+            on_record(record)
+    err = proc.stderr.read()
+    if proc.wait() != 0:
+        raise AmxforgeError(err.strip().splitlines()[-1] if err.strip() else f"{exe.name} exited {proc.returncode}")
+    return records
+
+
+def derive(records: list) -> list:
+    """Add gflops, gbps, peak_fraction, bw_fraction, and for sparse cases speedup_vs_dense and the ceiling."""
+    limits = {(r["limit"], r["threads"]): r for r in records if r.get("record") == "limit"}
+    cases = [dict(r) for r in records if r.get("record") == "case"]
+    best_dense = {}
+    for c in cases:
+        if c["kernel"] == "dense":
+            key = (c["dtype"], c["M"], c["N"], c["K"], c["threads"])
+            best_dense[key] = min(best_dense.get(key, float("inf")), c["seconds"])
+    out = []
+    for c in cases:
+        c["gflops"] = c["flops"] / c["seconds"] / 1e9
+        c["gbps"] = c["weight_bytes"] / c["seconds"] / 1e9
+        peak = limits.get((f"tile_peak_{c['dtype']}", c["threads"]))
+        bw = limits.get(("read_bw", c["threads"]))
+        c["peak_fraction"] = c["gflops"] / peak["gflops"] if peak else None
+        c["bw_fraction"] = c["gbps"] / bw["gbps"] if bw else None
+        if c["kernel"] == "sparse":
+            dense = best_dense.get((c["dtype"], c["M"], c["N"], c["K"], c["threads"]))
+            c["speedup_vs_dense"] = dense / c["seconds"] if dense else None
+            c["ceiling"] = ceiling(c["dtype"], c["sparsity"])
+            c["ceiling_fraction"] = c["speedup_vs_dense"] / c["ceiling"] if dense else None
+        out.append(c)
+    return [dict(r) for r in records if r.get("record") == "limit"] + out
+
+
+def table(rows: list) -> str:
+    lines = []
+    for r in rows:
+        if "limit" in r:
+            value = f"{r['gflops']:.0f} GFLOP/s" if "gflops" in r else f"{r['gbps']:.1f} GB/s"
+            lines.append(f"limit  {r['limit']:<15} threads={r['threads']}  {value}")
+    head = (f"{'kernel':<7}{'impl':<7}{'dtype':<6}{'M':>5}{'N':>7}{'K':>7}{'sp':>5}{'thr':>4}{'ms':>9}{'GFLOP/s':>9}"
+            f"{'GB/s':>7}{'%peak':>7}{'%bw':>6}{'speedup':>9}{'ceiling':>9}")
+    lines += ["", head, "-" * len(head)]
+    for r in rows:
+        if "kernel" not in r:
+            continue
+        pct = lambda v: f"{100 * v:.0f}" if v is not None else "-"
+        sp = f"{r['speedup_vs_dense']:.2f}x" if r.get("speedup_vs_dense") else "-"
+        ce = f"{r['ceiling']:.2f}x" if r.get("ceiling") else "-"
+        lines.append(f"{r['kernel']:<7}{r['impl']:<7}{r['dtype']:<6}{r['M']:>5}{r['N']:>7}{r['K']:>7}"
+                     f"{100 * r['sparsity']:>4.0f}%{r['threads']:>4}{1e3 * r['seconds']:>9.3f}{r['gflops']:>9.0f}"
+                     f"{r['gbps']:>7.1f}{pct(r['peak_fraction']):>7}{pct(r['bw_fraction']):>6}{sp:>9}{ce:>9}")
+    return "\n".join(lines)
+
+
+def plot(rows: list, path: Path) -> None:
+    """Speedup of sparse decode over our best dense kernel against sparsity, with the byte-ratio ceilings."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sparse = [r for r in rows if r.get("kernel") == "sparse" and r.get("speedup_vs_dense")]
+    if not sparse:
+        raise AmxforgeError("no sparse cases with a dense baseline in this run: nothing to plot")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    grid = [i / 100 for i in range(0, 95)]
+    for dtype, style in (("bf16", "-"), ("int8", "--")):
+        if any(r["dtype"] == dtype for r in sparse):
+            ax.plot([100 * s for s in grid], [ceiling(dtype, s) for s in grid], "k" + style, lw=1,
+                    label=f"byte-ratio ceiling ({dtype})")
+    series = {}
+    for r in sparse:
+        key = (r["impl"], r["dtype"], r["M"], r["N"], r["K"], r["threads"])
+        series.setdefault(key, []).append((100 * r["sparsity"], r["speedup_vs_dense"]))
+    for (impl, dtype, M, N, K, threads), points in sorted(series.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                label=f"{impl} {dtype} M={M} {N}x{K} t={threads}")
+    ax.set_xlabel("weight sparsity (%)")
+    ax.set_ylabel("decode speedup over our best dense kernel")
+    ax.set_title("amxforge sparse decode vs dense (same run)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
