@@ -71,7 +71,7 @@ static struct weights make_weights(int dtype, int sparse, int K, int N, double s
         w.bytes_each = info.bytes;
     } else {
         w.bytes_each = dtype == AKF_BF16 ? akf_bf16_packed_elems(K, N) * 2 : akf_int8_packed_bytes(K, N);
-        first = malloc(w.bytes_each);
+        first = akf_alloc(w.bytes_each);
         if (dtype == AKF_BF16) akf_bf16_pack_b(K, N, B, first);
         else akf_int8_pack_b(K, N, B, first);
     }
@@ -81,7 +81,7 @@ static struct weights make_weights(int dtype, int sparse, int K, int N, double s
     w.sparse = calloc((size_t)w.copies, sizeof(akf_sparse *));
     for (int c = 0; c < w.copies; c++) {
         if (sparse) w.sparse[c] = c ? akf_sparse_clone(sfirst) : sfirst;
-        else if (c) { w.dense[c] = malloc(w.bytes_each); memcpy(w.dense[c], first, w.bytes_each); }
+        else if (c) { w.dense[c] = akf_alloc(w.bytes_each); memcpy(w.dense[c], first, w.bytes_each); }
         else w.dense[c] = first;
         if ((sparse && !w.sparse[c]) || (!sparse && !w.dense[c])) {
             fprintf(stderr, "amxforge-kbench: out of memory for %d weight copies of %zu bytes\n", w.copies, w.bytes_each);
@@ -92,7 +92,7 @@ static struct weights make_weights(int dtype, int sparse, int K, int N, double s
 }
 
 static void free_weights(struct weights *w) {
-    for (int c = 0; c < w->copies; c++) { free(w->dense[c]); akf_sparse_free(w->sparse[c]); }
+    for (int c = 0; c < w->copies; c++) { akf_free(w->dense[c]); akf_sparse_free(w->sparse[c]); }
     free(w->dense);
     free(w->sparse);
 }
@@ -108,7 +108,7 @@ static void run_case(const struct opts *o, const char *kernel, int dtype, int im
     float *as = malloc(sizeof(float) * (size_t)M), *bs = malloc(sizeof(float) * (size_t)N);
     for (int i = 0; i < M; i++) as[i] = 0.01f;
     for (int i = 0; i < N; i++) bs[i] = 0.02f;
-    float *C = malloc(sizeof(float) * (size_t)M * N);
+    float *C = akf_alloc(sizeof(float) * (size_t)M * N);
     int reps = o->reps > 0 ? o->reps : (decode ? 5 : 3);
     double *times = malloc(sizeof(double) * (size_t)(reps + 1));
 #ifdef _OPENMP
@@ -133,7 +133,7 @@ static void run_case(const struct opts *o, const char *kernel, int dtype, int im
            kernel, impl_name(impl), dtype == AKF_BF16 ? "bf16" : "int8", M, N, K, sparsity, threads, times[reps / 2], reps,
            w.copies, w.bytes_each, 2.0 * M * N * K);
     fflush(stdout);
-    free(times); free(A); free(as); free(bs); free(C);
+    free(times); free(A); free(as); free(bs); akf_free(C);
     free_weights(&w);
 }
 

@@ -3,6 +3,7 @@
  * tile config is loaded once per thread; each output tile is stored once, after the whole K loop (TILEZERO first).
  * A is copied once into tile blocks (contiguous 1 KB tiles); B is prepacked. Threads split the 32-column blocks;
  * within a thread a group of column blocks that fits L2 is swept for every 32-row block. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,10 +33,10 @@ static void load_full_config(void) {
 
 enum { BF16, INT8 };
 #ifndef AKF_KC_TILES
-#define AKF_KC_TILES 32 /* K chunk in tiles: 1024 bf16 or 2048 int8 values of k */
+#define AKF_KC_TILES 8 /* K chunk in tiles: 256 bf16 or 512 int8 values of k */
 #endif
 #ifndef AKF_GROUP_PAIRS
-#define AKF_GROUP_PAIRS 8 /* 32-column blocks whose B chunks and partial sums share L2 */
+#define AKF_GROUP_PAIRS 8 /* column blocks sharing an A chunk (GA); row blocks sharing a B chunk: 2 x this (GB) */
 #endif
 
 /* One block: nm (1|2) A tile streams x nn (1|2) B panel streams, KT tiles deep. The accumulators start from
@@ -111,10 +112,20 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
     const int KT = AKF_ROUNDUP(K, kt) / kt, MB = AKF_ROUNDUP(M, 16) / 16, panels = AKF_ROUNDUP(N, 16) / 16;
     const int pairs = (panels + 1) / 2;
     const size_t panel_bytes = (size_t)KT * 1024;
-    /* K chunks keep one block's four operand streams (4 x KC KB) in L1/L2 and a group of column blocks' B chunks
-     * plus their partial sums in L2; with little reuse (decode: one or two row blocks) K is not split. */
-    const int KC = MB <= 2 ? KT : AKF_MIN(KT, AKF_KC_TILES), chunks = (KT + KC - 1) / KC;
-    const int group = MB <= 2 ? pairs : AKF_GROUP_PAIRS;
+    /* Blocking for L2 (L3 feeds one core only ~23 GB/s through tile loads, measured): a group of GA column blocks
+     * x GB row blocks keeps its partial sums (4 KB per block) and the current K chunk of its A and B (2 KB per
+     * k-tile each) in L2, so per k-step L3 supplies only 2 KB/GA + 2 KB/GB. One or two row blocks (decode) have
+     * no reuse to win: K is not split and partial sums never leave the tiles. */
+    /* defaults chosen by best-of-4 sweeps on a 2-vCPU EMR guest (effective L2 about 1 MB for tile loads):
+     * L2 use = 2*KC*(GA + GB) + 4*GA*GB KB = 896 KB. AKF_TUNE="KC,GA,GB" overrides them for tuning runs. */
+    int KC = AKF_KC_TILES, GA = AKF_GROUP_PAIRS, GB = 2 * AKF_GROUP_PAIRS;
+    const char *tune = getenv("AKF_TUNE");
+    if (tune && sscanf(tune, "%d,%d,%d", &KC, &GA, &GB) != 3) { KC = AKF_KC_TILES; GA = AKF_GROUP_PAIRS; GB = 2 * GA; }
+    KC = KC > 0 ? KC : 1; GA = GA > 0 ? GA : 1; GB = GB > 0 ? GB : 1;
+    const int MP = (MB + 1) / 2;
+    if (MB <= 2) { KC = KT; GA = pairs; GB = 1; }
+    KC = AKF_MIN(KT, KC);
+    const int chunks = (KT + KC - 1) / KC;
     char *Ap = aligned_alloc(64, AKF_ROUNDUP(akf_tile_a_bytes(M, K, kt, esize), 64));
     char *acc = chunks > 1 ? aligned_alloc(64, (size_t)MB * panels * 1024) : NULL;
     if (!Ap || (chunks > 1 && !acc)) { free(Ap); free(acc); return AKF_ERR_ARG; }
@@ -129,34 +140,36 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
         t = omp_get_thread_num();
 #endif
         const int q0 = (int)((long)pairs * t / nt), q1 = (int)((long)pairs * (t + 1) / nt);
-        for (int g = q0; g < q1; g += group)
-            for (int ch = 0; ch < chunks; ch++) {
-                const int first = ch == 0, last = ch == chunks - 1, kt0 = ch * KC, kn = AKF_MIN(KC, KT - kt0);
-                for (int mb = 0; mb < MB; mb += 2)
-                    for (int q = g; q < AKF_MIN(g + group, q1); q++) {
-                        const int p = 2 * q, nm = mb + 1 < MB ? 2 : 1, nn = p + 1 < panels ? 2 : 1;
-                        const char *a0 = Ap + (size_t)mb * panel_bytes + (size_t)kt0 * 1024, *a1 = a0 + panel_bytes;
-                        const char *b0 = B + (size_t)p * panel_bytes + (size_t)kt0 * 1024, *b1 = b0 + panel_bytes;
-                        char *at[4] = {NULL, NULL, NULL, NULL};
-                        if (acc)
-                            for (int i = 0; i < 2; i++)
-                                for (int j = 0; j < 2; j++)
-                                    at[i * 2 + j] = acc + ((size_t)(mb + i) * panels + (size_t)(p + j)) * 1024;
+        for (int g = q0; g < q1; g += GA)
+            for (int mg = 0; mg < MP; mg += GB)
+                for (int ch = 0; ch < chunks; ch++) {
+                    const int first = ch == 0, last = ch == chunks - 1, kt0 = ch * KC, kn = AKF_MIN(KC, KT - kt0);
+                    const int nq = AKF_MIN(g + GA, q1) - g, nmp = AKF_MIN(mg + GB, MP) - mg;
+                    for (int mp = mg; mp < mg + nmp; mp++)
+                        for (int q = g; q < g + nq; q++) {
+                            const int mb = 2 * mp, p = 2 * q, nm = mb + 1 < MB ? 2 : 1, nn = p + 1 < panels ? 2 : 1;
+                            const char *a0 = Ap + (size_t)mb * panel_bytes + (size_t)kt0 * 1024, *a1 = a0 + panel_bytes;
+                            const char *b0 = B + (size_t)p * panel_bytes + (size_t)kt0 * 1024, *b1 = b0 + panel_bytes;
+                            char *at[4] = {NULL, NULL, NULL, NULL};
+                            if (acc)
+                                for (int i = 0; i < 2; i++)
+                                    for (int j = 0; j < 2; j++)
+                                        at[i * 2 + j] = acc + ((size_t)(mb + i) * panels + (size_t)(p + j)) * 1024;
 #define BLOCK(DT)                                                                                  \
     if (nm == 2 && nn == 2) block(DT, 2, 2, kn, a0, a1, b0, b1, at, first);                       \
     else if (nm == 2) block(DT, 2, 1, kn, a0, a1, b0, b1, at, first);                             \
     else if (nn == 2) block(DT, 1, 2, kn, a0, a1, b0, b1, at, first);                             \
     else block(DT, 1, 1, kn, a0, a1, b0, b1, at, first);
-                        if (dt == BF16) { BLOCK(BF16) } else { BLOCK(INT8) }
+                            if (dt == BF16) { BLOCK(BF16) } else { BLOCK(INT8) }
 #undef BLOCK
-                        for (int i = 0; i < nm; i++)
-                            for (int j = 0; j < nn; j++) {
-                                if (!last) stash(i * 2 + j, at[i * 2 + j]);
-                                else if (dt == BF16) store(BF16, i * 2 + j, M, N, (mb + i) * 16, (p + j) * 16, C, as, bs);
-                                else store(INT8, i * 2 + j, M, N, (mb + i) * 16, (p + j) * 16, C, as, bs);
-                            }
-                    }
-            }
+                            for (int i = 0; i < nm; i++)
+                                for (int j = 0; j < nn; j++) {
+                                    if (!last) stash(i * 2 + j, at[i * 2 + j]);
+                                    else if (dt == BF16) store(BF16, i * 2 + j, M, N, (mb + i) * 16, (p + j) * 16, C, as, bs);
+                                    else store(INT8, i * 2 + j, M, N, (mb + i) * 16, (p + j) * 16, C, as, bs);
+                                }
+                        }
+                }
         _tile_release();
     }
     free(Ap);

@@ -6,6 +6,9 @@
 
 #include "akf_internal.h"
 
+void *akf_alloc(size_t bytes) { return aligned_alloc(64, AKF_ROUNDUP(bytes ? bytes : 1, 64)); }
+void akf_free(void *p) { free(p); }
+
 size_t akf_bf16_packed_elems(int K, int N) { return (size_t)AKF_ROUNDUP(K, AKF_BF16_KT) * (size_t)AKF_ROUNDUP(N, 16); }
 
 size_t akf_bf16_packed_index(int K, int k, int n) {

@@ -24,6 +24,14 @@ class SparseInfo(ctypes.Structure):
                 ("zero_tiles", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
 
 
+def aligned_empty(count: int, dtype, align: int = 64) -> np.ndarray:
+    """A 1-D array whose data is `align`-byte aligned (packed weights: tile rows must not straddle cache lines)."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(count * itemsize + align, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % align
+    return raw[offset:offset + count * itemsize].view(dtype)
+
+
 def to_bf16(x) -> np.ndarray:
     """float32 -> bf16 bits, round to nearest even (what the hardware conversions do)."""
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
@@ -81,7 +89,7 @@ class KernelLibrary:
 
     def pack_b_bf16(self, B: np.ndarray) -> np.ndarray:
         K, N = B.shape
-        out = np.empty(self.lib.akf_bf16_packed_elems(K, N), dtype=np.uint16)
+        out = aligned_empty(self.lib.akf_bf16_packed_elems(K, N), np.uint16)
         self.lib.akf_bf16_pack_b(K, N, np.ascontiguousarray(B, dtype=np.uint16), out)
         return out
 
@@ -99,7 +107,7 @@ class KernelLibrary:
 
     def pack_b_int8(self, B: np.ndarray) -> np.ndarray:
         K, N = B.shape
-        out = np.empty(self.lib.akf_int8_packed_bytes(K, N), dtype=np.uint8)
+        out = aligned_empty(self.lib.akf_int8_packed_bytes(K, N), np.uint8)
         self.lib.akf_int8_pack_b(K, N, np.ascontiguousarray(B, dtype=np.int8), out)
         return out
 
