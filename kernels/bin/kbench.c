@@ -16,7 +16,7 @@
 #include <omp.h>
 #endif
 
-struct opts { int threads[8], nthreads, quick, reps, count_only; double min_bytes; const char *only; char *one_case; };
+struct opts { int threads[8], nthreads, quick, reps, count_only, ncases; double min_bytes; const char *only; char *cases[8]; };
 static int planned = 0;
 
 static int cmp_double(const void *a, const void *b) {
@@ -59,6 +59,9 @@ struct weights { int copies; void **dense; akf_sparse **sparse; size_t bytes_eac
 
 static struct weights make_weights(int dtype, int sparse, int K, int N, double sparsity, double min_bytes) {
     struct weights w = {1, NULL, NULL, 0};
+    /* the same weights for every implementation of a shape: seeded from the case, not from the run so far */
+    rng_state = 0x9E3779B97F4A7C15ull ^ ((uint64_t)K << 40) ^ ((uint64_t)N << 16) ^ (uint64_t)(sparsity * 1000) ^
+                ((uint64_t)dtype << 60);
     void *B = random_b(dtype, K, N, sparsity);
     void *first = NULL;
     akf_sparse *sfirst = NULL;
@@ -150,7 +153,7 @@ static void limits(const struct opts *o, int threads) {
 }
 
 static int parse(int argc, char **argv, struct opts *o) {
-    *o = (struct opts){{1}, 1, 0, 0, 0, 1.1e9, NULL, NULL};
+    *o = (struct opts){{1}, 1, 0, 0, 0, 0, 1.1e9, NULL, {NULL}};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) o->quick = 1;
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
@@ -163,7 +166,7 @@ static int parse(int argc, char **argv, struct opts *o) {
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o->reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--min-bytes") && i + 1 < argc) o->min_bytes = atof(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) o->only = argv[++i];
-        else if (!strcmp(argv[i], "--case") && i + 1 < argc) o->one_case = argv[++i];
+        else if (!strcmp(argv[i], "--case") && i + 1 < argc && o->ncases < 8) o->cases[o->ncases++] = argv[++i];
         else {
             fprintf(stderr, "usage: amxforge-kbench [--threads 1,2] [--quick] [--reps R] [--min-bytes B] "
                             "[--only dense|sparse|limits]\n"
@@ -183,24 +186,32 @@ int main(int argc, char **argv) {
         return AKF_EXIT_UNSUPPORTED;
     }
     const unsigned ok = akf_runnable_impls();
-    if (o.one_case) {
-        char kernel[16], dt[8], im[8];
-        int M, N, K;
-        double sp = 0.0;
-        if (sscanf(o.one_case, "%15[a-z]:%7[a-z0-9]:%7[a-z0-9]:%d:%d:%d:%lf", kernel, dt, im, &M, &N, &K, &sp) < 6 ||
-            (strcmp(kernel, "dense") && strcmp(kernel, "sparse")) || (strcmp(dt, "bf16") && strcmp(dt, "int8")) ||
-            M < 1 || N < 1 || K < 1 || sp < 0 || sp > 1) {
-            fprintf(stderr, "amxforge-kbench: --case wants KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY], e.g. dense:bf16:amx:512:4096:4096\n");
-            return 2;
+    if (o.ncases) {
+        int kind[8], impl[8], M[8], N[8], K[8];
+        double sp[8];
+        for (int c = 0; c < o.ncases; c++) {
+            char kernel[16], dt[8], im[8];
+            sp[c] = 0.0;
+            if (sscanf(o.cases[c], "%15[a-z]:%7[a-z0-9]:%7[a-z0-9]:%d:%d:%d:%lf", kernel, dt, im, &M[c], &N[c], &K[c], &sp[c]) < 6 ||
+                (strcmp(kernel, "dense") && strcmp(kernel, "sparse")) || (strcmp(dt, "bf16") && strcmp(dt, "int8")) ||
+                M[c] < 1 || N[c] < 1 || K[c] < 1 || sp[c] < 0 || sp[c] > 1) {
+                fprintf(stderr, "amxforge-kbench: --case %s: want KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY], e.g. dense:bf16:amx:512:4096:4096\n", o.cases[c]);
+                return 2;
+            }
+            impl[c] = !strcmp(im, "amx") ? AKF_IMPL_AMX : !strcmp(im, "avx512") ? AKF_IMPL_AVX512 : !strcmp(im, "ref") ? AKF_IMPL_REF : 0;
+            if (!impl[c] || !(ok & (unsigned)impl[c])) {
+                fprintf(stderr, "amxforge-kbench: implementation %s is not built into variant %s or cannot run here\n", im, akf_variant());
+                return 2;
+            }
+            kind[c] = (strcmp(kernel, "sparse") == 0) * 2 + (strcmp(dt, "bf16") == 0);
         }
-        int impl = !strcmp(im, "amx") ? AKF_IMPL_AMX : !strcmp(im, "avx512") ? AKF_IMPL_AVX512 : !strcmp(im, "ref") ? AKF_IMPL_REF : 0;
-        if (!impl || !(ok & (unsigned)impl)) {
-            fprintf(stderr, "amxforge-kbench: implementation %s is not built into variant %s or cannot run here\n", im, akf_variant());
-            return 2;
-        }
+        printf("{\"record\": \"plan\", \"records\": %d, \"variant\": \"%s\"}\n",
+               o.nthreads * (o.ncases + (!o.only || !strcmp(o.only, "limits"))), akf_variant());
         for (int ti = 0; ti < o.nthreads; ti++) {
             if (!o.only || !strcmp(o.only, "limits")) limits(&o, o.threads[ti]);
-            run_case(&o, kernel, !strcmp(dt, "bf16") ? AKF_BF16 : AKF_INT8, impl, M, N, K, sp, o.threads[ti]);
+            for (int c = 0; c < o.ncases; c++)
+                run_case(&o, kind[c] >= 2 ? "sparse" : "dense", kind[c] & 1 ? AKF_BF16 : AKF_INT8, impl[c], M[c], N[c], K[c], sp[c],
+                         o.threads[ti]);
         }
         return 0;
     }

@@ -30,7 +30,7 @@ int akf_gemm_int8_ref(int M, int N, int K, const int8_t *A, const float *as, con
         for (int n = 0; n < N; n++) {
             int64_t acc = 0;
             for (int k = 0; k < K; k++) acc += (int64_t)A[(size_t)i * K + k] * (int8_t)Bp[akf_int8_packed_index(K, k, n)];
-            C[(size_t)i * N + n] = (float)acc * as[i] * bs[n];
+            C[(size_t)i * N + n] = (float)acc * (as[i] * bs[n]); /* the kernels' order: exact match */
         }
     return AKF_OK;
 }
@@ -61,7 +61,7 @@ int akf_spmm_int8_ref(int M, const int8_t *A, const float *as, const akf_sparse 
         for (int n = 0; n < S->N; n++) {
             int64_t acc = 0;
             for (int k = 0; k < S->K; k++) acc += (int64_t)A[(size_t)i * S->K + k] * B[(size_t)k * S->N + n];
-            C[(size_t)i * S->N + n] = (float)acc * as[i] * bs[n];
+            C[(size_t)i * S->N + n] = (float)acc * (as[i] * bs[n]);
         }
     free(B);
     return AKF_OK;

@@ -101,9 +101,13 @@ def bench():
 @click.option("--quick", is_flag=True, help="a subset that runs in under a minute")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line (limits, then cases)")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="write speedup vs sparsity to this PNG")
+@click.option("--case", "cases", multiple=True, metavar="KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY]",
+              help="run only these cases (repeatable), e.g. sparse:bf16:amx:1:4096:4096:0.7")
+@click.option("--min-bytes", type=float, default=None,
+              help="weight bytes each decode case streams per rep (default 1.1e9: more than the L3)")
 @click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
               help="the directory holding build/ (default: here)")
-def bench_kernels(variant, threads, quick, as_json, plot_path, project):
+def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes, project):
     """Dense and sparse kernels on Llama-3-8B shapes against the tile peak and read bandwidth measured in the
     same run. Decode cases stream more than 1 GB of weights so that the L3 cannot hide DRAM."""
     from .bench import kernels as kb
@@ -124,7 +128,7 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, project):
             bar["bar"].update(1)
 
     try:
-        records = kb.run_kbench(exe, counts, quick, on_record=progress)
+        records = kb.run_kbench(exe, counts, quick, extra=kb.kbench_args(cases, min_bytes), on_record=progress)
     finally:
         if bar["bar"] is not None:
             bar["bar"].__exit__(None, None, None)

@@ -24,6 +24,17 @@ def kbench_path(variant: str, project: Path) -> Path:
     return exe
 
 
+def kbench_args(cases=(), min_bytes=None, only=None) -> list:
+    args = []
+    for case in cases:
+        args += ["--case", case]
+    if min_bytes is not None:
+        args += ["--min-bytes", str(min_bytes)]
+    if only:
+        args += ["--only", only]
+    return args
+
+
 def run_kbench(exe: Path, threads, quick: bool, extra=(), on_record=None) -> list:
     cmd = [str(exe), "--threads", ",".join(str(t) for t in threads), *extra]
     if quick:

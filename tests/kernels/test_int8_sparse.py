@@ -1,0 +1,207 @@
+"""int8 GEMM (exact), the sparse format (pack, unpack, file, validation) and sparse kernels against references."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from amxforge.errors import AmxforgeError
+from amxforge.kernels import KernelLibrary, from_bf16, to_bf16
+from conftest import ROOT, needs_amx, run, tool
+
+IMPLS = ["ref", "avx512", "amx"]
+
+
+@pytest.fixture(scope="module")
+def lib(kernel_builds):
+    kernel_builds("amx")
+    return KernelLibrary("amx", ROOT)
+
+
+def runnable(lib, impl):
+    if impl not in lib.impls():
+        pytest.skip(f"{impl} cannot run on this host")
+
+
+def int8_case(M, N, K, seed, density=1.0):
+    rng = np.random.default_rng(seed)
+    A = rng.integers(-128, 128, (M, K), dtype=np.int8)
+    B = rng.integers(-128, 128, (K, N), dtype=np.int8) * (rng.random((K, N)) < density)
+    a_s = (rng.random(M) + 0.5).astype(np.float32)
+    b_s = (rng.random(N) + 0.5).astype(np.float32)
+    acc = A.astype(np.int64) @ B.astype(np.int64)
+    assert np.abs(acc).max(initial=0) < 2 ** 24  # exactly representable in fp32
+    ref = acc.astype(np.float32) * (a_s[:, None] * b_s[None, :])  # the kernels' rounding order
+    return A, B.astype(np.int8), a_s, b_s, ref
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (1, 45, 77), (17, 33, 130), (16, 16, 64), (33, 100, 200), (5, 7, 3),
+                                   (64, 96, 1100)])
+def test_int8_gemm_is_exact(lib, impl, M, N, K):
+    runnable(lib, impl)
+    A, B, a_s, b_s, ref = int8_case(M, N, K, M * 7 + N)
+    C = lib.gemm_int8(A, a_s, lib.pack_b_int8(B), b_s, impl)
+    assert np.array_equal(C, ref)
+
+
+@needs_amx
+@settings(max_examples=25, deadline=None)
+@given(M=st.integers(1, 40), N=st.integers(1, 70), K=st.integers(1, 300), seed=st.integers(0, 2 ** 16))
+def test_int8_amx_exact_on_random_shapes(lib, M, N, K, seed):
+    A, B, a_s, b_s, ref = int8_case(M, N, K, seed)
+    assert np.array_equal(lib.gemm_int8(A, a_s, lib.pack_b_int8(B), b_s, "amx"), ref)
+
+
+def bf16_sparse_case(M, N, K, sparsity, seed):
+    rng = np.random.default_rng(seed)
+    A = to_bf16(rng.standard_normal((M, K)).astype(np.float32))
+    B = to_bf16(rng.standard_normal((K, N)).astype(np.float32) * (rng.random((K, N)) >= sparsity))
+    return A, B
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("M,N,K", [(1, 45, 77), (4, 64, 256), (17, 33, 130), (16, 100, 64), (70, 40, 100)])
+def test_sparse_bf16_against_reference(lib, impl, sparsity, M, N, K):
+    runnable(lib, impl)
+    A, B = bf16_sparse_case(M, N, K, sparsity, M + N + K)
+    C = lib.sparse_pack(B, "bf16").matmul(A, impl)
+    ref = from_bf16(A).astype(np.float64) @ from_bf16(B).astype(np.float64)
+    scale = np.abs(from_bf16(A)).astype(np.float64) @ np.abs(from_bf16(B)).astype(np.float64)
+    assert np.all(np.abs(C - ref) <= 1e-6 + (K + 2) * np.finfo(np.float32).eps * scale)
+    if sparsity == 1.0:
+        assert not C.any()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("M,N,K", [(1, 45, 77), (4, 64, 256), (17, 33, 130), (70, 40, 300)])
+def test_sparse_int8_is_exact(lib, impl, sparsity, M, N, K):
+    runnable(lib, impl)
+    A, B, a_s, b_s, ref = int8_case(M, N, K, M + N, density=1.0 - sparsity)
+    assert np.array_equal(lib.sparse_pack(B, "int8").matmul(A, impl, a_s, b_s), ref)
+
+
+@needs_amx
+@pytest.mark.parametrize("M", [1, 4, 16, 17, 40])
+@pytest.mark.parametrize("sparsity", [0.0, 0.7])
+def test_sparse_amx_equals_dense_amx_on_masked_weights(lib, M, sparsity):
+    A, B = bf16_sparse_case(M, 96, 300, sparsity, M)
+    dense = lib.gemm_bf16(A, lib.pack_b_bf16(B), 96, "amx")
+    assert np.array_equal(lib.sparse_pack(B, "bf16").matmul(A, "amx"), dense)
+    A8, B8, a_s, b_s, _ = int8_case(M, 96, 300, M, density=1.0 - sparsity)
+    assert np.array_equal(lib.sparse_pack(B8, "int8").matmul(A8, "amx", a_s, b_s),
+                          lib.gemm_int8(A8, a_s, lib.pack_b_int8(B8), b_s, "amx"))
+
+
+@needs_amx
+@settings(max_examples=20, deadline=None)
+@given(M=st.integers(1, 20), N=st.integers(1, 60), K=st.integers(1, 200), sparsity=st.floats(0, 1),
+       seed=st.integers(0, 2 ** 16))
+def test_sparse_property_random_shapes(lib, M, N, K, sparsity, seed):
+    A, B, a_s, b_s, ref = int8_case(M, N, K, seed, density=1.0 - sparsity)
+    S = lib.sparse_pack(B, "int8")
+    assert np.array_equal(S.unpack(), B)
+    assert np.array_equal(S.matmul(A, "amx", a_s, b_s), ref)
+
+
+def test_all_zero_tiles_are_counted_and_skipped(lib):
+    B = np.zeros((128, 64), np.int8)
+    B[0:64, 0:16] = 3  # one tile of the 2x4 is dense, the other seven are all zero
+    info = lib.sparse_pack(B, "int8").info()
+    assert (info["tiles"], info["zero_tiles"], info["nnz"]) == (8, 7, 64 * 16)
+    assert info["bytes"] == 64 * 16 + 8 * 16 * 8 + 9 * 8  # values + 64-bit masks + tile offsets
+
+
+def test_round_trip_through_a_file(lib, tmp_path):
+    A, B = bf16_sparse_case(3, 70, 90, 0.6, 1)
+    S = lib.sparse_pack(B, "bf16")
+    S.save(tmp_path / "w.amxs")
+    T = lib.sparse_load(tmp_path / "w.amxs")
+    assert T.info() == S.info()
+    assert np.array_equal(from_bf16(T.unpack()), from_bf16(B))
+    assert np.array_equal(T.matmul(A, "ref"), S.matmul(A, "ref"))
+    assert not (tmp_path / "w.amxs.tmp").exists()
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda b: b[:20], "truncated header"),
+    (lambda b: b"XXXXXXXX" + b[8:], "bad magic"),
+    (lambda b: b[:8] + (7).to_bytes(4, "little") + b[12:], "version 7, this library reads version 1"),
+    (lambda b: b[:-5], "truncated: expected"),
+    (lambda b: b + b"\0", "trailing data"),
+    (lambda b: b[:-3] + bytes([b[-3] ^ 0x40]) + b[-2:], "checksum mismatch"),
+    (lambda b: b[:16] + (0).to_bytes(4, "little") + b[20:], "impossible sizes"),
+])
+def test_corrupted_files_are_rejected_with_a_message(lib, tmp_path, damage, message):
+    _, B = bf16_sparse_case(2, 40, 50, 0.5, 2)
+    good = tmp_path / "good.amxs"
+    lib.sparse_pack(B, "bf16").save(good)
+    bad = tmp_path / "bad.amxs"
+    bad.write_bytes(damage(good.read_bytes()))
+    with pytest.raises(AmxforgeError, match=message):
+        lib.sparse_load(bad)
+
+
+@pytest.mark.parametrize("B,dtype,message", [
+    (np.array([[0x3F80, 0x7FC0]], np.uint16), "bf16", r"B\[0\]\[1\] is Inf or NaN"),
+    (np.array([[0x7F80]], np.uint16), "bf16", "Inf or NaN"),
+    (np.zeros((0, 4), np.int8), "int8", "bad shape"),
+])
+def test_packer_validates_its_input(lib, B, dtype, message):
+    with pytest.raises(AmxforgeError, match=message):
+        lib.sparse_pack(B, dtype)
+
+
+def test_sparse_split_balances_nonzeros_not_columns(lib):
+    """Four dense panels followed by 28 empty ones: split by columns, thread 0 would get all the work; split by
+    nonzeros, each of two threads gets two dense panels (and the empty ones cost nothing)."""
+    import ctypes
+    B = np.zeros((512, 16 * 32), np.int8)
+    B[:, :64] = 1
+    S = lib.sparse_pack(B, "int8")
+    split = lib.lib.akf_sparse_split
+    split.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+                      ctypes.POINTER(ctypes.c_int)]
+    ranges = []
+    for t in range(2):
+        p0, p1 = ctypes.c_int(), ctypes.c_int()
+        split(S.handle, 2, t, ctypes.byref(p0), ctypes.byref(p1))
+        ranges.append((p0.value, p1.value))
+    assert ranges == [(0, 2), (2, 32)]
+    # three threads over four equal panels: every panel is assigned exactly once, no thread gets all
+    covered = []
+    for t in range(3):
+        p0, p1 = ctypes.c_int(), ctypes.c_int()
+        split(S.handle, 3, t, ctypes.byref(p0), ctypes.byref(p1))
+        covered += list(range(p0.value, p1.value))
+    assert covered == list(range(32))
+
+
+def test_bench_cli_reports_limits_fractions_and_speedups(kernel_builds):
+    kernel_builds("amx")
+    impl = "amx" if "amx" in KernelLibrary("amx", ROOT).impls() else "ref"
+    res = run([tool("amxforge"), "bench", "kernels", "--variant", "amx", "--json", "--min-bytes", "2e6",
+               "--case", f"dense:bf16:{impl}:4:256:256", "--case", f"sparse:bf16:{impl}:4:256:256:0.7"], cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    limits = {r["limit"] for r in rows if "limit" in r}
+    assert "read_bw" in limits
+    dense, sparse = [r for r in rows if r.get("record") == "case"]
+    for r in (dense, sparse):
+        assert set(r) >= {"kernel", "impl", "dtype", "M", "N", "K", "sparsity", "threads", "seconds", "gflops", "gbps",
+                          "peak_fraction", "bw_fraction"}
+        assert r["seconds"] > 0 and r["copies"] * r["weight_bytes"] >= 2e6
+    assert sparse["speedup_vs_dense"] == pytest.approx(dense["seconds"] / sparse["seconds"])
+    assert sparse["ceiling"] == pytest.approx(2 / (0.125 + 2 * 0.3))
+    bad = run([tool("amxforge"), "bench", "kernels", "--case", "dense:fp64:amx:1:1:1"], cwd=ROOT)
+    assert bad.returncode == 2 and "want KERNEL:DTYPE:IMPL" in bad.stderr
+
+
+def test_kbench_refuses_on_a_host_without_the_variants_features(kernel_builds):
+    kernel_builds("amx")
+    res = run([str(ROOT / "build" / "amx" / "bin" / "amxforge-kbench"), "--only", "limits"],
+              env={"AMXFORGE_GUARD_HIDE": "amx_tile"})
+    assert res.returncode == 2 and "cannot run on this host: this CPU lacks amx_tile" in res.stderr
