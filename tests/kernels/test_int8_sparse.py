@@ -205,3 +205,23 @@ def test_kbench_refuses_on_a_host_without_the_variants_features(kernel_builds):
     res = run([str(ROOT / "build" / "amx" / "bin" / "amxforge-kbench"), "--only", "limits"],
               env={"AMXFORGE_GUARD_HIDE": "amx_tile"})
     assert res.returncode == 2 and "cannot run on this host: this CPU lacks amx_tile" in res.stderr
+
+
+def test_plot_draws_speedup_against_the_ceiling(tmp_path):
+    from amxforge.bench import kernels as kb
+    rows = kb.derive([
+        {"record": "limit", "limit": "read_bw", "gbps": 14.0, "threads": 1},
+        {"record": "case", "kernel": "dense", "impl": "amx", "dtype": "bf16", "M": 1, "N": 64, "K": 64,
+         "sparsity": 0.0, "threads": 1, "seconds": 1.0, "weight_bytes": 8192, "flops": 8192, "copies": 1},
+        *[{"record": "case", "kernel": "sparse", "impl": "amx", "dtype": "bf16", "M": 1, "N": 64, "K": 64,
+           "sparsity": s, "threads": 1, "seconds": 1.0 / (1 + s), "weight_bytes": 4096, "flops": 8192, "copies": 1}
+          for s in (0.5, 0.7, 0.9)]])
+    sparse = [r for r in rows if r.get("kernel") == "sparse"]
+    assert [round(r["speedup_vs_dense"], 2) for r in sparse] == [1.5, 1.7, 1.9]
+    assert sparse[0]["ceiling_fraction"] == pytest.approx(1.5 / kb.ceiling("bf16", 0.5))
+    assert kb.ceiling("bf16", 0.5) == pytest.approx(1.78, abs=0.01) and kb.ceiling("int8", 0.7) == pytest.approx(2.35, abs=0.01)
+    out = tmp_path / "speedup.png"
+    kb.plot(rows, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    with pytest.raises(AmxforgeError, match="nothing to plot"):
+        kb.plot([r for r in rows if r.get("kernel") != "sparse"], out)

@@ -101,8 +101,10 @@ def table(rows: list) -> str:
 
 def plot(rows: list, path: Path) -> None:
     """Speedup of sparse decode over our best dense kernel against sparsity, with the byte-ratio ceilings."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise AmxforgeError("--plot needs matplotlib: pip install -e '.[bench]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
