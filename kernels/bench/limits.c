@@ -89,8 +89,8 @@ double akf_limit_read_bw(size_t bytes, int threads, int reps) {
     return median;
 }
 
-double akf_limit_tile_peak(int dtype, int threads, double seconds) {
+double akf_limit_tile_peak(int dtype, int zeros, int threads, double seconds) {
     char msg[256];
     if (!(akf_runnable_impls() & AKF_IMPL_AMX) || akf_guard(msg, sizeof msg) != AKF_OK) return -1.0;
-    return akf_tile_peak_amx(dtype, threads, seconds);
+    return akf_tile_peak_amx(dtype, zeros, threads, seconds);
 }

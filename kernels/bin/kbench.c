@@ -143,9 +143,12 @@ static void run_case(const struct opts *o, const char *kernel, int dtype, int im
 static void limits(const struct opts *o, int threads) {
     if (o->count_only) { planned++; return; }
     double secs = o->quick ? 0.2 : 0.5;
-    double bf = akf_limit_tile_peak(AKF_BF16, threads, secs), i8 = akf_limit_tile_peak(AKF_INT8, threads, secs);
-    if (bf > 0) printf("{\"record\": \"limit\", \"limit\": \"tile_peak_bf16\", \"gflops\": %.1f, \"threads\": %d}\n", bf, threads);
-    if (i8 > 0) printf("{\"record\": \"limit\", \"limit\": \"tile_peak_int8\", \"gflops\": %.1f, \"threads\": %d}\n", i8, threads);
+    static const char *names[2][2] = {{"tile_peak_bf16", "tile_peak_bf16_zeros"}, {"tile_peak_int8", "tile_peak_int8_zeros"}};
+    for (int d = 0; d < 2; d++)
+        for (int z = 0; z < 2; z++) {
+            double g = akf_limit_tile_peak(d == 0 ? AKF_BF16 : AKF_INT8, z, threads, secs);
+            if (g > 0) printf("{\"record\": \"limit\", \"limit\": \"%s\", \"gflops\": %.1f, \"threads\": %d}\n", names[d][z], g, threads);
+        }
     size_t bytes = o->min_bytes > 1.2e9 ? (size_t)o->min_bytes : (size_t)1.2e9;
     printf("{\"record\": \"limit\", \"limit\": \"read_bw\", \"gbps\": %.2f, \"threads\": %d, \"bytes\": %zu}\n",
            akf_limit_read_bw(bytes, threads, o->quick ? 3 : 5), threads, bytes);

@@ -33,16 +33,19 @@ static void load_full_config(void) {
 
 enum { BF16, INT8 };
 #ifndef AKF_KC_TILES
-#define AKF_KC_TILES 8 /* K chunk in tiles: 256 bf16 or 512 int8 values of k */
+#define AKF_KC_TILES 64 /* K chunk in tiles: 2048 bf16 or 4096 int8 values of k */
 #endif
 #ifndef AKF_GROUP_PAIRS
-#define AKF_GROUP_PAIRS 8 /* column blocks sharing an A chunk (GA); row blocks sharing a B chunk: 2 x this (GB) */
+#define AKF_GROUP_PAIRS 4 /* column blocks sharing an A chunk (GA); row blocks sharing a B chunk: 4 x this (GB) */
 #endif
 
 /* One block: nm (1|2) A tile streams x nn (1|2) B panel streams, KT tiles deep. The accumulators start from
- * zero (first K chunk) or from the partial sums kept in `acc` (tile-contiguous, 1 KB per tile). */
+ * zero (first K chunk) or from the partial sums kept in `acc` (tile-contiguous, 1 KB per tile). Each k-step also
+ * prefetches pf_per_step lines of `pf` (and of pf + pf_stride) into L2: the next row pair's A chunk, spread thin
+ * so that it never stalls the tile loads. */
 static inline __attribute__((always_inline)) void block(int dt, int nm, int nn, int KT, const char *a0, const char *a1,
-                                                         const char *b0, const char *b1, char *const acc[4], int first) {
+                                                         const char *b0, const char *b1, char *const acc[4], int first,
+                                                         const char *pf, int pf_stride, int pf_per_step) {
     if (first) {
         _tile_zero(0);
         if (nn > 1) _tile_zero(1);
@@ -56,6 +59,10 @@ static inline __attribute__((always_inline)) void block(int dt, int nm, int nn, 
     }
     for (int t = 0; t < KT; t++) {
         const size_t o = (size_t)t * 1024;
+        for (int l = 0; l < pf_per_step; l++) {
+            __builtin_prefetch(pf + ((size_t)t * pf_per_step + l) * 64, 0, 2);
+            if (pf_stride) __builtin_prefetch(pf + pf_stride + ((size_t)t * pf_per_step + l) * 64, 0, 2);
+        }
         _tile_loadd(4, a0 + o, 64);
         _tile_loadd(6, b0 + o, 64);
         if (dt == BF16) _tile_dpbf16ps(0, 4, 6); else _tile_dpbssd(0, 4, 6);
@@ -84,16 +91,13 @@ static inline __attribute__((always_inline)) void stash(int tile, char *to) {
 static inline __attribute__((always_inline)) void store(int dt, int tile, int M, int N, int r0, int c0, float *C,
                                                          const float *as, const float *bs) {
     int rows = AKF_MIN(16, M - r0), cols = AKF_MIN(16, N - c0);
+    int32_t buf[256] __attribute__((aligned(64)));
     if (dt == BF16 && rows == 16 && cols == 16) {
-        switch (tile) {
-        case 0: _tile_stored(0, C + (size_t)r0 * N + c0, (size_t)N * 4); break;
-        case 1: _tile_stored(1, C + (size_t)r0 * N + c0, (size_t)N * 4); break;
-        case 2: _tile_stored(2, C + (size_t)r0 * N + c0, (size_t)N * 4); break;
-        default: _tile_stored(3, C + (size_t)r0 * N + c0, (size_t)N * 4); break;
-        }
+        /* through an L1 buffer: ordinary stores overlap their misses on a cold C, a tile store does not */
+        stash(tile, (char *)buf);
+        for (int r = 0; r < 16; r++) _mm512_storeu_ps(C + (size_t)(r0 + r) * N + c0, _mm512_load_ps((const float *)buf + r * 16));
         return;
     }
-    int32_t buf[256] __attribute__((aligned(64)));
     stash(tile, (char *)buf);
     for (int r = 0; r < rows; r++) {
         float *c = C + (size_t)(r0 + r) * N + c0;
@@ -112,15 +116,17 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
     const int KT = AKF_ROUNDUP(K, kt) / kt, MB = AKF_ROUNDUP(M, 16) / 16, panels = AKF_ROUNDUP(N, 16) / 16;
     const int pairs = (panels + 1) / 2;
     const size_t panel_bytes = (size_t)KT * 1024;
-    /* Blocking for L2 (L3 feeds one core only ~23 GB/s through tile loads, measured): a group of GA column blocks
-     * x GB row blocks keeps its partial sums (4 KB per block) and the current K chunk of its A and B (2 KB per
-     * k-tile each) in L2, so per k-step L3 supplies only 2 KB/GA + 2 KB/GB. One or two row blocks (decode) have
-     * no reuse to win: K is not split and partial sums never leave the tiles. */
-    /* defaults chosen by best-of-4 sweeps on a 2-vCPU EMR guest (effective L2 about 1 MB for tile loads):
-     * L2 use = 2*KC*(GA + GB) + 4*GA*GB KB = 896 KB. AKF_TUNE="KC,GA,GB" overrides them for tuning runs. */
-    int KC = AKF_KC_TILES, GA = AKF_GROUP_PAIRS, GB = 2 * AKF_GROUP_PAIRS;
+    /* Blocking for L2 (L3 feeds one core only ~24 GB/s, measured): a group of GA column blocks x GB row blocks
+     * keeps its partial sums (4 KB per block) and the current K chunk of its B in L2, so per k-step L3 supplies
+     * 2 KB/GA of A (prefetched a row pair ahead) + 2 KB/GB of B. One or two row blocks (decode) have no reuse to
+     * win: K is not split and partial sums never leave the tiles. */
+    /* Defaults from best-of-3 sweeps on the 2-vCPU and 16-core EMR guests (1 thread, M=512, K=4096 and 14336):
+     * long K chunks (few partial-sum round trips), a narrow column group (its B chunk plus the current and the
+     * prefetched next A chunk fit the ~1 MB of L2 that tile loads effectively get), all row blocks of a group
+     * sharing each B chunk. AKF_TUNE="KC,GA,GB" overrides them for tuning runs on other CPUs. */
+    int KC = AKF_KC_TILES, GA = AKF_GROUP_PAIRS, GB = 4 * AKF_GROUP_PAIRS;
     const char *tune = getenv("AKF_TUNE");
-    if (tune && sscanf(tune, "%d,%d,%d", &KC, &GA, &GB) != 3) { KC = AKF_KC_TILES; GA = AKF_GROUP_PAIRS; GB = 2 * GA; }
+    if (tune && sscanf(tune, "%d,%d,%d", &KC, &GA, &GB) != 3) { KC = AKF_KC_TILES; GA = AKF_GROUP_PAIRS; GB = 4 * GA; }
     KC = KC > 0 ? KC : 1; GA = GA > 0 ? GA : 1; GB = GB > 0 ? GB : 1;
     const int MP = (MB + 1) / 2;
     if (MB <= 2) { KC = KT; GA = pairs; GB = 1; }
@@ -156,10 +162,23 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
                                     for (int j = 0; j < 2; j++)
                                         at[i * 2 + j] = acc + ((size_t)(mb + i) * panels + (size_t)(p + j)) * 1024;
 #define BLOCK(DT)                                                                                  \
-    if (nm == 2 && nn == 2) block(DT, 2, 2, kn, a0, a1, b0, b1, at, first);                       \
-    else if (nm == 2) block(DT, 2, 1, kn, a0, a1, b0, b1, at, first);                             \
-    else if (nn == 2) block(DT, 1, 2, kn, a0, a1, b0, b1, at, first);                             \
-    else block(DT, 1, 1, kn, a0, a1, b0, b1, at, first);
+    if (nm == 2 && nn == 2) block(DT, 2, 2, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step); \
+    else if (nm == 2) block(DT, 2, 1, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step);       \
+    else if (nn == 2) block(DT, 1, 2, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step);       \
+    else block(DT, 1, 1, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step);
+                            const char *pf = Ap;
+                            int pf_stride = 0, pf_per_step = 0;
+                            if (MB > 2) {
+                                /* the next row pair's A chunk, this block's share of it, spread over its k-steps */
+                                const int next_mp = mp + 1 < mg + nmp ? mp + 1 : mg, next_ch = mp + 1 < mg + nmp ? ch : ch + 1;
+                                if (next_ch < chunks) {
+                                    const size_t len = (size_t)AKF_MIN(KC, KT - next_ch * KC) * 1024;
+                                    const size_t lo = len * (size_t)(q - g) / (size_t)nq, hi = len * (size_t)(q - g + 1) / (size_t)nq;
+                                    pf = Ap + (size_t)(2 * next_mp) * panel_bytes + (size_t)next_ch * KC * 1024 + lo;
+                                    pf_stride = 2 * next_mp + 1 < MB ? (int)panel_bytes : 0;
+                                    pf_per_step = (int)((hi - lo) / 64 + kn - 1) / kn;
+                                }
+                            }
                             if (dt == BF16) { BLOCK(BF16) } else { BLOCK(INT8) }
 #undef BLOCK
                             for (int i = 0; i < nm; i++)

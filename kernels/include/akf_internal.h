@@ -45,7 +45,7 @@ int akf_spmm_int8_avx512(int M, const int8_t *A, const float *as, const akf_spar
 int akf_spmm_int8_amx(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C);
 int akf_avx512_built(void);
 int akf_amx_built(void);
-double akf_tile_peak_amx(int dtype, int threads, double seconds);
+double akf_tile_peak_amx(int dtype, int zeros, int threads, double seconds);
 double akf_read_bw_simd(const void *buf, size_t bytes, int threads, int reps);
 
 akf_sparse *akf_sparse_alloc(int dtype, int K, int N, uint64_t nnz);

@@ -82,7 +82,9 @@ int akf_spmm_int8(int impl, int M, const int8_t *A, const float *a_scale, const 
                   float *C);
 
 /* Hardware limits, measured in the same run as the kernels (threads run in parallel; results are totals). */
-double akf_limit_tile_peak(int dtype, int threads, double seconds); /* GFLOP/s (bf16) or GOP/s (int8); <0: n/a */
+/* Tile peak in GFLOP/s (bf16) or GOP/s (int8), <0 without AMX; zeros=0: random operands (the limit kernels are
+ * judged against), zeros=1: all-zero operands, which the multiplier runs faster (information only). */
+double akf_limit_tile_peak(int dtype, int zeros, int threads, double seconds);
 double akf_limit_read_bw(size_t bytes, int threads, int reps);      /* GB/s of a streaming read of `bytes` */
 double akf_now(void);                                               /* monotonic seconds */
 
