@@ -32,12 +32,9 @@ static void load_full_config(void) {
 }
 
 enum { BF16, INT8 };
-#ifndef AKF_KC_TILES
-#define AKF_KC_TILES 64 /* K chunk in tiles: 2048 bf16 or 4096 int8 values of k */
-#endif
-#ifndef AKF_GROUP_PAIRS
-#define AKF_GROUP_PAIRS 4 /* column blocks sharing an A chunk (GA); row blocks sharing a B chunk: 4 x this (GB) */
-#endif
+/* K chunk (tiles), column blocks sharing an A chunk (GA), row blocks sharing a B chunk (GB), per dtype. */
+static const int BLOCKING[2][3] = {{64, 4, 16}, /* bf16: 2048 values of k per chunk */
+                                   {8, 8, 16}}; /* int8: 512 values of k per chunk */
 
 /* One block: nm (1|2) A tile streams x nn (1|2) B panel streams, KT tiles deep. The accumulators start from
  * zero (first K chunk) or from the partial sums kept in `acc` (tile-contiguous, 1 KB per tile). Each k-step also
@@ -120,13 +117,13 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
      * keeps its partial sums (4 KB per block) and the current K chunk of its B in L2, so per k-step L3 supplies
      * 2 KB/GA of A (prefetched a row pair ahead) + 2 KB/GB of B. One or two row blocks (decode) have no reuse to
      * win: K is not split and partial sums never leave the tiles. */
-    /* Defaults from best-of-3 sweeps on the 2-vCPU and 16-core EMR guests (1 thread, M=512, K=4096 and 14336):
-     * long K chunks (few partial-sum round trips), a narrow column group (its B chunk plus the current and the
-     * prefetched next A chunk fit the ~1 MB of L2 that tile loads effectively get), all row blocks of a group
-     * sharing each B chunk. AKF_TUNE="KC,GA,GB" overrides them for tuning runs on other CPUs. */
-    int KC = AKF_KC_TILES, GA = AKF_GROUP_PAIRS, GB = 4 * AKF_GROUP_PAIRS;
+    /* BLOCKING: best of 3 sweeps on the 16-core EMR guest (1 thread, M=512, K=4096 and 14336, warm AMX unit).
+     * bf16 liked long K chunks (few partial-sum round trips) with a narrow column group; int8, whose tiles are
+     * twice as deep and whose tile ops need twice the operand bandwidth, liked short chunks that keep the A chunk
+     * in L1. AKF_TUNE="KC,GA,GB" overrides them for tuning runs on other CPUs. */
+    int KC = BLOCKING[dt][0], GA = BLOCKING[dt][1], GB = BLOCKING[dt][2];
     const char *tune = getenv("AKF_TUNE");
-    if (tune && sscanf(tune, "%d,%d,%d", &KC, &GA, &GB) != 3) { KC = AKF_KC_TILES; GA = AKF_GROUP_PAIRS; GB = 4 * GA; }
+    if (tune && sscanf(tune, "%d,%d,%d", &KC, &GA, &GB) != 3) { KC = BLOCKING[dt][0]; GA = BLOCKING[dt][1]; GB = BLOCKING[dt][2]; }
     KC = KC > 0 ? KC : 1; GA = GA > 0 ? GA : 1; GB = GB > 0 ? GB : 1;
     const int MP = (MB + 1) / 2;
     if (MB <= 2) { KC = KT; GA = pairs; GB = 1; }
