@@ -73,7 +73,7 @@ double akf_tile_peak_amx(int dtype, int zeros, int threads, double seconds) {
 }
 #else
 double akf_tile_peak_amx(int dtype, int zeros, int threads, double seconds) {
-    (void)dtype; (void)threads; (void)seconds;
+    (void)dtype; (void)zeros; (void)threads; (void)seconds;
     return -1.0;
 }
 #endif

@@ -203,13 +203,5 @@ int akf_gemm_int8_amx(int M, int N, int K, const int8_t *A, const float *as, con
 }
 #else
 int akf_amx_built(void) { return 0; }
-int akf_gemm_bf16_amx(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C) {
-    (void)M; (void)N; (void)K; (void)A; (void)Bp; (void)C;
-    return AKF_ERR_NOT_BUILT;
-}
-int akf_gemm_int8_amx(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp, const float *bs,
-                      float *C) {
-    (void)M; (void)N; (void)K; (void)A; (void)as; (void)Bp; (void)bs; (void)C;
-    return AKF_ERR_NOT_BUILT;
-}
+AKF_GEMM_NOT_BUILT(amx)
 #endif

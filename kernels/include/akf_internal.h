@@ -45,6 +45,29 @@ int akf_spmm_int8_avx512(int M, const int8_t *A, const float *as, const akf_spar
 int akf_spmm_int8_amx(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C);
 int akf_avx512_built(void);
 int akf_amx_built(void);
+
+/* What an ISA-specific unit defines when the variant does not enable its ISA: entry points that say so.
+ * (Plain C: nothing here is compiled at an ISA level it could leak.) */
+#define AKF_GEMM_NOT_BUILT(isa)                                                                              \
+    int akf_gemm_bf16_##isa(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C) {        \
+        (void)M; (void)N; (void)K; (void)A; (void)Bp; (void)C;                                             \
+        return AKF_ERR_NOT_BUILT;                                                                          \
+    }                                                                                                      \
+    int akf_gemm_int8_##isa(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp,      \
+                            const float *bs, float *C) {                                                   \
+        (void)M; (void)N; (void)K; (void)A; (void)as; (void)Bp; (void)bs; (void)C;                         \
+        return AKF_ERR_NOT_BUILT;                                                                          \
+    }
+#define AKF_SPMM_NOT_BUILT(isa)                                                                              \
+    int akf_spmm_bf16_##isa(int M, const uint16_t *A, const akf_sparse *B, float *C) {                     \
+        (void)M; (void)A; (void)B; (void)C;                                                                \
+        return AKF_ERR_NOT_BUILT;                                                                          \
+    }                                                                                                      \
+    int akf_spmm_int8_##isa(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, \
+                            float *C) {                                                                    \
+        (void)M; (void)A; (void)as; (void)B; (void)bs; (void)C;                                            \
+        return AKF_ERR_NOT_BUILT;                                                                          \
+    }
 double akf_tile_peak_amx(int dtype, int zeros, int threads, double seconds);
 double akf_read_bw_simd(const void *buf, size_t bytes, int threads, int reps);
 

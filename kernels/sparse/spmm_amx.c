@@ -133,12 +133,5 @@ int akf_spmm_int8_amx(int M, const int8_t *A, const float *as, const akf_sparse 
     return spmm(INT8, M, A, as, B, bs, C);
 }
 #else
-int akf_spmm_bf16_amx(int M, const uint16_t *A, const akf_sparse *B, float *C) {
-    (void)M; (void)A; (void)B; (void)C;
-    return AKF_ERR_NOT_BUILT;
-}
-int akf_spmm_int8_amx(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C) {
-    (void)M; (void)A; (void)as; (void)B; (void)bs; (void)C;
-    return AKF_ERR_NOT_BUILT;
-}
+AKF_SPMM_NOT_BUILT(amx)
 #endif
