@@ -8,6 +8,7 @@ Checks (toolchain/audit.toml says which instructions need which feature):
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -138,12 +139,12 @@ def load_policy(build_root: Path, variant: str) -> dict:
     return json.loads(path.read_text())
 
 
-def audit_units(policy: dict, project_dir: Path) -> list:
+def audit_units(policy: dict, project_dir: Path, variant: str) -> list:
     """The variant's units (kernels and, when built, the fork's ledger), each with an absolute object path."""
-    units = []
-    for unit in policy["units"]:
-        units.append(dict(unit, object_path=project_dir / unit["object"]))
-    return units
+    from .fork.ledger import audit_units as ledger_units, read_ledger
+
+    units = [dict(unit, object_path=project_dir / unit["object"]) for unit in policy["units"]]
+    return units + ledger_units(read_ledger(project_dir / "build" / variant / "fork" / "ledger.jsonl"), project_dir)
 
 
 def audit_variant(variant: str, project_dir: Path = None, jobs: int = 4) -> AuditResult:
@@ -151,7 +152,7 @@ def audit_variant(variant: str, project_dir: Path = None, jobs: int = 4) -> Audi
     build_root = project_dir / "build"
     policy = load_policy(build_root, variant)
     classes = load_instruction_classes()
-    units = audit_units(policy, project_dir)
+    units = audit_units(policy, project_dir, variant)
     missing = [u["object"] for u in units if not u["object_path"].is_file()]
     if missing:
         raise AmxforgeError(f"{len(missing)} object(s) of variant {variant} missing (first: {missing[0]}); "
@@ -190,7 +191,8 @@ def _compare_protected(result: AuditResult, policy: dict, units: list, build_roo
         other = json.loads((other_dir / "policy.json").read_text())
         if other.get("classes", {}).get("protected", {}).get("flags") != flags:
             continue
-        theirs = {u["source"]: project_dir / u["object"] for u in other["units"] if u["unit_class"] == "protected"}
+        theirs = {u["source"]: u["object_path"] for u in audit_units(other, project_dir, other_name)
+                  if u["unit_class"] == "protected"}
         identical = compared = 0
         for unit in mine:
             twin = theirs.get(unit["source"])
@@ -202,7 +204,7 @@ def _compare_protected(result: AuditResult, policy: dict, units: list, build_roo
             else:
                 result.findings.append(Finding(
                     unit["object"], unit["source"], "protected", unit["rule"],
-                    f"differs from {twin.relative_to(project_dir)} although both variants render the same "
+                    f"differs from {os.path.relpath(twin, project_dir)} although both variants render the same "
                     f"protected flags: something outside the policy changed this unit's code"))
         if compared:
             result.compared.append({"with": other_name, "objects": compared, "identical": identical})

@@ -15,7 +15,8 @@ from .probe.compilers import identify
 
 
 class VariantContext:
-    def __init__(self, variant: str, cc: str = None, cuda_arch: str = None, project_dir: Path = None):
+    def __init__(self, variant: str, cc: str = None, cuda_arch: str = None, project_dir: Path = None,
+                 cxx: str = None, fork=None):
         self.policy = Policy()
         self.project_dir = Path(project_dir or os.getcwd()).resolve()
         valid = self.policy.variants.names
@@ -26,13 +27,26 @@ class VariantContext:
         self.name = choose_auto(self.probe) if variant == "auto" else variant
         self.variant = self.policy.variant(self.name, self.probe["cpu"]["features"])
         self.compiler = identify(cc or os.environ.get("CC") or "gcc")
+        self._cxx_name = cxx or os.environ.get("CXX") or ("clang++" if self.compiler.family == "clang" else "g++")
+        self.fork = fork
         self.cuda_archs = resolve_cuda_archs(cuda_arch, self.probe) if self.variant.cuda else ()
+        if fork is not None and self.cuda_archs:
+            from .paths import toolchain_dir
+            from .policy.cuda_arch import arch_specific
+            from .tomlfile import load_toml
+            self.cuda_archs = arch_specific(self.cuda_archs,
+                                            load_toml(toolchain_dir() / "cuda.toml").get("arch_specific", []))
         self.build_dir = self.project_dir / "build" / self.name
         self.units = []
         self.object_nodes = []  # SCons nodes, for the progress line
         self.compile_commands = []  # compile_commands.json entries with each unit's final command
 
     # --- what this variant is -------------------------------------------------------------------------
+    @property
+    def cxx(self):
+        """The C++ compiler (fork builds): identified on first use."""
+        return identify(self._cxx_name)
+
     def runnable_here(self):
         """(True, None) or (False, why) for binaries of this variant on this host."""
         entry = self.probe["variants"].get(self.name, {})
@@ -44,27 +58,31 @@ class VariantContext:
         return self.policy.class_flags(unit_class, self.variant, self.compiler, self.cuda_archs)
 
     def check_compiler_accepts(self) -> None:
-        """One real compile with every flag the classes render; on failure, name the flag the compiler rejects."""
-        flags = []
-        for cls in self.policy.classes.classes:
-            if cls != "cuda":
-                flags += [f for f in self.class_flags(cls) if f not in flags]
-        if self._compiles(flags):
-            return
-        for flag in flags:
-            if not self._compiles([flag]):
-                feat = next((f for f in self.policy.isa.features.values() if flag in (f.flag, f.clang_flag)), None)
-                need = f" (needs {self.compiler.family} >= {feat.minimum[self.compiler.family]})" if feat else ""
-                raise AmxforgeError(f"{self.compiler.describe()} rejects {flag}{need}, which variant {self.name} "
-                                    f"needs; pass CC= a newer compiler or choose another variant")
-        raise AmxforgeError(f"{self.compiler.describe()} cannot compile an empty unit with the flags of variant "
-                            f"{self.name}: {' '.join(flags)}")
+        """One real compile with every flag the classes render (C, and C++ for fork builds); on failure, name the
+        flag the compiler rejects and the version that would take it."""
+        compilers = [(self.compiler, "t.c", "CC")] + ([(self.cxx, "t.cpp", "CXX")] if self.fork is not None else [])
+        for compiler, name, var in compilers:
+            flags = []
+            for cls in self.policy.classes.classes:
+                if cls != "cuda":
+                    flags += [f for f in self.policy.class_flags(cls, self.variant, compiler) if f not in flags]
+            if self._compiles(compiler, name, flags):
+                continue
+            for flag in flags:
+                if not self._compiles(compiler, name, [flag]):
+                    feat = next((f for f in self.policy.isa.features.values() if flag in (f.flag, f.clang_flag)), None)
+                    need = f" (needs {compiler.family} >= {feat.minimum[compiler.family]})" if feat else ""
+                    raise AmxforgeError(f"{compiler.describe()} rejects {flag}{need}, which variant {self.name} "
+                                        f"needs; pass {var}= a newer compiler or choose another variant")
+            raise AmxforgeError(f"{compiler.describe()} cannot compile an empty unit with the flags of variant "
+                                f"{self.name}: {' '.join(flags)}")
 
-    def _compiles(self, flags) -> bool:
+    @staticmethod
+    def _compiles(compiler, name: str, flags) -> bool:
         with tempfile.TemporaryDirectory(prefix="amxforge-cc-") as tmp:
-            src = Path(tmp, "t.c")
+            src = Path(tmp, name)
             src.write_text("int amxforge_accepts;\n")
-            res = subprocess.run([self.compiler.path, "-Werror", *flags, "-c", str(src), "-o", str(src) + ".o"],
+            res = subprocess.run([compiler.path, "-Werror", *flags, "-c", str(src), "-o", str(src) + ".o"],
                                  capture_output=True)
             return res.returncode == 0
 
@@ -101,6 +119,7 @@ class VariantContext:
             "cuda_archs": list(self.cuda_archs),
             "compiler": {"family": self.compiler.family, "version": self.compiler.version,
                          "path": self.compiler.path},
+            "fork": self.fork.as_dict() if self.fork is not None else None,
             "runnable_here": runnable,
             "why_not_runnable": why,
             "classes": classes,

@@ -18,7 +18,9 @@ HELP_HEAD = """amxforge: build variant binaries with per-unit ISA flags, then au
   scons variant=amx             outputs in build/amx/: bin/ lib/ compile_commands.json policy.json
   scons variant=amx audit       build, then disassemble every object and check the policy held
   amxforge probe                what this host has, and which variants it can build and run
-  amxforge flags --variant amx kernels/dense/gemm_bf16_amx.c   which flags a unit gets, and why
+  scons variant=amx fork=PATH   also build a fork checkout (ik_llama.cpp, its AMX branch, llama.cpp) through its
+                                own CMake, with amxforge's launcher enforcing the policy; build/amx/bin/llama-bench
+  amxforge flags --variant amx kernels/dense/gemm_amx.c   which flags a unit gets, and why
 
 Variables (name=value on the command line):
 """
@@ -40,6 +42,9 @@ def variables(arguments) -> Variables:
     vars_ = Variables(None, arguments)
     vars_.Add("variant", f"target variant: {', '.join(names)}", "auto")
     vars_.Add("cuda_arch", "CUDA archs for cuda variants, e.g. 90 or \"86;89;120\" (default: the probed GPUs)", "")
+    vars_.Add("fork", "a llama.cpp-family checkout to build into build/VARIANT/ (ik_llama.cpp, its AMX branch, "
+                      "llama.cpp)", "")
+    vars_.Add("fork_targets", "comma-separated fork targets to build and install", "llama-bench")
     vars_.Add("jobs", "parallel compile jobs (default: CPU count)", str(os.cpu_count() or 1))
     vars_.Add("CC", "C compiler (gcc or clang)", os.environ.get("CC", "gcc"))
     vars_.Add("CXX", "C++ compiler", os.environ.get("CXX", "g++"))
@@ -53,14 +58,21 @@ def configure(env):
 
     if GetOption("help"):
         return None
-    known = {"variant", "cuda_arch", "jobs", "CC", "CXX", "verbose"}
+    known = {"variant", "cuda_arch", "jobs", "CC", "CXX", "verbose", "fork", "fork_targets"}
     unknown = sorted(set(env["AMXFORGE_ARGS"]) - known)
     if unknown:
         fail(f"unknown variable(s) {', '.join(unknown)}; `scons -h` lists them")
     try:
         jobs = int(env["jobs"])
+        fork = None
+        if env["fork"]:
+            from .fork.detect import detect_fork
+            fork = detect_fork(Path(env.Dir("#").abspath) / env["fork"] if not os.path.isabs(env["fork"])
+                               else env["fork"])
+            if not [t for t in env["fork_targets"].split(",") if t.strip()]:
+                raise AmxforgeError("fork_targets is empty; name at least one, e.g. fork_targets=llama-bench")
         ctx = VariantContext(env["variant"], cc=env["CC"], cuda_arch=env["cuda_arch"] or None,
-                             project_dir=Path(env.Dir("#").abspath))
+                             project_dir=Path(env.Dir("#").abspath), cxx=env["CXX"], fork=fork)
         ctx.check_compiler_accepts()
     except ValueError:
         fail(f"jobs={env['jobs']!r} is not a number; pass jobs=4")
@@ -124,12 +136,45 @@ def finish(env):
                        "arguments": [str(a) for a in obj.get_build_env().subst_list(com, target=[obj],
                                                                                      source=[src])[0]]}
                       for obj, src, com in ctx.compile_commands), key=lambda e: e["file"])
-    compdb = env.Command(f"{out}/compile_commands.json", Value(json.dumps(entries, indent=2) + "\n"),
-                         Action(_write_value, None if env["verbose"] else "  GEN  $TARGET"))
+    kernels_db = Value(json.dumps(entries, indent=2) + "\n")
+    if ctx.fork is None:
+        compdb = env.Command(f"{out}/compile_commands.json", kernels_db,
+                             Action(_write_value, None if env["verbose"] else "  GEN  $TARGET"))
+    else:
+        # the fork's units are known only once its build ran: merge the ledger in after it
+        fork_step = env.Command(f"{out}/fork/amxforge-build.json", [],
+                                Action(lambda target, source, env: _build_fork(env, ctx), None))
+        env.AlwaysBuild(fork_step)  # CMake/ninja decide what is out of date
+        compdb = env.Command(f"{out}/compile_commands.json", [kernels_db, fork_step],
+                             Action(lambda target, source, env: _merge_compdb(target, source, ctx),
+                                    None if env["verbose"] else "  GEN  $TARGET"))
     outputs = [env.Dir(out), policy, compdb]
     env.Default(outputs)
     atexit.register(_summary, ctx)
     return outputs
+
+
+def _build_fork(env, ctx):
+    from .fork.driver import ForkBuild
+
+    targets = [t.strip() for t in env["fork_targets"].split(",") if t.strip()]
+    try:
+        summary = ForkBuild(ctx, ctx.fork, targets, jobs=GetOption("num_jobs")).run()
+    except AmxforgeError as exc:
+        print(f"amxforge: error: {exc}", file=sys.stderr)
+        return 2
+    cc = summary.get("ccache")
+    if cc:
+        print(f"amxforge: ccache: {cc['hits']} hits, {cc['misses']} misses in this fork build")
+    return 0
+
+
+def _merge_compdb(target, source, ctx):
+    from .fork.ledger import compile_commands, read_ledger
+
+    entries = json.loads(source[0].get_contents().decode())
+    entries += compile_commands(read_ledger(ctx.build_dir / "fork" / "ledger.jsonl"), str(ctx.build_dir / "fork"))
+    Path(str(target[0])).write_text(json.dumps(entries, indent=2) + "\n")
 
 
 def _progress(env, ctx):

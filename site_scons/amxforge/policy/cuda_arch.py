@@ -35,3 +35,8 @@ def resolve_cuda_archs(requested, probe_result: dict) -> tuple:
             raise AmxforgeError(f"cuda_arch {arch} is not known to nvcc {nvcc['version']}; "
                                 f"it supports: {' '.join(supported)}")
     return tuple(archs)
+
+
+def arch_specific(archs, specific) -> tuple:
+    """Blackwell block-scale MMA is not forward compatible: a fork that uses it needs 12.0 built as sm_120a."""
+    return tuple(a + "a" if a in specific else a for a in archs)
