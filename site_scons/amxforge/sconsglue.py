@@ -67,8 +67,7 @@ def configure(env):
         fork = None
         if env["fork"]:
             from .fork.detect import detect_fork
-            fork = detect_fork(Path(env.Dir("#").abspath) / env["fork"] if not os.path.isabs(env["fork"])
-                               else env["fork"])
+            fork = detect_fork(env["fork"], base=env.Dir("#").abspath)
             if not [t for t in env["fork_targets"].split(",") if t.strip()]:
                 raise AmxforgeError("fork_targets is empty; name at least one, e.g. fork_targets=llama-bench")
         ctx = VariantContext(env["variant"], cc=env["CC"], cuda_arch=env["cuda_arch"] or None,

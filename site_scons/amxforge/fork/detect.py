@@ -34,8 +34,11 @@ class ForkInfo:
         return asdict(self) | {"root": str(self.root), "description": KINDS[self.kind]}
 
 
-def detect_fork(path) -> ForkInfo:
+def detect_fork(path, base=None) -> ForkInfo:
+    """`path` as the user wrote it (messages repeat it); relative paths are taken from `base` (the project)."""
     root = Path(path).expanduser()
+    if base is not None and not root.is_absolute():
+        root = Path(base) / root
     if not root.exists():
         raise AmxforgeError(f"fork={path}: no such directory; point fork= at a checkout of ik_llama.cpp or llama.cpp")
     root = root.resolve()

@@ -1,0 +1,193 @@
+"""Real CMake + ninja builds of tests/fixtures/minifork through `scons variant=V fork=...`: the ledger, the audit,
+the installed binaries, ccache reuse across variants, the bad inputs, and a resumed interrupted build."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import FIXTURES, ROOT, SITE, needs_amx, run, tool
+
+AMX_ON = {"-mamx-tile", "-mamx-int8", "-mamx-bf16"}
+AMX_OFF = {"-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"}
+AVX512 = {"-mavx512f", "-mavx512cd", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mavx512bf16",
+          "-mavx512vbmi", "-mavx512vbmi2"}
+
+
+def make_project(tmp_path, name="proj"):
+    """A project like the repo's (SConstruct + kernels/), built with the repo's site_scons."""
+    project = tmp_path / name
+    project.mkdir()
+    shutil.copy(ROOT / "SConstruct", project)
+    shutil.copytree(ROOT / "kernels", project / "kernels")
+    shutil.copytree(FIXTURES / "minifork", project / "minifork")
+    return project
+
+
+def scons(project, *args, env=None):
+    return run([tool("scons"), "-Q", f"--site-dir={SITE}", *args], cwd=project, env=env)
+
+
+def ledger(project, variant):
+    from amxforge.fork.ledger import read_ledger
+    return {e["source"]: e for e in read_ledger(project / "build" / variant / "fork" / "ledger.jsonl")}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("fork"))
+    env = {"CCACHE_DIR": str(project / "ccache")}
+    for variant in ("baseline", "avx512", "amx"):
+        res = scons(project, f"variant={variant}", "fork=minifork", "fork_targets=llama-bench,llama-cli", env=env)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return project
+
+
+def test_ledger_shows_each_unit_with_its_class_flags(built):
+    amx = ledger(built, "amx")
+    assert set(amx) == {"ggml/src/ggml.c", "ggml/src/iqk/iqk_flash_attn.cpp", "ggml/src/iqk/fa/iqk_fa_64_64.cpp",
+                        "ggml/src/iqk/fa/iqk_fa_128_128.cpp", "ggml/src/ggml-cpu/amx/mmq.cpp",
+                        "tools/bench/bench.cpp", "tools/bench/cli.cpp"}
+    for fa in ("ggml/src/iqk/fa/iqk_fa_64_64.cpp", "ggml/src/iqk/fa/iqk_fa_128_128.cpp"):
+        entry = amx[fa]
+        assert (entry["class"], entry["rule"]) == ("protected", "iqk-flash-attention")
+        final = set(entry["command"])
+        assert AVX512 <= final and AMX_OFF <= final and not AMX_ON & final
+        assert {"-mf16c", "-mfma", "-mavx", "-mavx2"} <= set(entry["removed"])  # the fork's own ARCH_FLAGS
+    assert amx["ggml/src/ggml-cpu/amx/mmq.cpp"]["class"] == "amx" and AMX_ON <= set(amx["ggml/src/ggml-cpu/amx/mmq.cpp"]["command"])
+    others = [e for s, e in amx.items() if e["class"] != "amx"]
+    assert others and not any(AMX_ON & set(e["command"]) for e in others)
+    base = ledger(built, "baseline")
+    assert "ggml/src/ggml-cpu/amx/mmq.cpp" not in base  # no AMX backend in a variant without AMX
+    assert not any(f.startswith(("-mavx512", "-mamx")) for e in base.values() for f in e["command"])
+
+
+def test_compile_commands_include_fork_units_with_final_flags(built):
+    entries = json.loads((built / "build" / "amx" / "compile_commands.json").read_text())
+    fork = [e for e in entries if "minifork" in e["file"]]
+    assert len(fork) == 7 and all(os.path.isabs(e["file"]) for e in fork)
+    fa = next(e for e in fork if e["file"].endswith("iqk_fa_128_128.cpp"))
+    assert AMX_OFF <= set(fa["arguments"]) and "-march=native" not in fa["arguments"]
+    assert any(e["file"].endswith("gemm_amx.c") for e in entries)  # the kernels are there too
+
+
+def test_audits_clean_and_fa_objects_identical_between_avx512_and_amx(built):
+    for variant in ("baseline", "avx512", "amx"):
+        res = run([tool("amxforge"), "audit", "--variant", variant, "--json"], cwd=built)
+        result = json.loads(res.stdout)
+        assert res.returncode == 0 and result["ok"], result["findings"]
+        assert result["by_class"]["protected"] == 3
+    amx = json.loads(run([tool("amxforge"), "audit", "--variant", "amx", "--json"], cwd=built).stdout)
+    assert {"with": "avx512", "objects": 3, "identical": 3} in amx["compared"]
+
+
+@needs_amx
+def test_installed_binaries_run_their_code_paths(built):
+    amx = json.loads(run([str(built / "build" / "amx" / "bin" / "llama-bench")], check=True).stdout)
+    assert (amx["fa"], amx["amx_compiled"], amx["amx_ran"], amx["amx_result"]) == ("fancy", "amx", True, 64)
+    base = json.loads(run([str(built / "build" / "baseline" / "bin" / "llama-bench")], check=True).stdout)
+    assert (base["fa"], base["amx_compiled"]) == ("avx2", "none")
+    cli = run([str(built / "build" / "avx512" / "bin" / "llama-cli")], check=True).stdout
+    assert "fa=fancy" in cli
+    assert (built / "build" / "amx" / "lib" / "libggml.so").is_file()
+
+
+@pytest.mark.skipif(shutil.which("ccache") is None, reason="ccache is not installed")
+def test_ccache_compiles_identical_units_once(built):
+    summary = json.loads((built / "build" / "amx" / "fork" / "amxforge-build.json").read_text())
+    # the three protected units (and the other non-AMX ones) were compiled for avx512 with the same final command
+    assert summary["ccache"]["hits"] >= 3, summary
+
+
+def test_rebuild_does_not_recompile(built):
+    before = (built / "build" / "amx" / "fork" / "ledger.jsonl").read_text().count("\n")
+    res = scons(built, "variant=amx", "fork=minifork", "fork_targets=llama-bench,llama-cli")
+    assert res.returncode == 0
+    assert (built / "build" / "amx" / "fork" / "ledger.jsonl").read_text().count("\n") == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["fork=nowhere"], "fork=nowhere: no such directory"),
+    (["fork=kernels"], "not a llama.cpp-family tree"),
+    (["fork=minifork", "fork_targets="], "fork_targets is empty"),
+])
+def test_bad_fork_input_one_line(tmp_path, args, message):
+    project = make_project(tmp_path)
+    res = scons(project, "variant=avx512", *args)
+    assert res.returncode == 2 and message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (project / "build").exists()
+
+
+def test_unknown_target_lists_the_forks_targets(tmp_path):
+    project = make_project(tmp_path)
+    res = scons(project, "variant=baseline", "fork=minifork", "fork_targets=llama-server")
+    assert res.returncode != 0
+    assert "fork target(s) llama-server not in" in res.stderr and "llama-bench, llama-cli" in res.stderr
+
+
+def test_configure_failure_shows_the_forks_error_and_the_log(tmp_path):
+    project = make_project(tmp_path)
+    cml = project / "minifork" / "CMakeLists.txt"
+    cml.write_text(cml.read_text() + '\nmessage(FATAL_ERROR "minifork needs libfoo >= 2")\n')
+    res = scons(project, "variant=baseline", "fork=minifork")
+    assert res.returncode != 0
+    assert "CMake configure of" in res.stderr and "minifork needs libfoo >= 2" in res.stderr
+    assert "cmake-configure.log" in res.stderr and (project / "build/baseline/fork/cmake-configure.log").is_file()
+
+
+def test_partial_avx512_in_the_fork_is_overridden(tmp_path):
+    """GGML_AVX512=ON would break the FA unit (#1299); the shim strips the partial set and adds the complete one."""
+    project = make_project(tmp_path)
+    cml = project / "minifork" / "CMakeLists.txt"
+    cml.write_text(cml.read_text().replace('option(GGML_AVX512 "ggml: enable AVX512 (F and BW only, as the fork does)" OFF)',
+                                           'set(GGML_AVX512 ON)'))
+    res = scons(project, "variant=avx512", "fork=minifork")
+    assert res.returncode == 0, res.stderr[-2000:]
+    fa = ledger(project, "avx512")["ggml/src/iqk/fa/iqk_fa_128_128.cpp"]
+    assert {"-mavx512f", "-mavx512bw"} <= set(fa["removed"]) and AVX512 <= set(fa["added"])
+
+
+def test_interrupted_build_resumes(tmp_path):
+    project = make_project(tmp_path)
+    proc = subprocess.Popen([tool("scons"), "-Q", f"--site-dir={SITE}", "variant=avx512", "fork=minifork", "jobs=1"],
+                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    led = project / "build" / "avx512" / "fork" / "ledger.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (led.is_file() and led.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=60)
+    res = scons(project, "variant=avx512", "fork=minifork")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert len(ledger(project, "avx512")) == 5  # llama-bench alone: no cli.cpp, no AMX unit in avx512
+    assert run([tool("amxforge"), "audit", "--variant", "avx512"], cwd=project).returncode == 0
+    assert (project / "build" / "avx512" / "bin" / "llama-bench").is_file()
+
+
+def test_cuda_units_get_gencode_and_host_flags_through_xcompiler(tmp_path):
+    if shutil.which("nvcc") is None and not os.path.exists("/usr/local/cuda/bin/nvcc"):
+        pytest.skip("no nvcc on this host")
+    project = make_project(tmp_path)
+    res = scons(project, "variant=amx-cuda", "fork=minifork", "cuda_arch=90")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    cu = ledger(project, "amx-cuda")["ggml/src/ggml-cuda/add.cu"]
+    assert cu["class"] == "cuda"
+    final = cu["command"]
+    assert "-gencode=arch=compute_90,code=sm_90" in final and "-gencode=arch=compute_90,code=compute_90" in final
+    assert "-Xcompiler=-mavx512f" in final and not any("amx" in f for f in final)
+    assert not any("native" in f for f in final)
+    assert any(r.startswith("--generate-code") or r.startswith("-gencode") or r == "-arch" for r in cu["removed"]) \
+        or any(r in ("-mf16c", "-mavx2") for r in cu["removed"])
+
+
+def test_no_gpu_and_no_cuda_arch_says_how(tmp_path):
+    from amxforge.probe import probe
+    if probe()["cuda"]["devices"]:
+        pytest.skip("this host has a GPU")
+    project = make_project(tmp_path)
+    res = scons(project, "variant=cuda", "fork=minifork")
+    assert res.returncode == 2 and "no CUDA device visible" in res.stderr and "cuda_arch=90" in res.stderr
