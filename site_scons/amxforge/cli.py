@@ -143,6 +143,35 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
         click.echo(f"plot written to {plot_path}", err=True)
 
 
+@cli.group()
+def model():
+    """Models for running built binaries with no download."""
+
+
+@model.command("synth")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the .gguf file to write")
+@click.option("--type", "qtype", type=click.Choice(["q8_0", "q4_0", "f16"]), default="q8_0", show_default=True)
+@click.option("--layers", type=int, default=4, show_default=True)
+@click.option("--dim", type=int, default=1024, show_default=True, help="embedding length")
+@click.option("--ff", type=int, default=2816, show_default=True, help="feed-forward length")
+@click.option("--heads", type=int, default=16, show_default=True)
+@click.option("--kv-heads", type=int, default=4, show_default=True)
+@click.option("--vocab", type=int, default=2048, show_default=True)
+@click.option("--ctx", type=int, default=4096, show_default=True, help="context length")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def model_synth(out, qtype, layers, dim, ff, heads, kv_heads, vocab, ctx, seed, as_json):
+    """A small llama-architecture GGUF with random weights. Random weights measure speed only, never quality."""
+    from .model.synth import ModelShape, synth
+
+    info = synth(Path(out), qtype, ModelShape(layers, dim, ff, heads, kv_heads, vocab, ctx), seed)
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        click.echo(f"{info['path']}: llama, {info['type']}, {info['parameters'] / 1e6:.1f} M parameters, "
+                   f"{info['bytes'] / 2**20:.1f} MiB (random weights: for speed measurements only)")
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, prog_name="amxforge", standalone_mode=False)

@@ -1,0 +1,1 @@
+"""Synthetic models, so that built binaries can run with no download (they measure speed only)."""

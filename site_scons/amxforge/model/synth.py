@@ -1,0 +1,128 @@
+"""`amxforge model synth`: a small llama-architecture GGUF with random weights (gguf from PyPI).
+
+Random weights make the model produce nonsense: it is for measuring speed (llama-bench), never quality."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import AmxforgeError
+
+TYPES = ("q8_0", "q4_0", "f16")
+BLOCK = 32  # q8_0/q4_0 quantize rows in blocks of 32 values
+
+
+@dataclass
+class ModelShape:
+    layers: int = 4
+    dim: int = 1024
+    ff: int = 2816
+    heads: int = 16
+    kv_heads: int = 4
+    vocab: int = 2048
+    ctx: int = 4096
+
+    def check(self) -> None:
+        for name in ("layers", "dim", "ff", "heads", "kv_heads", "vocab", "ctx"):
+            if getattr(self, name) <= 0:
+                raise AmxforgeError(f"--{name.replace('_', '-')} must be positive")
+        if self.dim % self.heads or self.heads % self.kv_heads:
+            raise AmxforgeError(f"--dim ({self.dim}) must divide by --heads ({self.heads}), and --heads by --kv-heads "
+                                f"({self.kv_heads})")
+        if self.dim % BLOCK or self.ff % BLOCK:
+            raise AmxforgeError(f"--dim and --ff must be multiples of {BLOCK} (quantization blocks)")
+        if self.vocab < 259:
+            raise AmxforgeError("--vocab must be at least 259 (3 control tokens and 256 byte tokens)")
+
+    @property
+    def parameters(self) -> int:
+        kv = self.dim // self.heads * self.kv_heads
+        per_layer = 2 * self.dim * self.dim + 2 * kv * self.dim + 3 * self.dim * self.ff + 2 * self.dim
+        return self.layers * per_layer + 2 * self.vocab * self.dim + self.dim
+
+
+def _vocab(gguf, size: int):
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    tokens += [f"\u2581tok{i}" for i in range(size - len(tokens))]
+    kinds = ([gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] +
+             [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL] * (size - 259))
+    return tokens, [0.0] * 3 + [-1000.0] * 256 + [-float(i) for i in range(size - 259)], kinds
+
+
+def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 0) -> dict:
+    try:
+        import gguf
+        import numpy as np
+    except ImportError as exc:
+        raise AmxforgeError(f"model synth needs the gguf and numpy packages: pip install gguf ({exc})") from None
+    if qtype not in TYPES:
+        raise AmxforgeError(f"--type {qtype}: choose one of {', '.join(TYPES)}")
+    shape = shape or ModelShape()
+    shape.check()
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise AmxforgeError(f"{out.parent}: no such directory for --out")
+    rng = np.random.default_rng(seed)
+    ggml_type = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0,
+                 "f16": gguf.GGMLQuantizationType.F16}[qtype]
+    file_type = {"q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+                 "f16": gguf.LlamaFileType.MOSTLY_F16}[qtype]
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    writer = gguf.GGUFWriter(str(tmp), "llama")
+    try:
+        writer.add_name("amxforge synthetic llama (random weights: for speed measurements only)")
+        writer.add_context_length(shape.ctx)
+        writer.add_embedding_length(shape.dim)
+        writer.add_block_count(shape.layers)
+        writer.add_feed_forward_length(shape.ff)
+        writer.add_head_count(shape.heads)
+        writer.add_head_count_kv(shape.kv_heads)
+        writer.add_rope_dimension_count(shape.dim // shape.heads)
+        writer.add_layer_norm_rms_eps(1e-5)
+        writer.add_vocab_size(shape.vocab)
+        writer.add_file_type(file_type)
+        tokens, scores, kinds = _vocab(gguf, shape.vocab)
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(kinds)
+        writer.add_bos_token_id(1)
+        writer.add_eos_token_id(2)
+        writer.add_unk_token_id(0)
+
+        def matrix(name, rows, cols):
+            w = (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02)
+            if qtype == "f16":
+                writer.add_tensor(name, w.astype(np.float16))
+            else:
+                writer.add_tensor(name, gguf.quants.quantize(w, ggml_type), raw_dtype=ggml_type)
+
+        def norm(name, n):
+            writer.add_tensor(name, np.ones(n, dtype=np.float32))
+
+        kv = shape.dim // shape.heads * shape.kv_heads
+        matrix("token_embd.weight", shape.vocab, shape.dim)
+        for i in range(shape.layers):
+            norm(f"blk.{i}.attn_norm.weight", shape.dim)
+            matrix(f"blk.{i}.attn_q.weight", shape.dim, shape.dim)
+            matrix(f"blk.{i}.attn_k.weight", kv, shape.dim)
+            matrix(f"blk.{i}.attn_v.weight", kv, shape.dim)
+            matrix(f"blk.{i}.attn_output.weight", shape.dim, shape.dim)
+            norm(f"blk.{i}.ffn_norm.weight", shape.dim)
+            matrix(f"blk.{i}.ffn_gate.weight", shape.ff, shape.dim)
+            matrix(f"blk.{i}.ffn_up.weight", shape.ff, shape.dim)
+            matrix(f"blk.{i}.ffn_down.weight", shape.dim, shape.ff)
+        norm("output_norm.weight", shape.dim)
+        matrix("output.weight", shape.vocab, shape.dim)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out)  # never a half-written model under the real name
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"path": str(out), "type": qtype, "parameters": shape.parameters, "bytes": out.stat().st_size,
+            "layers": shape.layers, "dim": shape.dim, "ff": shape.ff, "heads": shape.heads,
+            "kv_heads": shape.kv_heads, "vocab": shape.vocab}
