@@ -144,6 +144,7 @@ def finish(env):
         fork_step = env.Command(f"{out}/fork/amxforge-build.json", [],
                                 Action(lambda target, source, env: _build_fork(env, ctx), None))
         env.AlwaysBuild(fork_step)  # CMake/ninja decide what is out of date
+        env.Depends(fork_step, env["AMXFORGE_SHIM"])  # the launcher the fork's CMake runs
         compdb = env.Command(f"{out}/compile_commands.json", [kernels_db, fork_step],
                              Action(lambda target, source, env: _merge_compdb(target, source, ctx),
                                     None if env["verbose"] else "  GEN  $TARGET"))

@@ -191,3 +191,16 @@ def test_no_gpu_and_no_cuda_arch_says_how(tmp_path):
     project = make_project(tmp_path)
     res = scons(project, "variant=cuda", "fork=minifork")
     assert res.returncode == 2 and "no CUDA device visible" in res.stderr and "cuda_arch=90" in res.stderr
+
+
+def test_fork_unit_with_amx_intrinsics_outside_the_amx_class_stops_the_build(tmp_path):
+    project = make_project(tmp_path)
+    src = project / "minifork" / "ggml" / "src"
+    (src / "sneaky.cpp").write_text("#include <immintrin.h>\nvoid sneaky() {\n#if defined(__AMX_TILE__)\n"
+                                    "    _tile_release();\n#endif\n}\n")
+    cml = src / "CMakeLists.txt"
+    cml.write_text(cml.read_text().replace("set(GGML_SOURCES ggml.c", "set(GGML_SOURCES ggml.c sneaky.cpp"))
+    res = scons(project, "variant=amx", "fork=minifork")
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "sneaky.cpp:3: uses AMX intrinsics ('__AMX_TILE__') but is classed default by rule 'everything-else'" in out

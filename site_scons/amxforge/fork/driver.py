@@ -14,7 +14,6 @@ from ..paths import toolchain_dir
 from ..tomlfile import load_toml
 from .detect import ForkInfo
 
-SHIM = Path(__file__).with_name("shim.py")
 STAMP = "amxforge-stamp.json"
 
 
@@ -33,36 +32,36 @@ class ForkBuild:
         self.jobs = jobs or os.cpu_count() or 1
         self.dir = ctx.build_dir / "fork"
         self.ledger = self.dir / "ledger.jsonl"
-        self.config_path = self.dir / "amxforge-shim.json"
+        self.config_path = self.dir / "amxforge-shim.conf"
+        self.shim = ctx.build_dir / "bin" / "amxforge-shim"  # kernels/launcher/shim.c, built by SCons first
         self.log = log
         self.ccache = shutil.which("ccache")
 
-    # --- what the shim needs, precomputed -------------------------------------------------------------------
-    def shim_config(self) -> dict:
+    # --- what the shim needs, precomputed (one record per line, tab-separated: see kernels/launcher/shim.c) ---
+    def shim_config(self) -> str:
         policy, variant, isa = self.ctx.policy, self.ctx.variant, self.ctx.policy.isa
         shim = load_toml(toolchain_dir() / "isa.toml").get("shim", {})
         owned = sorted({f.flag for f in isa.features.values()} | {f.clang_flag for f in isa.features.values()} |
                        {f.no_flag for f in isa.features.values()} | {lv.march for lv in isa.levels.values()})
-        classes = {cls: list(self.ctx.class_flags(cls)) for cls in policy.classes.classes if cls != "cuda"}
-        return {
-            "variant": self.ctx.name,
-            "fork_root": str(self.fork.root),
-            "ledger": str(self.ledger),
-            "rules": [[rid, cls, [[g, r.pattern] for g, r in globs]] for rid, cls, globs in policy.classes.rules],
-            "content_scan": {"pattern": policy.classes.scan.pattern, "must_be": policy.classes.scan_class,
-                             "suffixes": list(policy.classes.scan_suffixes)},
-            "owned_flags": owned,
-            "owned_prefixes": shim.get("prefixes", []),
-            "nvcc_arch_options": shim.get("nvcc_arch_options", []),
-            "nvcc_host_options": shim.get("nvcc_host_options", []),
-            "class_flags": classes,
-            "cuda_flags": list(self.ctx.class_flags("cuda")) if variant.cuda else [],
-            "ccache": self.ccache,
-        }
+        records = [["variant", self.ctx.name], ["root", str(self.fork.root)], ["ledger", str(self.ledger)],
+                   ["owned", *owned], ["prefix", *shim.get("prefixes", [])],
+                   ["nvcc_arch", *shim.get("nvcc_arch_options", [])], ["nvcc_host", *shim.get("nvcc_host_options", [])],
+                   ["scan", policy.classes.scan.pattern], ["scan_must_be", policy.classes.scan_class],
+                   ["scan_suffix", *policy.classes.scan_suffixes]]
+        if self.ccache:
+            records.append(["ccache", self.ccache])
+        for rule_id, cls, globs in policy.classes.rules:
+            records += [["rule", rule_id, cls, glob, regex.pattern] for glob, regex in globs]
+        for cls in policy.classes.classes:
+            if cls != "cuda":
+                records.append(["class", cls, *self.ctx.class_flags(cls)])
+        if variant.cuda:
+            records.append(["cuda", *self.ctx.class_flags("cuda")])
+        return "".join("\t".join(r) + "\n" for r in records)
 
     def cmake_args(self) -> list:
         opts, variant = set(self.fork.options), self.ctx.variant
-        launcher = ";".join([sys.executable, str(SHIM), str(self.config_path)])
+        launcher = ";".join([str(self.shim), str(self.config_path)])
         args = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}", "-DCMAKE_BUILD_TYPE=Release",
                 f"-DCMAKE_C_COMPILER={self.ctx.compiler.path}", f"-DCMAKE_CXX_COMPILER={self.ctx.cxx.path}",
                 f"-DCMAKE_C_COMPILER_LAUNCHER={launcher}", f"-DCMAKE_CXX_COMPILER_LAUNCHER={launcher}",
@@ -100,7 +99,9 @@ class ForkBuild:
             self.log(f"amxforge: build/{self.ctx.name}/fork was configured for {old.get('fork')}: starting afresh")
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(json.dumps(self.shim_config(), indent=1))
+        if not self.shim.is_file():
+            raise AmxforgeError(f"{self.shim} missing: build the variant's kernels first (scons variant={self.ctx.name})")
+        self.config_path.write_text(self.shim_config())
         if old == stamp and (self.dir / "build.ninja").is_file():
             return
         # an interrupted configure can leave a cache without build.ninja: start it again rather than trust it

@@ -8,12 +8,16 @@ from ..errors import AmxforgeError
 from ..tomlfile import load_toml
 
 
-def glob_to_regex(pattern: str) -> re.Pattern:
-    """`**/` matches any number of directories, `*` and `?` stay within one path component."""
-    out, i = [], 0
+ERE_SPECIAL = set(".[]()*+?{}|^$\\")
+
+
+def glob_to_ere(pattern: str) -> str:
+    """The glob as an anchored POSIX extended regex (also what the C launcher matches with regcomp):
+    `**/` matches any number of directories, `*` and `?` stay within one path component."""
+    out, i = ["^"], 0
     while i < len(pattern):
         if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
+            out.append("(.*/)?")
             i += 3
         elif pattern.startswith("**", i):
             out.append(".*")
@@ -25,9 +29,14 @@ def glob_to_regex(pattern: str) -> re.Pattern:
             out.append("[^/]")
             i += 1
         else:
-            out.append(re.escape(pattern[i]))
+            out.append("\\" + pattern[i] if pattern[i] in ERE_SPECIAL else pattern[i])
             i += 1
-    return re.compile("".join(out) + r"\Z")
+    return "".join(out) + "$"
+
+
+def glob_to_regex(pattern: str) -> re.Pattern:
+    """The same pattern for Python (ERE is a subset of Python's syntax here)."""
+    return re.compile(glob_to_ere(pattern))
 
 
 @dataclass(frozen=True)
