@@ -144,6 +144,26 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
 
 
 @cli.group()
+def fork():
+    """Fork trees (ik_llama.cpp, its AMX branch, llama.cpp) that `scons fork=PATH` builds."""
+
+
+@fork.command("detect")
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True)
+def fork_detect(path, as_json):
+    """Which tree PATH is, its commit, and the CMake options amxforge sets on it."""
+    from .fork.detect import detect_fork
+
+    info = detect_fork(path)
+    if as_json:
+        click.echo(json.dumps(info.as_dict()))
+    else:
+        click.echo(f"{info.root}\n  kind     {info.kind}: {info.as_dict()['description']}\n"
+                   f"  commit   {info.commit or '(not a git checkout)'}\n  options  {' '.join(info.options) or 'none'}")
+
+
+@cli.group()
 def model():
     """Models for running built binaries with no download."""
 
