@@ -164,3 +164,15 @@ def test_cuda_arch_resolution():
     probe["cuda"]["nvcc"] = None
     with pytest.raises(AmxforgeError, match="needs nvcc"):
         resolve_cuda_archs("90", probe)
+
+
+def test_blackwell_archs_become_arch_specific_for_forks():
+    from amxforge.policy.cuda_arch import arch_specific
+    from amxforge.tomlfile import load_toml
+    specific = load_toml(ROOT / "toolchain" / "cuda.toml")["arch_specific"]
+    assert arch_specific(("86", "90", "120"), specific) == ("86", "90", "120a")
+    probe = {"cuda": {"nvcc": {"version": "13.0.88", "archs": ["86", "90", "120"]}, "devices": []}}
+    archs = arch_specific(resolve_cuda_archs("86;120", probe), specific)
+    variant = POLICY.variant("cuda")
+    out = POLICY.class_flags("cuda", variant, GCC12, archs)
+    assert "-gencode=arch=compute_120a,code=sm_120a" in out and out[2] == "-gencode=arch=compute_120a,code=compute_120a"
