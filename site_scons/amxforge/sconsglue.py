@@ -64,6 +64,9 @@ def configure(env):
         fail(f"unknown variable(s) {', '.join(unknown)}; `scons -h` lists them")
     try:
         jobs = int(env["jobs"])
+    except ValueError:
+        fail(f"jobs={env['jobs']!r} is not a number; pass jobs=4")
+    try:
         fork = None
         if env["fork"]:
             from .fork.detect import detect_fork
@@ -73,8 +76,6 @@ def configure(env):
         ctx = VariantContext(env["variant"], cc=env["CC"], cuda_arch=env["cuda_arch"] or None,
                              project_dir=Path(env.Dir("#").abspath), cxx=env["CXX"], fork=fork)
         ctx.check_compiler_accepts()
-    except ValueError:
-        fail(f"jobs={env['jobs']!r} is not a number; pass jobs=4")
     except AmxforgeError as exc:
         fail(str(exc))
     SetOption("num_jobs", max(1, jobs))
