@@ -49,7 +49,8 @@ def built(tmp_path_factory):
 
 def test_ledger_shows_each_unit_with_its_class_flags(built):
     amx = ledger(built, "amx")
-    assert set(amx) == {"ggml/src/ggml.c", "ggml/src/iqk/iqk_flash_attn.cpp", "ggml/src/iqk/fa/iqk_fa_64_64.cpp",
+    assert set(amx) == {"ggml/src/ggml.c", "ggml/src/ggml-backend.cpp", "ggml/src/iqk/iqk_flash_attn.cpp",
+                        "ggml/src/iqk/fa/iqk_fa_64_64.cpp",
                         "ggml/src/iqk/fa/iqk_fa_128_128.cpp", "ggml/src/ggml-cpu/amx/mmq.cpp",
                         "tools/bench/bench.cpp", "tools/bench/cli.cpp"}
     for fa in ("ggml/src/iqk/fa/iqk_fa_64_64.cpp", "ggml/src/iqk/fa/iqk_fa_128_128.cpp"):
@@ -58,7 +59,8 @@ def test_ledger_shows_each_unit_with_its_class_flags(built):
         final = set(entry["command"])
         assert AVX512 <= final and AMX_OFF <= final and not AMX_ON & final
         assert {"-mf16c", "-mfma", "-mavx", "-mavx2"} <= set(entry["removed"])  # the fork's own ARCH_FLAGS
-    assert amx["ggml/src/ggml-cpu/amx/mmq.cpp"]["class"] == "amx" and AMX_ON <= set(amx["ggml/src/ggml-cpu/amx/mmq.cpp"]["command"])
+    for unit in ("ggml/src/ggml-cpu/amx/mmq.cpp", "ggml/src/ggml-backend.cpp"):  # the registry needs AMX macros too
+        assert amx[unit]["class"] == "amx" and AMX_ON <= set(amx[unit]["command"])
     others = [e for s, e in amx.items() if e["class"] != "amx"]
     assert others and not any(AMX_ON & set(e["command"]) for e in others)
     base = ledger(built, "baseline")
@@ -69,7 +71,7 @@ def test_ledger_shows_each_unit_with_its_class_flags(built):
 def test_compile_commands_include_fork_units_with_final_flags(built):
     entries = json.loads((built / "build" / "amx" / "compile_commands.json").read_text())
     fork = [e for e in entries if "minifork" in e["file"]]
-    assert len(fork) == 7 and all(os.path.isabs(e["file"]) for e in fork)
+    assert len(fork) == 8 and all(os.path.isabs(e["file"]) for e in fork)
     fa = next(e for e in fork if e["file"].endswith("iqk_fa_128_128.cpp"))
     assert AMX_OFF <= set(fa["arguments"]) and "-march=native" not in fa["arguments"]
     assert any(e["file"].endswith("gemm_amx.c") for e in entries)  # the kernels are there too
@@ -80,7 +82,7 @@ def test_audits_clean_and_fa_objects_identical_between_avx512_and_amx(built):
         res = run([tool("amxforge"), "audit", "--variant", variant, "--json"], cwd=built)
         result = json.loads(res.stdout)
         assert res.returncode == 0 and result["ok"], result["findings"]
-        assert result["by_class"]["protected"] == 3
+        assert result["by_class"]["protected"] == 3 and result["by_class"]["amx"] >= 4
     amx = json.loads(run([tool("amxforge"), "audit", "--variant", "amx", "--json"], cwd=built).stdout)
     assert {"with": "avx512", "objects": 3, "identical": 3} in amx["compared"]
 
@@ -89,6 +91,7 @@ def test_audits_clean_and_fa_objects_identical_between_avx512_and_amx(built):
 def test_installed_binaries_run_their_code_paths(built):
     amx = json.loads(run([str(built / "build" / "amx" / "bin" / "llama-bench")], check=True).stdout)
     assert (amx["fa"], amx["amx_compiled"], amx["amx_ran"], amx["amx_result"]) == ("fancy", "amx", True, 64)
+    assert amx["amx_registered"] is True  # not silently compiled out of the backend registry
     base = json.loads(run([str(built / "build" / "baseline" / "bin" / "llama-bench")], check=True).stdout)
     assert (base["fa"], base["amx_compiled"]) == ("avx2", "none")
     cli = run([str(built / "build" / "avx512" / "bin" / "llama-cli")], check=True).stdout
@@ -163,7 +166,7 @@ def test_interrupted_build_resumes(tmp_path):
     proc.wait(timeout=60)
     res = scons(project, "variant=avx512", "fork=minifork")
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert len(ledger(project, "avx512")) == 5  # llama-bench alone: no cli.cpp, no AMX unit in avx512
+    assert len(ledger(project, "avx512")) == 6  # llama-bench alone: no cli.cpp, no AMX unit in avx512
     assert run([tool("amxforge"), "audit", "--variant", "avx512"], cwd=project).returncode == 0
     assert (project / "build" / "avx512" / "bin" / "llama-bench").is_file()
 
