@@ -178,6 +178,11 @@ def audit_variant(variant: str, project_dir: Path = None, jobs: int = 4) -> Audi
     return result
 
 
+def _fork_identity(policy: dict):
+    fork = policy.get("fork") or {}
+    return fork.get("root"), fork.get("commit")
+
+
 def _compare_protected(result: AuditResult, policy: dict, units: list, build_root: Path, project_dir: Path):
     """Protected objects must be identical in every built variant whose protected flags are the same."""
     mine = [u for u in units if u["unit_class"] == "protected"]
@@ -191,8 +196,10 @@ def _compare_protected(result: AuditResult, policy: dict, units: list, build_roo
         other = json.loads((other_dir / "policy.json").read_text())
         if other.get("classes", {}).get("protected", {}).get("flags") != flags:
             continue
+        same_fork = _fork_identity(other) == _fork_identity(policy)
+        # a fork's units are comparable only with a build of the same tree at the same commit
         theirs = {u["source"]: u["object_path"] for u in audit_units(other, project_dir, other_name)
-                  if u["unit_class"] == "protected"}
+                  if u["unit_class"] == "protected" and (same_fork or not u["source"].startswith("fork:"))}
         identical = compared = 0
         for unit in mine:
             twin = theirs.get(unit["source"])

@@ -207,3 +207,16 @@ def test_fork_unit_with_amx_intrinsics_outside_the_amx_class_stops_the_build(tmp
     assert res.returncode != 0
     out = res.stdout + res.stderr
     assert "sneaky.cpp:3: uses AMX intrinsics ('__AMX_TILE__') but is classed default by rule 'everything-else'" in out
+
+
+def test_protected_units_are_not_compared_across_different_forks(tmp_path):
+    """build/avx512 from one tree and build/amx from another: their FA units differ and must not be compared."""
+    project = make_project(tmp_path)
+    shutil.copytree(project / "minifork", project / "otherfork")
+    fa = project / "otherfork" / "ggml" / "src" / "iqk" / "fa" / "iqk_fa_64_64.cpp"
+    fa.write_text(fa.read_text().replace("return fa_row_max<64>(x, n);", "return fa_row_max<64>(x, n) + 1.0f;"))
+    assert scons(project, "variant=avx512", "fork=minifork").returncode == 0
+    assert scons(project, "variant=amx", "fork=otherfork").returncode == 0
+    result = json.loads(run([tool("amxforge"), "audit", "--variant", "amx", "--json"], cwd=project).stdout)
+    assert result["ok"], result["findings"]
+    assert all(c["with"] != "avx512" for c in result["compared"])  # no fork unit compared across trees
