@@ -193,14 +193,7 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
     return AKF_OK;
 }
 
-int akf_gemm_bf16_amx(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C) {
-    return gemm(BF16, M, N, K, A, NULL, Bp, NULL, C);
-}
-
-int akf_gemm_int8_amx(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp, const float *bs,
-                      float *C) {
-    return gemm(INT8, M, N, K, A, as, Bp, bs, C);
-}
+AKF_GEMM_ENTRY_POINTS(amx)
 #else
 int akf_amx_built(void) { return 0; }
 AKF_GEMM_NOT_BUILT(amx)

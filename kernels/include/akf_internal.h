@@ -46,8 +46,25 @@ int akf_spmm_int8_amx(int M, const int8_t *A, const float *as, const akf_sparse 
 int akf_avx512_built(void);
 int akf_amx_built(void);
 
-/* What an ISA-specific unit defines when the variant does not enable its ISA: entry points that say so.
- * (Plain C: nothing here is compiled at an ISA level it could leak.) */
+/* The entry points of an ISA-specific unit: over its static gemm()/spmm() (which take the unit's own BF16/INT8
+ * enum), or, when the variant does not enable its ISA, ones that say so. Plain C: nothing here is compiled at an
+ * ISA level it could leak into another unit. */
+#define AKF_GEMM_ENTRY_POINTS(isa)                                                                           \
+    int akf_gemm_bf16_##isa(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C) {        \
+        return gemm(BF16, M, N, K, A, NULL, Bp, NULL, C);                                                  \
+    }                                                                                                      \
+    int akf_gemm_int8_##isa(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp,      \
+                            const float *bs, float *C) {                                                   \
+        return gemm(INT8, M, N, K, A, as, Bp, bs, C);                                                      \
+    }
+#define AKF_SPMM_ENTRY_POINTS(isa)                                                                           \
+    int akf_spmm_bf16_##isa(int M, const uint16_t *A, const akf_sparse *B, float *C) {                     \
+        return spmm(BF16, M, A, NULL, B, NULL, C);                                                         \
+    }                                                                                                      \
+    int akf_spmm_int8_##isa(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, \
+                            float *C) {                                                                    \
+        return spmm(INT8, M, A, as, B, bs, C);                                                             \
+    }
 #define AKF_GEMM_NOT_BUILT(isa)                                                                              \
     int akf_gemm_bf16_##isa(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C) {        \
         (void)M; (void)N; (void)K; (void)A; (void)Bp; (void)C;                                             \

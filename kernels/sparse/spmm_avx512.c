@@ -118,10 +118,7 @@ static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse 
     return AKF_OK;
 }
 
-int akf_spmm_bf16_avx512(int M, const uint16_t *A, const akf_sparse *B, float *C) { return spmm(BF16, M, A, NULL, B, NULL, C); }
-int akf_spmm_int8_avx512(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C) {
-    return spmm(INT8, M, A, as, B, bs, C);
-}
+AKF_SPMM_ENTRY_POINTS(avx512)
 #else
 AKF_SPMM_NOT_BUILT(avx512)
 #endif
