@@ -112,6 +112,18 @@ def test_audit_catches_leaks(minitree_copy):
     assert human.returncode == 1 and "FAIL build/baseline/obj/src/leak/leak_tile.o: class default" in human.stdout
 
 
+def test_audit_catches_a_portable_unit_built_beyond_x86_64(minitree_copy):
+    project = minitree_copy("leakyportable")
+    assert scons(project, "variant=baseline", "leak_portable=1").returncode == 0
+    rc, result = audit(project, "baseline")
+    assert rc == 1
+    finding = next(f for f in result["findings"] if f["object"].endswith("portable/check.o"))
+    assert finding["unit_class"] == "portable" and "avx" in finding["problem"]
+    # the same unit built by the policy alone is clean
+    assert scons(project, "variant=baseline").returncode == 0
+    assert audit(project, "baseline")[0] == 0
+
+
 def test_partial_avx512_breaks_the_fa_unit_and_the_policy_set_does_not(tmp_path):
     """The fixture reproduces ik_llama.cpp #1299: -mavx512f -mavx512bw (GGML_AVX512=ON) fails, the complete set
     that the policy renders compiles."""
