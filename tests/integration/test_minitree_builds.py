@@ -200,6 +200,6 @@ def test_flags_command_explains_a_unit(built):
 def test_scons_help_lists_the_variables():
     from conftest import ROOT
     out = subprocess.run([tool("scons"), "-h"], cwd=ROOT, capture_output=True, text=True).stdout
-    for var in ("variant:", "cuda_arch:", "jobs:", "CC:", "verbose:"):
+    for var in ("variant:", "cuda_arch:", "jobs:", "CC:", "verbose:", "fork:", "fork_targets:"):
         assert var in out
     assert "baseline, avx512, amx, native, cuda, amx-cuda, auto" in out
