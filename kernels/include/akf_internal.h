@@ -101,5 +101,7 @@ size_t akf_tile_a_bytes(int M, int K, int kt_elems, int elem_size);
 void akf_tile_a(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap);
 /* Thread t's panel range [p0, p1) of a sparse matrix, balanced by nonzeros. */
 void akf_sparse_split(const akf_sparse *S, int nthreads, int t, int *p0, int *p1);
+/* The same for the calling thread of the enclosing OpenMP team. */
+void akf_sparse_thread_panels(const akf_sparse *S, int *p0, int *p1);
 
 #endif

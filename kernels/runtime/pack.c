@@ -5,6 +5,9 @@
 #include <string.h>
 
 #include "akf_internal.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 void *akf_alloc(size_t bytes) { return aligned_alloc(64, AKF_ROUNDUP(bytes ? bytes : 1, 64)); }
 void akf_free(void *p) { free(p); }
@@ -222,6 +225,15 @@ void akf_sparse_split(const akf_sparse *S, int nthreads, int t, int *p0, int *p1
         acc += cost;
     }
     if (*p1 < *p0) *p1 = *p0;
+}
+
+void akf_sparse_thread_panels(const akf_sparse *S, int *p0, int *p1) {
+    int nt = 1, t = 0;
+#ifdef _OPENMP
+    nt = omp_get_num_threads();
+    t = omp_get_thread_num();
+#endif
+    akf_sparse_split(S, nt, t, p0, p1);
 }
 
 akf_sparse *akf_sparse_clone(const akf_sparse *S) {

@@ -10,9 +10,6 @@
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__) && defined(__AVX512VBMI2__)
 #include <immintrin.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 enum { BF16, INT8 };
 
@@ -71,13 +68,8 @@ static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse 
     akf_tile_a(M, S->K, kt, esize, A, Ap);
 #pragma omp parallel
     {
-        int nt = 1, th = 0;
-#ifdef _OPENMP
-        nt = omp_get_num_threads();
-        th = omp_get_thread_num();
-#endif
         int p0, p1;
-        akf_sparse_split(S, nt, th, &p0, &p1);
+        akf_sparse_thread_panels(S, &p0, &p1);
         load_config(MB == 1 ? M : 16);
         char buf[2][1024] __attribute__((aligned(64)));
         int32_t cbuf[256] __attribute__((aligned(64)));

@@ -9,9 +9,6 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512VNNI__) && defined(__AVX512VBMI2__)
 #include <immintrin.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 enum { BF16, INT8 };
 #define MR 4 /* rows of A per pass: 4 rows x 4 accumulators = 16 registers */
@@ -81,13 +78,8 @@ static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse 
         }
 #pragma omp parallel
     {
-        int nt = 1, th = 0;
-#ifdef _OPENMP
-        nt = omp_get_num_threads();
-        th = omp_get_thread_num();
-#endif
         int p0, p1;
-        akf_sparse_split(S, nt, th, &p0, &p1);
+        akf_sparse_thread_panels(S, &p0, &p1);
         for (int m0 = 0; m0 < M; m0 += MR) {
             const int R = AKF_MIN(MR, M - m0);
             const uint32_t *ag = Ag + (size_t)m0 * G;
