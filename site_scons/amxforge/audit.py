@@ -189,6 +189,7 @@ def _compare_protected(result: AuditResult, policy: dict, units: list, build_roo
     if not mine:
         return
     flags = policy["classes"]["protected"]["flags"]
+    own = {}
     for other_dir in sorted(p for p in build_root.iterdir() if (p / "policy.json").is_file()):
         other_name = other_dir.name
         if other_name == result.variant:
@@ -206,7 +207,9 @@ def _compare_protected(result: AuditResult, policy: dict, units: list, build_roo
             if twin is None or not twin.is_file():
                 continue
             compared += 1
-            if fingerprint(unit["object_path"]) == fingerprint(twin):
+            if unit["object"] not in own:  # one disassembly per own object, however many variants compare
+                own[unit["object"]] = fingerprint(unit["object_path"])
+            if own[unit["object"]] == fingerprint(twin):
                 identical += 1
             else:
                 result.findings.append(Finding(
