@@ -24,14 +24,12 @@ def kbench_path(variant: str, project: Path) -> Path:
     return exe
 
 
-def kbench_args(cases=(), min_bytes=None, only=None) -> list:
+def kbench_args(cases=(), min_bytes=None) -> list:
     args = []
     for case in cases:
         args += ["--case", case]
     if min_bytes is not None:
         args += ["--min-bytes", str(min_bytes)]
-    if only:
-        args += ["--only", only]
     return args
 
 
