@@ -1,9 +1,11 @@
-"""Shared test helpers: the repo root, fixture paths, running real commands, and building variants once."""
+"""Shared test helpers: the repo root, fixture paths, running real commands, what this host can run (computed, never
+assumed), and kernel builds in a temporary project (never the checkout's build/)."""
 
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,18 +14,41 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 SITE = ROOT / "site_scons"
 BIN = Path(sys.executable).parent
+# The whole test session probes into its own cache, never the user's (subprocesses inherit it).
+os.environ["AMXFORGE_CACHE"] = tempfile.mkdtemp(prefix="amxforge-test-cache-")
+
+from amxforge.implementations import kernel_table  # noqa: E402  (after the cache is redirected)
+from amxforge.probe import probe  # noqa: E402
+from amxforge.probe.cpu import parse_cpuinfo  # noqa: E402
+
+HOST_PROBE = probe()
+HOST = set(parse_cpuinfo(Path("/proc/cpuinfo").read_text())["features"])
+TABLE = kernel_table()
+# Kernel variants the suite builds (every host compiles all three; which run here is computed below).
+KERNEL_VARIANTS = ["baseline", "avx512", "amx"]
+SLOW_DIRS = ("integration", "kernels", "faults")
 
 
-def host_flags() -> set:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+def variant_runs_here(variant: str):
+    """(True, None) or (False, why) from the probe: CPU features, XCR0 state and AMX permission of this host."""
+    entry = HOST_PROBE["variants"][variant]
+    return bool(entry["runnable"]), entry["why"]
 
 
-HOST = host_flags()
-needs_amx = pytest.mark.skipif(not {"amx_tile", "amx_int8", "amx_bf16"} <= HOST, reason="host CPU has no AMX")
-needs_avx512 = pytest.mark.skipif("avx512_bf16" not in HOST, reason="host CPU has no AVX512-BF16")
+def needs_variant(variant: str):
+    """Skip unless this host can run `variant`'s binaries, with the probe's reason."""
+    ok, why = variant_runs_here(variant)
+    return pytest.mark.skipif(not ok, reason=f"variant {variant} cannot run on this host: {why}")
+
+
+needs_amx = needs_variant("amx")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fast lane: `pytest -m "not slow"` runs the unit tests in seconds; builds and kernels are `slow`."""
+    for item in items:
+        if any(f"/tests/{d}/" in str(item.fspath) for d in SLOW_DIRS):
+            item.add_marker(pytest.mark.slow)
 
 
 def tool(name: str) -> str:
@@ -32,18 +57,27 @@ def tool(name: str) -> str:
     return str(found) if found.exists() else shutil.which(name)
 
 
-def run(cmd, cwd=None, env=None, check=False):
+def run(cmd, cwd=None, env=None, check=False, timeout=600):
     full_env = dict(os.environ, **(env or {}))
-    res = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True)
+    res = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     if check and res.returncode != 0:
         raise AssertionError(f"{cmd} -> {res.returncode}\n{res.stdout}\n{res.stderr}")
     return res
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    """Each test session probes into its own cache, never the user's."""
-    monkeypatch.setenv("AMXFORGE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+def scons(project: Path, *args, env=None):
+    return run([tool("scons"), "-Q", f"--site-dir={SITE}", *args], cwd=project, env=env)
+
+
+def make_project(parent: Path, name="proj", fork=True) -> Path:
+    """A project like the repo (SConstruct + kernels/, and the minifork fixture), built with the repo's site_scons."""
+    project = Path(parent) / name
+    project.mkdir(parents=True)
+    shutil.copy(ROOT / "SConstruct", project)
+    shutil.copytree(ROOT / "kernels", project / "kernels")
+    if fork:
+        shutil.copytree(FIXTURES / "minifork", project / "minifork")
+    return project
 
 
 @pytest.fixture(scope="session")
@@ -56,19 +90,45 @@ def minitree_copy(tmp_path_factory):
     return make
 
 
-def scons(project: Path, *args, env=None):
-    return run([tool("scons"), "-Q", f"--site-dir={SITE}", *args], cwd=project, env=env)
-
-
 @pytest.fixture(scope="session")
-def kernel_builds():
-    """Build the repo's kernels for the variants this host can run (the README's main job does the same)."""
-    built = {}
+def kernel_project(tmp_path_factory):
+    """A temporary copy of the repo's kernels, with each variant built once on first use: build(variant) -> project."""
+    project = make_project(tmp_path_factory.mktemp("kernels"), fork=False)
+    built = set()
 
     def build(variant):
         if variant not in built:
-            res = run([tool("scons"), "-Q", f"variant={variant}"], cwd=ROOT)
-            assert res.returncode == 0, res.stdout + res.stderr
-            built[variant] = ROOT / "build" / variant
-        return built[variant]
+            res = scons(project, f"variant={variant}")
+            assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+            built.add(variant)
+        return project
     return build
+
+
+@pytest.fixture(scope="session")
+def library_for(kernel_project):
+    """library_for(impl) -> (KernelLibrary, variant): the lowest kernel variant that compiles `impl` and runs here.
+    Skips, naming the missing CPU features or OS support, where this host can run no build of it."""
+    from amxforge.kernels import KernelLibrary
+
+    cache = {}
+
+    def get(impl):
+        if impl not in cache:
+            cache[impl] = None
+            reasons = []
+            for variant in KERNEL_VARIANTS:
+                ok, why = variant_runs_here(variant)
+                lib = KernelLibrary(variant, kernel_project(variant)) if ok else None
+                if lib is not None and impl in lib.impls(runnable=True):
+                    cache[impl] = (lib, variant)
+                    break
+                reasons.append(f"{variant}: {why}" if not ok else f"{variant}: not compiled in or not runnable")
+            if cache[impl] is None:
+                missing = sorted(set(TABLE[impl].needs) - HOST)
+                cache[impl] = f"this CPU lacks {' '.join(missing)}" if missing else "; ".join(reasons)
+        found = cache[impl]
+        if isinstance(found, str):
+            pytest.skip(f"no build of implementation {impl} runs on this host ({found})")
+        return found
+    return get

@@ -89,8 +89,18 @@ double akf_limit_read_bw(size_t bytes, int threads, int reps) {
     return median;
 }
 
+/* Whether the implementation a limit judges is built and runs here (its loop uses the same instructions). */
+static int runs_here(const char *impl) {
+    int id = akf_impl_find(impl);
+    return id > 0 && (akf_runnable_impls() & (1u << (id - 1)));
+}
+
 double akf_limit_tile_peak(int dtype, int zeros, int threads, double seconds) {
-    char msg[256];
-    if (!(akf_runnable_impls() & AKF_IMPL_AMX) || akf_guard(msg, sizeof msg) != AKF_OK) return -1.0;
+    if (!runs_here("amx") || dtype < 1 || dtype > AKF_DTYPE_COUNT || threads < 1) return -1.0;
     return akf_tile_peak_amx(dtype, zeros, threads, seconds);
+}
+
+double akf_limit_fma_peak(int threads, double seconds) {
+    if (!runs_here("avx2") || threads < 1) return -1.0;
+    return akf_fma_peak(threads, seconds);
 }

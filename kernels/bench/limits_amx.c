@@ -8,7 +8,7 @@
 
 #include "akf_internal.h"
 
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+#if AKF_BUILT_amx
 #include <immintrin.h>
 
 struct tile_config {
@@ -33,7 +33,7 @@ double akf_tile_peak_amx(int dtype, int zeros, int threads, double seconds) {
     /* warm up (a second, once per process), calibrate (about `seconds`), then time all threads for about `seconds` */
     static int warm = 0;
     long iters = 2000;
-    double elapsed = 0.0, per_op = dtype == AKF_BF16 ? 16.0 * 16 * 32 * 2 : 16.0 * 16 * 64 * 2;
+    double elapsed = 0.0, per_op = 16.0 * 16 * AKF_DTYPE[dtype].tile_k * 2;
     for (int pass = 0; pass < 3; pass++) {
         double t0 = akf_now(), t_end = 0.0;
 #pragma omp parallel num_threads(threads)

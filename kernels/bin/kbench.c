@@ -19,6 +19,23 @@
 struct opts { int threads[8], nthreads, quick, reps, count_only, ncases; double min_bytes; const char *only; char *cases[8]; };
 static int planned = 0;
 
+static int dtype_id(const char *name) {
+    for (int d = 1; d <= AKF_DTYPE_COUNT; d++)
+        if (!strcmp(AKF_DTYPE[d].name, name)) return d;
+    return 0;
+}
+
+static const char *runnable_names(unsigned ok) {
+    static char out[256];
+    out[0] = '\0';
+    for (int id = 1; id <= akf_impl_count(); id++)
+        if (ok & (1u << (id - 1))) {
+            if (out[0]) strcat(out, " ");
+            strcat(out, akf_impl_name(id));
+        }
+    return out;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -40,7 +57,7 @@ static uint16_t f32_to_bf16(float f) {
 /* random B [K x N] with the given fraction of zeros; bf16 values in [-1, 1), int8 in [-127, 127] \ {0} */
 static void *random_b(int dtype, int K, int N, double sparsity) {
     size_t n = (size_t)K * N;
-    void *B = malloc(n * (dtype == AKF_BF16 ? 2 : 1));
+    void *B = malloc(n * (size_t)AKF_DTYPE[dtype].elem_bytes);
     uint32_t zero_below = (uint32_t)(sparsity * 4294967295.0);
     for (size_t i = 0; i < n; i++) {
         int zero = sparsity > 0 && rnd() <= zero_below;
@@ -100,7 +117,6 @@ static void free_weights(struct weights *w) {
     free(w->sparse);
 }
 
-static const char *impl_name(int impl) { return impl == AKF_IMPL_AMX ? "amx" : impl == AKF_IMPL_AVX512 ? "avx512" : "ref"; }
 
 static void run_case(const struct opts *o, const char *kernel, int dtype, int impl, int M, int N, int K, double sparsity,
                      int threads) {
@@ -124,8 +140,8 @@ static void run_case(const struct opts *o, const char *kernel, int dtype, int im
                                                  : akf_spmm_int8(impl, M, A, as, w.sparse[c], bs, C))
                             : (dtype == AKF_BF16 ? akf_gemm_bf16(impl, M, N, K, A, w.dense[c], C)
                                                  : akf_gemm_int8(impl, M, N, K, A, as, w.dense[c], bs, C));
-            if (rc != AKF_OK) { fprintf(stderr, "amxforge-kbench: %s %s %s failed: status %d\n", kernel, impl_name(impl),
-                                        dtype == AKF_BF16 ? "bf16" : "int8", rc); exit(1); }
+            if (rc != AKF_OK) { fprintf(stderr, "amxforge-kbench: %s %s %s failed: status %d\n", kernel, akf_impl_name(impl),
+                                        AKF_DTYPE[dtype].name, rc); exit(1); }
         }
         if (r >= 0) times[r] = (akf_now() - t0) / w.copies;
     }
@@ -133,7 +149,7 @@ static void run_case(const struct opts *o, const char *kernel, int dtype, int im
     printf("{\"record\": \"case\", \"kernel\": \"%s\", \"impl\": \"%s\", \"dtype\": \"%s\", \"M\": %d, \"N\": %d, \"K\": %d, "
            "\"sparsity\": %.2f, \"threads\": %d, \"seconds\": %.9g, \"reps\": %d, \"copies\": %d, \"weight_bytes\": %zu, "
            "\"flops\": %.6g}\n",
-           kernel, impl_name(impl), dtype == AKF_BF16 ? "bf16" : "int8", M, N, K, sparsity, threads, times[reps / 2], reps,
+           kernel, akf_impl_name(impl), AKF_DTYPE[dtype].name, M, N, K, sparsity, threads, times[reps / 2], reps,
            w.copies, w.bytes_each, 2.0 * M * N * K);
     fflush(stdout);
     free(times); free(A); free(as); free(bs); akf_free(C);
@@ -149,6 +165,8 @@ static void limits(const struct opts *o, int threads) {
             double g = akf_limit_tile_peak(d == 0 ? AKF_BF16 : AKF_INT8, z, threads, secs);
             if (g > 0) printf("{\"record\": \"limit\", \"limit\": \"%s\", \"gflops\": %.1f, \"threads\": %d}\n", names[d][z], g, threads);
         }
+    double fma = akf_limit_fma_peak(threads, secs);
+    if (fma > 0) printf("{\"record\": \"limit\", \"limit\": \"fma_peak_fp32\", \"gflops\": %.1f, \"threads\": %d}\n", fma, threads);
     size_t bytes = o->min_bytes > 1.2e9 ? (size_t)o->min_bytes : (size_t)1.2e9;
     printf("{\"record\": \"limit\", \"limit\": \"read_bw\", \"gbps\": %.2f, \"threads\": %d, \"bytes\": %zu}\n",
            akf_limit_read_bw(bytes, threads, o->quick ? 3 : 5), threads, bytes);
@@ -190,45 +208,52 @@ int main(int argc, char **argv) {
     }
     const unsigned ok = akf_runnable_impls();
     if (o.ncases) {
-        int kind[8], impl[8], M[8], N[8], K[8];
+        int sparse[8], dtype[8], impl[8], M[8], N[8], K[8];
         double sp[8];
         for (int c = 0; c < o.ncases; c++) {
-            char kernel[16], dt[8], im[8];
+            char kernel[16], dt[8], im[16];
             sp[c] = 0.0;
-            if (sscanf(o.cases[c], "%15[a-z]:%7[a-z0-9]:%7[a-z0-9]:%d:%d:%d:%lf", kernel, dt, im, &M[c], &N[c], &K[c], &sp[c]) < 6 ||
-                (strcmp(kernel, "dense") && strcmp(kernel, "sparse")) || (strcmp(dt, "bf16") && strcmp(dt, "int8")) ||
+            if (sscanf(o.cases[c], "%15[a-z]:%7[a-z0-9]:%15[a-z0-9_]:%d:%d:%d:%lf", kernel, dt, im, &M[c], &N[c], &K[c], &sp[c]) < 6 ||
+                (strcmp(kernel, "dense") && strcmp(kernel, "sparse")) || !dtype_id(dt) ||
                 M[c] < 1 || N[c] < 1 || K[c] < 1 || sp[c] < 0 || sp[c] > 1) {
                 fprintf(stderr, "amxforge-kbench: --case %s: want KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY], e.g. dense:bf16:amx:512:4096:4096\n", o.cases[c]);
                 return 2;
             }
-            impl[c] = !strcmp(im, "amx") ? AKF_IMPL_AMX : !strcmp(im, "avx512") ? AKF_IMPL_AVX512 : !strcmp(im, "ref") ? AKF_IMPL_REF : 0;
-            if (!impl[c] || !(ok & (unsigned)impl[c])) {
-                fprintf(stderr, "amxforge-kbench: implementation %s is not built into variant %s or cannot run here\n", im, akf_variant());
+            impl[c] = akf_impl_find(im);
+            if (impl[c] < 1 || !(ok & (1u << (impl[c] - 1)))) {
+                fprintf(stderr, "amxforge-kbench: implementation %s is not built into variant %s or cannot run here "
+                                "(runs here: %s)\n", im, akf_variant(), runnable_names(ok));
                 return 2;
             }
-            kind[c] = (strcmp(kernel, "sparse") == 0) * 2 + (strcmp(dt, "bf16") == 0);
+            sparse[c] = strcmp(kernel, "sparse") == 0;
+            dtype[c] = dtype_id(dt);
         }
         printf("{\"record\": \"plan\", \"records\": %d, \"variant\": \"%s\"}\n",
                o.nthreads * (o.ncases + (!o.only || !strcmp(o.only, "limits"))), akf_variant());
         for (int ti = 0; ti < o.nthreads; ti++) {
             if (!o.only || !strcmp(o.only, "limits")) limits(&o, o.threads[ti]);
             for (int c = 0; c < o.ncases; c++)
-                run_case(&o, kind[c] >= 2 ? "sparse" : "dense", kind[c] & 1 ? AKF_BF16 : AKF_INT8, impl[c], M[c], N[c], K[c], sp[c],
-                         o.threads[ti]);
+                run_case(&o, sparse[c] ? "sparse" : "dense", dtype[c], impl[c], M[c], N[c], K[c], sp[c], o.threads[ti]);
         }
         return 0;
     }
     for (o.count_only = 1; o.count_only >= 0; o.count_only--) {
         if (!o.count_only) printf("{\"record\": \"plan\", \"records\": %d, \"variant\": \"%s\"}\n", planned, akf_variant());
-    const int impls[] = {AKF_IMPL_AMX, AKF_IMPL_AVX512}, dtypes[] = {AKF_BF16, AKF_INT8};
+    /* the implementations kbench measures, best first (the table's order reversed) */
+    int impls[AKF_IMPL_COUNT], nimpls = 0;
+#define BENCHED(id, isa, needs, built, bench) if (bench) impls[nimpls++] = id;
+    AKF_IMPLEMENTATIONS(BENCHED)
+#undef BENCHED
+    for (int i = 0; i < nimpls / 2; i++) { int t = impls[i]; impls[i] = impls[nimpls - 1 - i]; impls[nimpls - 1 - i] = t; }
+    const int dtypes[] = {AKF_BF16, AKF_INT8};
     static const int NK[3][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}};
     const int prefill[] = {512, 128}, decodeM[] = {1, 4, 16};
     const double sparsities[] = {0.0, 0.5, 0.7, 0.9};
     for (int ti = 0; ti < o.nthreads; ti++) {
         int T = o.threads[ti];
         if (!o.only || !strcmp(o.only, "limits")) limits(&o, T);
-        for (int ii = 0; ii < 2; ii++) {
-            if (!(ok & (unsigned)impls[ii])) continue;
+        for (int ii = 0; ii < nimpls; ii++) {
+            if (!(ok & (1u << (impls[ii] - 1)))) continue;
             for (int di = 0; di < 2; di++)
                 for (int s = 0; s < 3; s++) {
                     if (o.quick && s > 0) continue;

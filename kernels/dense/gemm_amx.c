@@ -9,13 +9,11 @@
 
 #include "akf_internal.h"
 
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+#if AKF_BUILT_amx
 #include <immintrin.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-int akf_amx_built(void) { return 1; }
 
 struct tile_config {
     uint8_t palette, start_row, reserved[14];
@@ -31,10 +29,10 @@ static void load_full_config(void) {
     _tile_loadconfig(&cfg);
 }
 
-enum { BF16, INT8 };
+enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
 /* K chunk (tiles), column blocks sharing an A chunk (GA), row blocks sharing a B chunk (GB), per dtype. */
-static const int BLOCKING[2][3] = {{64, 4, 16}, /* bf16: 2048 values of k per chunk */
-                                   {8, 8, 16}}; /* int8: 512 values of k per chunk */
+static const int BLOCKING[][3] = {[BF16] = {64, 4, 16}, /* bf16: 2048 values of k per chunk */
+                                  [INT8] = {8, 8, 16}}; /* int8: 512 values of k per chunk */
 
 /* One block: nm (1|2) A tile streams x nn (1|2) B panel streams, KT tiles deep. The accumulators start from
  * zero (first K chunk) or from the partial sums kept in `acc` (tile-contiguous, 1 KB per tile). Each k-step also
@@ -109,7 +107,7 @@ static inline __attribute__((always_inline)) void store(int dt, int tile, int M,
 }
 
 static int gemm(int dt, int M, int N, int K, const void *A, const float *as, const void *Bp, const float *bs, float *C) {
-    const int kt = dt == BF16 ? AKF_BF16_KT : AKF_INT8_KT, esize = dt == BF16 ? 2 : 1;
+    const int kt = AKF_DTYPE[dt].tile_k, esize = AKF_DTYPE[dt].elem_bytes;
     const int KT = AKF_ROUNDUP(K, kt) / kt, MB = AKF_ROUNDUP(M, 16) / 16, panels = AKF_ROUNDUP(N, 16) / 16;
     const int pairs = (panels + 1) / 2;
     const size_t panel_bytes = (size_t)KT * 1024;
@@ -195,6 +193,5 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
 
 AKF_GEMM_ENTRY_POINTS(amx)
 #else
-int akf_amx_built(void) { return 0; }
 AKF_GEMM_NOT_BUILT(amx)
 #endif

@@ -5,15 +5,13 @@
 
 #include "akf_internal.h"
 
-#if defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if AKF_BUILT_avx512
 #include <immintrin.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-int akf_avx512_built(void) { return 1; }
-
-enum { BF16, INT8 };
+enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
 
 static inline uint32_t group_of(int dt, const void *A, int K, int row, int g) {
     /* the g-th pair (bf16) or quad (int8) of row `row`, zero past K; int8 shifted to u8 */
@@ -73,10 +71,10 @@ static void finish(int dt, int R, int nn, int M, int N, int r0, int p, const __m
 }
 
 static int gemm(int dt, int M, int N, int K, const void *A, const float *as, const void *Bp, const float *bs, float *C) {
-    const int kt = dt == BF16 ? AKF_BF16_KT : AKF_INT8_KT, per = dt == BF16 ? 2 : 4;
+    const int kt = AKF_DTYPE[dt].tile_k, per = AKF_DTYPE[dt].group;
     const int Kp = AKF_ROUNDUP(K, kt), panels = AKF_ROUNDUP(N, 16) / 16, pairs = (panels + 1) / 2;
     const int G = (K + per - 1) / per; /* pairs or quads that hold real data */
-    const size_t panel_bytes = (size_t)Kp * 16 * (dt == BF16 ? 2 : 1);
+    const size_t panel_bytes = (size_t)Kp * 16 * AKF_DTYPE[dt].elem_bytes;
     const int32_t *colsum = dt == INT8 ? (const int32_t *)((const char *)Bp + (size_t)Kp * panels * 16) : NULL;
     const int RB = 8, row_blocks = (M + RB - 1) / RB;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -104,6 +102,5 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
 
 AKF_GEMM_ENTRY_POINTS(avx512)
 #else
-int akf_avx512_built(void) { return 0; }
 AKF_GEMM_NOT_BUILT(avx512)
 #endif

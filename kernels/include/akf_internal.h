@@ -4,6 +4,7 @@
 #define AKF_INTERNAL_H
 
 #include "amxforge_kernels.h"
+#include "akf_table.h" /* generated per variant from toolchain/kernels.toml (build/VARIANT/gen/) */
 
 #define AKF_ROUNDUP(x, m) ((((x) + (m) - 1) / (m)) * (m))
 #define AKF_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -14,10 +15,19 @@
 #define AKF_PREFETCH_RANGE(lo, hi)                                                                      \
     for (const char *pf_ = (const char *)(lo); pf_ < (const char *)(hi); pf_ += 64) __builtin_prefetch(pf_, 0, 3)
 
-/* Tile geometry: a tile is 16 rows x 64 bytes. bf16: a row holds 16 columns x 2 consecutive k (a "pair"), a tile
- * spans 32 k. int8: 16 columns x 4 k (a "quad"), a tile spans 64 k. */
-#define AKF_BF16_KT 32
-#define AKF_INT8_KT 64
+/* Element types, from the table: a tile is 16 rows x 64 bytes; a row holds 16 columns x one group of k (a bf16
+ * pair, an int8 quad) as 32-bit words, so a tile spans 16 groups of k and a sparse row mask has one bit per value.
+ * Indexed by the public AKF_BF16 / AKF_INT8 ids; constant-folded where the dtype is a constant. */
+struct akf_dtype_info { const char *name; int elem_bytes, group, tile_k, mask_bytes; };
+#define AKF_DTYPE_ROW(id, name, NAME, elem_bytes, group) [id] = {#name, elem_bytes, group, 16 * (group), 2 * (group)},
+static const struct akf_dtype_info AKF_DTYPE[AKF_DTYPE_COUNT + 1] = {AKF_DTYPES(AKF_DTYPE_ROW)};
+#undef AKF_DTYPE_ROW
+#define AKF_DTYPE_ID_CHECK(id, name, NAME, elem_bytes, group) \
+    _Static_assert(AKF_##NAME == (id), "kernels.toml dtype ids must match the public enum akf_dtype");
+AKF_DTYPES(AKF_DTYPE_ID_CHECK)
+#undef AKF_DTYPE_ID_CHECK
+#define AKF_BF16_KT (AKF_DTYPE[AKF_BF16].tile_k)
+#define AKF_INT8_KT (AKF_DTYPE[AKF_INT8].tile_k)
 
 struct akf_sparse {
     int dtype, K, N, Kp, panels, ktiles;
@@ -28,43 +38,35 @@ struct akf_sparse {
     int32_t *colsum;    /* int8: column sums of B over all k (the VNNI u8 x s8 correction); NULL for bf16 */
 };
 
-/* Each returns AKF_ERR_NOT_BUILT when its ISA was not enabled for this variant. nthreads: OpenMP threads. */
-int akf_gemm_bf16_ref(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C);
-int akf_gemm_bf16_avx512(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C);
-int akf_gemm_bf16_amx(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C);
-int akf_gemm_int8_ref(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp, const float *bs,
-                      float *C);
-int akf_gemm_int8_avx512(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp, const float *bs,
-                         float *C);
-int akf_gemm_int8_amx(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp, const float *bs,
-                      float *C);
-int akf_spmm_bf16_ref(int M, const uint16_t *A, const akf_sparse *B, float *C);
-int akf_spmm_bf16_avx512(int M, const uint16_t *A, const akf_sparse *B, float *C);
-int akf_spmm_bf16_amx(int M, const uint16_t *A, const akf_sparse *B, float *C);
-int akf_spmm_int8_ref(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C);
-int akf_spmm_int8_avx512(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C);
-int akf_spmm_int8_amx(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, float *C);
-int akf_avx512_built(void);
-int akf_amx_built(void);
+/* Every implementation of the table has these four entry points (a stub returning AKF_ERR_NOT_BUILT where the
+ * variant does not compile it). */
+#define AKF_DECLARE_ENTRY_POINTS(id, isa, needs, built, bench)                                                   \
+    int akf_gemm_bf16_##isa(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C);             \
+    int akf_gemm_int8_##isa(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp,          \
+                            const float *bs, float *C);                                                        \
+    int akf_spmm_bf16_##isa(int M, const uint16_t *A, const akf_sparse *B, float *C);                          \
+    int akf_spmm_int8_##isa(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs,     \
+                            float *C);
+AKF_IMPLEMENTATIONS(AKF_DECLARE_ENTRY_POINTS)
 
-/* The entry points of an ISA-specific unit: over its static gemm()/spmm() (which take the unit's own BF16/INT8
- * enum), or, when the variant does not enable its ISA, ones that say so. Plain C: nothing here is compiled at an
- * ISA level it could leak into another unit. */
+/* The entry points of an ISA-specific unit: over its static gemm()/spmm() (which take the public AKF_BF16 /
+ * AKF_INT8 ids), or, when the variant does not build the implementation, ones that say so. Plain C: nothing here
+ * is compiled at an ISA level it could leak into another unit. */
 #define AKF_GEMM_ENTRY_POINTS(isa)                                                                           \
     int akf_gemm_bf16_##isa(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C) {        \
-        return gemm(BF16, M, N, K, A, NULL, Bp, NULL, C);                                                  \
+        return gemm(AKF_BF16, M, N, K, A, NULL, Bp, NULL, C);                                              \
     }                                                                                                      \
     int akf_gemm_int8_##isa(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp,      \
                             const float *bs, float *C) {                                                   \
-        return gemm(INT8, M, N, K, A, as, Bp, bs, C);                                                      \
+        return gemm(AKF_INT8, M, N, K, A, as, Bp, bs, C);                                                  \
     }
 #define AKF_SPMM_ENTRY_POINTS(isa)                                                                           \
     int akf_spmm_bf16_##isa(int M, const uint16_t *A, const akf_sparse *B, float *C) {                     \
-        return spmm(BF16, M, A, NULL, B, NULL, C);                                                         \
+        return spmm(AKF_BF16, M, A, NULL, B, NULL, C);                                                     \
     }                                                                                                      \
     int akf_spmm_int8_##isa(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs, \
                             float *C) {                                                                    \
-        return spmm(INT8, M, A, as, B, bs, C);                                                             \
+        return spmm(AKF_INT8, M, A, as, B, bs, C);                                                         \
     }
 #define AKF_GEMM_NOT_BUILT(isa)                                                                              \
     int akf_gemm_bf16_##isa(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C) {        \
@@ -87,7 +89,7 @@ int akf_amx_built(void);
         return AKF_ERR_NOT_BUILT;                                                                          \
     }
 double akf_tile_peak_amx(int dtype, int zeros, int threads, double seconds);
-double akf_read_bw_simd(const void *buf, size_t bytes, int threads, int reps);
+double akf_fma_peak(int threads, double seconds);
 
 akf_sparse *akf_sparse_alloc(int dtype, int K, int N, uint64_t nnz);
 akf_sparse *akf_sparse_clone(const akf_sparse *S);
@@ -99,9 +101,16 @@ size_t akf_int8_packed_index(int K, int k, int n);
 /* A rows copied into tile blocks: [M/16 blocks][Kp/kt tiles][16 rows][64 bytes], zero padded. */
 size_t akf_tile_a_bytes(int M, int K, int kt_elems, int elem_size);
 void akf_tile_a(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap);
+/* Row `row` of A widened for the AVX2 kernels, zero padded to Kp: fp32 (bf16) or s16 (int8) values. */
+void akf_widen_a_row(int dtype, const void *A, int K, int Kp, int row, void *out);
 /* Thread t's panel range [p0, p1) of a sparse matrix, balanced by nonzeros. */
 void akf_sparse_split(const akf_sparse *S, int nthreads, int t, int *p0, int *p1);
 /* The same for the calling thread of the enclosing OpenMP team. */
 void akf_sparse_thread_panels(const akf_sparse *S, int *p0, int *p1);
+/* Bytes of a sparse matrix's sections (masks, tile offsets, values, column sums): one place for the layout. */
+size_t akf_sparse_mask_bytes(const akf_sparse *S);
+size_t akf_sparse_value_bytes(const akf_sparse *S);
+/* The bitmask of row r (0-15) of a tile, whatever the dtype's mask width. */
+uint64_t akf_sparse_row_mask(const akf_sparse *S, size_t tile, int r);
 
 #endif

@@ -10,8 +10,13 @@
 extern "C" {
 #endif
 
-/* Implementations (bits of akf_compiled_impls()). */
-enum akf_impl { AKF_IMPL_REF = 1, AKF_IMPL_AVX512 = 2, AKF_IMPL_AMX = 4, AKF_IMPL_BEST = 0 };
+/* Implementations: the rows of toolchain/kernels.toml, ids 1..akf_impl_count() in dispatch preference order
+ * (worst first); AKF_IMPL_BEST (0) runs the last one that this host can run. */
+#define AKF_IMPL_BEST 0
+int akf_impl_count(void);
+const char *akf_impl_name(int id);  /* NULL when id is out of range */
+const char *akf_impl_needs(int id); /* the CPU features it executes, space-separated */
+int akf_impl_find(const char *name); /* its id, or -1 */
 
 /* Guard results; a variant binary that cannot run exits with AKF_EXIT_UNSUPPORTED after printing why. */
 enum akf_status {
@@ -33,7 +38,9 @@ const char *akf_required_features(void);
 int akf_guard(char *msg, size_t len);
 /* The same check for an explicit space-separated feature list. */
 int akf_guard_features(const char *features, char *msg, size_t len);
-/* Which implementations this variant compiled in (AKF_IMPL_* bits) and which can run here. */
+/* The check itself, for any label (the launcher uses it for each variant of its table). */
+int akf_check_features(const char *variant, const char *features, char *msg, size_t len);
+/* Which implementations this variant compiled in and which can run here: bit (id - 1) for each. */
 unsigned akf_compiled_impls(void);
 unsigned akf_runnable_impls(void);
 
@@ -86,6 +93,9 @@ int akf_spmm_int8(int impl, int M, const int8_t *A, const float *a_scale, const 
  * judged against), zeros=1: all-zero operands, which the multiplier runs faster (information only). */
 double akf_limit_tile_peak(int dtype, int zeros, int threads, double seconds);
 double akf_limit_read_bw(size_t bytes, int threads, int reps);      /* GB/s of a streaming read of `bytes` */
+/* fp32 FMA peak in GFLOP/s (independent VFMADD231PS chains on every thread), <0 when this variant has no FMA unit:
+ * what the AVX2 kernels' bf16 prefill (widened to fp32) is judged against. */
+double akf_limit_fma_peak(int threads, double seconds);
 double akf_now(void);                                               /* monotonic seconds */
 
 #ifdef __cplusplus

@@ -3,13 +3,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "akf_internal.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-void *akf_alloc(size_t bytes) { return aligned_alloc(64, AKF_ROUNDUP(bytes ? bytes : 1, 64)); }
+void *akf_alloc(size_t bytes) {
+    /* Large weight buffers on 2 MB pages where the kernel allows (THP "madvise" mode): a decode stream crosses a
+     * 4 KB page every 64 lines, and the hardware prefetchers stop at page boundaries. */
+    if (bytes >= (4u << 20)) {
+        void *p = aligned_alloc(2u << 20, AKF_ROUNDUP(bytes, 2u << 20));
+        if (p) madvise(p, AKF_ROUNDUP(bytes, 2u << 20), MADV_HUGEPAGE);
+        return p;
+    }
+    return aligned_alloc(64, AKF_ROUNDUP(bytes ? bytes : 1, 64));
+}
 void akf_free(void *p) { free(p); }
 
 size_t akf_bf16_packed_elems(int K, int N) { return (size_t)AKF_ROUNDUP(K, AKF_BF16_KT) * (size_t)AKF_ROUNDUP(N, 16); }
@@ -51,6 +61,18 @@ void akf_int8_pack_b(int K, int N, const int8_t *B, uint8_t *Bp) {
     }
 }
 
+void akf_widen_a_row(int dtype, const void *A, int K, int Kp, int row, void *out) {
+    if (dtype == AKF_BF16) {
+        const uint16_t *a = (const uint16_t *)A + (size_t)row * K;
+        uint32_t *o = out;
+        for (int k = 0; k < Kp; k++) o[k] = k < K ? (uint32_t)a[k] << 16 : 0u; /* bf16 is the top half of fp32 */
+    } else {
+        const int8_t *a = (const int8_t *)A + (size_t)row * K;
+        int16_t *o = out;
+        for (int k = 0; k < Kp; k++) o[k] = k < K ? a[k] : 0;
+    }
+}
+
 size_t akf_tile_a_bytes(int M, int K, int kt_elems, int elem_size) {
     return (size_t)AKF_ROUNDUP(M, 16) * (size_t)AKF_ROUNDUP(K, kt_elems) * (size_t)elem_size;
 }
@@ -72,10 +94,21 @@ void akf_tile_a(int M, int K, int kt_elems, int elem_size, const void *A, void *
 /* ---- sparse format ---------------------------------------------------------------------------------------- */
 
 static int geometry(int dtype, int *kt, int *kpack, int *esize) {
-    if (dtype == AKF_BF16) { *kt = AKF_BF16_KT; *kpack = 2; *esize = 2; return 0; }
-    if (dtype == AKF_INT8) { *kt = AKF_INT8_KT; *kpack = 4; *esize = 1; return 0; }
-    return -1;
+    if (dtype < 1 || dtype > AKF_DTYPE_COUNT) return -1;
+    *kt = AKF_DTYPE[dtype].tile_k;
+    *kpack = AKF_DTYPE[dtype].group;
+    *esize = AKF_DTYPE[dtype].elem_bytes;
+    return 0;
 }
+
+size_t akf_sparse_mask_bytes(const akf_sparse *S) {
+    return (size_t)S->panels * S->ktiles * 16 * (size_t)AKF_DTYPE[S->dtype].mask_bytes;
+}
+uint64_t akf_sparse_row_mask(const akf_sparse *S, size_t tile, int r) {
+    return S->dtype == AKF_BF16 ? ((const uint32_t *)S->masks)[tile * 16 + (size_t)r]
+                                : ((const uint64_t *)S->masks)[tile * 16 + (size_t)r];
+}
+size_t akf_sparse_value_bytes(const akf_sparse *S) { return S->nnz * (size_t)AKF_DTYPE[S->dtype].elem_bytes; }
 
 static int is_nonzero(int dtype, const void *B, size_t i) {
     /* bf16: +0 and -0 are both zero */
@@ -101,8 +134,8 @@ akf_sparse *akf_sparse_alloc(int dtype, int K, int N, uint64_t nnz) {
     S->panels = AKF_ROUNDUP(N, 16) / 16;
     S->ktiles = S->Kp / kt;
     S->nnz = nnz;
-    size_t tiles = (size_t)S->panels * S->ktiles, mask_size = dtype == AKF_BF16 ? 4 : 8;
-    S->masks = calloc(tiles * 16, mask_size);
+    size_t tiles = (size_t)S->panels * S->ktiles;
+    S->masks = calloc(tiles * 16, (size_t)AKF_DTYPE[dtype].mask_bytes);
     S->tile_off = calloc(tiles + 1, sizeof(uint64_t));
     S->values = calloc(nnz * (size_t)esize + 64, 1);
     if (dtype == AKF_INT8) S->colsum = calloc((size_t)S->panels * 16, sizeof(int32_t));
@@ -176,8 +209,7 @@ int akf_sparse_unpack(const akf_sparse *S, void *B) {
             size_t tile = (size_t)p * S->ktiles + t;
             uint64_t pos = S->tile_off[tile];
             for (int r = 0; r < 16; r++) {
-                uint64_t mask = S->dtype == AKF_BF16 ? ((uint32_t *)S->masks)[tile * 16 + r]
-                                                     : ((uint64_t *)S->masks)[tile * 16 + r];
+                uint64_t mask = akf_sparse_row_mask(S, tile, r);
                 for (int bit = 0; bit < 16 * kpack; bit++) {
                     if (!((mask >> bit) & 1u)) continue;
                     int n = p * 16 + bit / kpack, k = t * kt + r * kpack + bit % kpack;
@@ -197,8 +229,7 @@ void akf_sparse_info(const akf_sparse *S, struct akf_sparse_info *out) {
     out->nnz = S->nnz;
     out->tiles = tiles;
     for (size_t t = 0; t < tiles; t++) out->zero_tiles += S->tile_off[t + 1] == S->tile_off[t];
-    out->bytes = S->nnz * (S->dtype == AKF_BF16 ? 2u : 1u) + tiles * 16 * (S->dtype == AKF_BF16 ? 4u : 8u) +
-                 (tiles + 1) * sizeof(uint64_t);
+    out->bytes = akf_sparse_value_bytes(S) + akf_sparse_mask_bytes(S) + (tiles + 1) * sizeof(uint64_t);
 }
 
 void akf_sparse_split(const akf_sparse *S, int nthreads, int t, int *p0, int *p1) {
@@ -239,10 +270,10 @@ void akf_sparse_thread_panels(const akf_sparse *S, int *p0, int *p1) {
 akf_sparse *akf_sparse_clone(const akf_sparse *S) {
     akf_sparse *D = akf_sparse_alloc(S->dtype, S->K, S->N, S->nnz);
     if (!D) return NULL;
-    size_t tiles = (size_t)S->panels * S->ktiles, esize = S->dtype == AKF_BF16 ? 2 : 1;
-    memcpy(D->masks, S->masks, tiles * 16 * (S->dtype == AKF_BF16 ? 4u : 8u));
+    size_t tiles = (size_t)S->panels * S->ktiles;
+    memcpy(D->masks, S->masks, akf_sparse_mask_bytes(S));
     memcpy(D->tile_off, S->tile_off, (tiles + 1) * sizeof(uint64_t));
-    memcpy(D->values, S->values, S->nnz * esize);
+    memcpy(D->values, S->values, akf_sparse_value_bytes(S));
     if (S->colsum) memcpy(D->colsum, S->colsum, (size_t)S->panels * 16 * sizeof(int32_t));
     return D;
 }

@@ -28,9 +28,9 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
 
 static int sections(const akf_sparse *S, struct section out[4]) {
     size_t tiles = (size_t)S->panels * S->ktiles;
-    out[0] = (struct section){S->masks, tiles * 16 * (S->dtype == AKF_BF16 ? 4u : 8u)};
+    out[0] = (struct section){S->masks, akf_sparse_mask_bytes(S)};
     out[1] = (struct section){S->tile_off, (tiles + 1) * sizeof(uint64_t)};
-    out[2] = (struct section){S->values, S->nnz * (S->dtype == AKF_BF16 ? 2u : 1u)};
+    out[2] = (struct section){S->values, akf_sparse_value_bytes(S)};
     out[3] = (struct section){S->colsum, S->colsum ? (size_t)S->panels * 16 * sizeof(int32_t) : 0};
     return 4;
 }
@@ -111,8 +111,7 @@ akf_sparse *akf_sparse_load(const char *path, char *msg, size_t len) {
     for (size_t t = 0; t < tiles; t++) {
         uint64_t bits = 0;
         for (int r = 0; r < 16; r++)
-            bits += (uint64_t)__builtin_popcountll(S->dtype == AKF_BF16 ? ((uint32_t *)S->masks)[t * 16 + r]
-                                                                         : ((uint64_t *)S->masks)[t * 16 + r]);
+            bits += (uint64_t)__builtin_popcountll(akf_sparse_row_mask(S, t, r));
         if (S->tile_off[t + 1] < S->tile_off[t] || S->tile_off[t + 1] - S->tile_off[t] != bits) {
             snprintf(msg, len, "%s: tile %zu: offsets disagree with its masks", path, t);
             akf_sparse_free(S); S = NULL;

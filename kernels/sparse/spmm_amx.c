@@ -8,10 +8,10 @@
 
 #include "akf_internal.h"
 
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__) && defined(__AVX512VBMI2__)
+#if AKF_BUILT_amx
 #include <immintrin.h>
 
-enum { BF16, INT8 };
+enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
 
 struct tile_config {
     uint8_t palette, start_row, reserved[14];
@@ -60,9 +60,9 @@ static inline __attribute__((always_inline)) void store_c(int c, void *buf) {
 }
 
 static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse *S, const float *bs, float *C) {
-    const int kt = dt == BF16 ? AKF_BF16_KT : AKF_INT8_KT, esize = dt == BF16 ? 2 : 1;
+    const int kt = AKF_DTYPE[dt].tile_k, esize = AKF_DTYPE[dt].elem_bytes;
     const int KT = S->ktiles, MB = AKF_ROUNDUP(M, 16) / 16, N = S->N;
-    const size_t mask_size = dt == BF16 ? 4 : 8;
+    const size_t mask_size = AKF_DTYPE[dt].mask_bytes;
     char *Ap = aligned_alloc(64, AKF_ROUNDUP(akf_tile_a_bytes(M, S->K, kt, esize), 64));
     if (!Ap) return AKF_ERR_ARG;
     akf_tile_a(M, S->K, kt, esize, A, Ap);

@@ -7,10 +7,10 @@
 
 #include "akf_internal.h"
 
-#if defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512VNNI__) && defined(__AVX512VBMI2__)
+#if AKF_BUILT_avx512
 #include <immintrin.h>
 
-enum { BF16, INT8 };
+enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
 #define MR 4 /* rows of A per pass: 4 rows x 4 accumulators = 16 registers */
 
 static inline __attribute__((always_inline)) void panel(int dt, int R, const akf_sparse *S, int p, const uint32_t *Ag,
@@ -23,7 +23,7 @@ static inline __attribute__((always_inline)) void panel(int dt, int R, const akf
     for (int t = 0; t < KT; t++) {
         const size_t tile = (size_t)p * KT + t;
         if (t + AKF_SPARSE_PREFETCH < KT) {
-            const size_t ahead = tile + AKF_SPARSE_PREFETCH, es = dt == BF16 ? 2 : 1, ms = dt == BF16 ? 4 : 8;
+            const size_t ahead = tile + AKF_SPARSE_PREFETCH, es = AKF_DTYPE[dt].elem_bytes, ms = AKF_DTYPE[dt].mask_bytes;
             AKF_PREFETCH_RANGE((const char *)S->values + S->tile_off[ahead] * es,
                                (const char *)S->values + S->tile_off[ahead + 1] * es);
             AKF_PREFETCH_RANGE((const char *)S->masks + ahead * 16 * ms, (const char *)S->masks + (ahead + 1) * 16 * ms);
@@ -63,7 +63,7 @@ static inline __attribute__((always_inline)) void panel(int dt, int R, const akf
 }
 
 static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse *S, const float *bs, float *C) {
-    const int per = dt == BF16 ? 2 : 4, G = S->Kp / per, N = S->N, K = S->K;
+    const int per = AKF_DTYPE[dt].group, G = S->Kp / per, N = S->N, K = S->K;
     /* A as 32-bit groups (pairs / quads, int8 shifted to u8), zero padded to Kp: one broadcast per tile row */
     uint32_t *Ag = aligned_alloc(64, AKF_ROUNDUP(sizeof(uint32_t) * (size_t)M * G, 64));
     if (!Ag) return AKF_ERR_ARG;

@@ -44,8 +44,19 @@ def probe(as_json, refresh, cpuinfo):
         click.echo(probe_table(result, SHOWN))
 
 
+def resolve_variant(variant) -> str:
+    """A --variant left out (or `auto`) is the variant `scons` builds here: the best this host can build and run."""
+    if variant in (None, "auto"):
+        from .probe import choose_auto, probe as run_probe
+        return choose_auto(run_probe())
+    return variant
+
+
+VARIANT_HELP = "variant name (see `amxforge probe`); default: the one `auto` picks on this host"
+
+
 @cli.command()
-@click.option("--variant", "-v", required=True, help="variant name (see `amxforge probe`), or auto")
+@click.option("--variant", "-v", default=None, help=VARIANT_HELP)
 @click.option("--cc", default=None, help="compiler to render for (default: $CC or gcc)")
 @click.option("--cuda-arch", default=None, help="CUDA archs for cuda variants, e.g. 90 or '86;89;120'")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per file")
@@ -57,7 +68,7 @@ def flags(variant, cc, cuda_arch, as_json, files):
     """
     from .context import VariantContext
 
-    ctx = VariantContext(variant, cc=cc, cuda_arch=cuda_arch)
+    ctx = VariantContext(variant or "auto", cc=cc, cuda_arch=cuda_arch)
     for name in files:
         path = Path(name)
         if not path.exists():
@@ -72,7 +83,7 @@ def flags(variant, cc, cuda_arch, as_json, files):
 
 
 @cli.command()
-@click.option("--variant", "-v", required=True, help="a variant already built under build/")
+@click.option("--variant", "-v", default=None, help=VARIANT_HELP + " (it must be built under build/)")
 @click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
               help="the directory holding build/ (default: here)")
 @click.option("--json", "as_json", is_flag=True, help="the verdict as JSON")
@@ -85,7 +96,7 @@ def audit(variant, project, as_json):
     from .audit import audit_variant
     from .report import audit_report
 
-    result = audit_variant(variant, Path(project))
+    result = audit_variant(resolve_variant(variant), Path(project))
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else audit_report(result))
     sys.exit(0 if result.ok else 1)
 
@@ -96,7 +107,7 @@ def bench():
 
 
 @bench.command("kernels")
-@click.option("--variant", "-v", default="amx", show_default=True, help="a variant built under build/")
+@click.option("--variant", "-v", default=None, help=VARIANT_HELP + " (it must be built under build/)")
 @click.option("--threads", default="1", show_default=True, help="comma-separated thread counts, e.g. 1,2")
 @click.option("--quick", is_flag=True, help="a subset that runs in under a minute")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line (limits, then cases)")
@@ -117,7 +128,7 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
         assert counts and all(t > 0 for t in counts)
     except (ValueError, AssertionError):
         raise AmxforgeError(f"--threads {threads!r}: give positive counts like 1,2") from None
-    exe = kb.kbench_path(variant, Path(project))
+    exe = kb.kbench_path(resolve_variant(variant), Path(project))
     bar = {"bar": None}
 
     def progress(record):

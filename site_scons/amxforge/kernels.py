@@ -1,4 +1,5 @@
-"""ctypes binding of build/VARIANT/lib/libamxforge_kernels.so (tests and bench use it)."""
+"""ctypes binding of build/VARIANT/lib/libamxforge_kernels.so (tests and bench use it). Implementations and dtypes
+are the rows of toolchain/kernels.toml; the library itself says which it compiled and which run here."""
 
 import ctypes
 from pathlib import Path
@@ -7,7 +8,6 @@ import numpy as np
 
 from .errors import AmxforgeError
 
-IMPLS = {"best": 0, "ref": 1, "avx512": 2, "amx": 4}
 STATUS = {0: "ok", 1: "CPU lacks a feature", 2: "OS has not enabled the state", 3: "AMX permission refused",
           4: "bad arguments", 5: "not built into this variant"}
 
@@ -15,7 +15,6 @@ _u16p = np.ctypeslib.ndpointer(np.uint16, flags="C_CONTIGUOUS")
 _f32p = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
 _i8p = np.ctypeslib.ndpointer(np.int8, flags="C_CONTIGUOUS")
 _u8p = np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")
-DTYPES = {"bf16": 1, "int8": 2}
 
 
 class SparseInfo(ctypes.Structure):
@@ -48,12 +47,20 @@ class KernelLibrary:
         if not path.is_file():
             raise AmxforgeError(f"{path} not found: build it with scons variant={variant}")
         self.path = path
-        lib = ctypes.CDLL(str(path))
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise AmxforgeError(f"{path} does not load ({exc}); rebuild it with scons variant={variant}") from None
         lib.akf_variant.restype = ctypes.c_char_p
         lib.akf_required_features.restype = ctypes.c_char_p
         lib.akf_guard.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
         lib.akf_compiled_impls.restype = ctypes.c_uint
         lib.akf_runnable_impls.restype = ctypes.c_uint
+        lib.akf_impl_count.restype = ctypes.c_int
+        lib.akf_impl_name.restype = ctypes.c_char_p
+        lib.akf_impl_name.argtypes = [ctypes.c_int]
+        lib.akf_impl_needs.restype = ctypes.c_char_p
+        lib.akf_impl_needs.argtypes = [ctypes.c_int]
         lib.akf_bf16_packed_elems.restype = ctypes.c_size_t
         lib.akf_bf16_packed_elems.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.akf_bf16_pack_b.argtypes = [ctypes.c_int, ctypes.c_int, _u16p, _u16p]
@@ -74,6 +81,10 @@ class KernelLibrary:
         lib.akf_spmm_bf16.argtypes = [ctypes.c_int, ctypes.c_int, _u16p, ctypes.c_void_p, _f32p]
         lib.akf_spmm_int8.argtypes = [ctypes.c_int, ctypes.c_int, _i8p, _f32p, ctypes.c_void_p, _f32p, _f32p]
         self.lib = lib
+        # the library's own table (built from kernels.toml for this variant): name -> id
+        self.ids = {lib.akf_impl_name(i).decode(): i for i in range(1, lib.akf_impl_count() + 1)}
+        from .implementations import kernel_table
+        self.dtypes = {name: d.id for name, d in kernel_table().dtypes.items()}
 
     @property
     def variant(self) -> str:
@@ -84,8 +95,18 @@ class KernelLibrary:
         return self.lib.akf_guard(msg, len(msg)), msg.value.decode()
 
     def impls(self, runnable=True) -> list:
+        """The implementations this library compiled (runnable=False) or can run here, in the table's order."""
         mask = self.lib.akf_runnable_impls() if runnable else self.lib.akf_compiled_impls()
-        return [name for name, bit in IMPLS.items() if bit and mask & bit]
+        return [name for name, i in self.ids.items() if mask & (1 << (i - 1))]
+
+    def impl_id(self, impl: str) -> int:
+        if impl == "best":
+            return 0
+        try:
+            return self.ids[impl]
+        except KeyError:
+            raise AmxforgeError(f"implementation {impl!r} is not in this library's table "
+                                f"({', '.join(self.ids)})") from None
 
     def pack_b_bf16(self, B: np.ndarray) -> np.ndarray:
         K, N = B.shape
@@ -101,7 +122,7 @@ class KernelLibrary:
     def gemm_bf16(self, A: np.ndarray, Bp: np.ndarray, N: int, impl: str = "best") -> np.ndarray:
         M, K = A.shape
         C = np.zeros((M, N), dtype=np.float32)
-        self._check(self.lib.akf_gemm_bf16(IMPLS[impl], M, N, K, np.ascontiguousarray(A, dtype=np.uint16), Bp, C),
+        self._check(self.lib.akf_gemm_bf16(self.impl_id(impl), M, N, K, np.ascontiguousarray(A, dtype=np.uint16), Bp, C),
                     f"akf_gemm_bf16({impl})")
         return C
 
@@ -115,7 +136,7 @@ class KernelLibrary:
         M, K = A.shape
         N = len(b_scale)
         C = np.zeros((M, N), dtype=np.float32)
-        self._check(self.lib.akf_gemm_int8(IMPLS[impl], M, N, K, np.ascontiguousarray(A, dtype=np.int8),
+        self._check(self.lib.akf_gemm_int8(self.impl_id(impl), M, N, K, np.ascontiguousarray(A, dtype=np.int8),
                                            np.ascontiguousarray(a_scale, dtype=np.float32), Bp,
                                            np.ascontiguousarray(b_scale, dtype=np.float32), C), f"akf_gemm_int8({impl})")
         return C
@@ -125,7 +146,7 @@ class KernelLibrary:
         K, N = B.shape
         data = np.ascontiguousarray(B, dtype=np.uint16 if dtype == "bf16" else np.int8)
         msg = ctypes.create_string_buffer(512)
-        handle = self.lib.akf_sparse_pack(DTYPES[dtype], K, N, data.ctypes.data, msg, len(msg))
+        handle = self.lib.akf_sparse_pack(self.dtypes[dtype], K, N, data.ctypes.data, msg, len(msg))
         if not handle:
             raise AmxforgeError(f"sparse pack: {msg.value.decode()}")
         return SparseMatrix(self, handle)
@@ -149,6 +170,9 @@ class SparseMatrix:
             self.owner.lib.akf_sparse_free(self.handle)
             self.handle = None
 
+    def is_bf16(self, info) -> bool:
+        return info["dtype"] == self.owner.dtypes["bf16"]
+
     def info(self) -> dict:
         out = SparseInfo()
         self.owner.lib.akf_sparse_info(self.handle, ctypes.byref(out))
@@ -156,7 +180,7 @@ class SparseMatrix:
 
     def unpack(self) -> np.ndarray:
         info = self.info()
-        out = np.zeros((info["K"], info["N"]), dtype=np.uint16 if info["dtype"] == 1 else np.int8)
+        out = np.zeros((info["K"], info["N"]), dtype=np.uint16 if self.is_bf16(info) else np.int8)
         self.owner._check(self.owner.lib.akf_sparse_unpack(self.handle, out.ctypes.data), "akf_sparse_unpack")
         return out
 
@@ -169,11 +193,11 @@ class SparseMatrix:
         info = self.info()
         M = A.shape[0]
         C = np.zeros((M, info["N"]), dtype=np.float32)
-        lib = self.owner.lib
-        if info["dtype"] == 1:
-            rc = lib.akf_spmm_bf16(IMPLS[impl], M, np.ascontiguousarray(A, dtype=np.uint16), self.handle, C)
+        lib, impl_id = self.owner.lib, self.owner.impl_id(impl)
+        if self.is_bf16(info):
+            rc = lib.akf_spmm_bf16(impl_id, M, np.ascontiguousarray(A, dtype=np.uint16), self.handle, C)
         else:
-            rc = lib.akf_spmm_int8(IMPLS[impl], M, np.ascontiguousarray(A, dtype=np.int8),
+            rc = lib.akf_spmm_int8(impl_id, M, np.ascontiguousarray(A, dtype=np.int8),
                                    np.ascontiguousarray(a_scale, dtype=np.float32), self.handle,
                                    np.ascontiguousarray(b_scale, dtype=np.float32), C)
         self.owner._check(rc, f"akf_spmm({impl})")

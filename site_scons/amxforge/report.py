@@ -2,15 +2,11 @@
 
 from collections import Counter
 
-import jinja2
-
-from .paths import templates_dir
+from .templating import render
 
 
 def _render(name: str, **context) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir() / "report")),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.get_template(name).render(**context).rstrip()
+    return render("report", name, **context).rstrip()
 
 
 def build_summary(ctx) -> str:

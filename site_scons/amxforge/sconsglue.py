@@ -120,15 +120,48 @@ def policy_objects(env, sources, shared=False):
 
 
 def _write_value(target, source, env):
-    Path(str(target[0])).write_text(source[0].get_contents().decode())
+    from .atomic import write_text
+    write_text(str(target[0]), source[0].get_contents().decode())
+
+
+def generated(env, target, text: str):
+    """A file whose content is `text`, rewritten (atomically) only when that changes."""
+    node = env.Command(target, Value(text), Action(_write_value, None if env["verbose"] else "  GEN  $TARGET"))
+    env.Precious(node)  # SCons would delete it before rewriting; the atomic write replaces it instead
+    return node
+
+
+def kernel_headers(env):
+    """build/VARIANT/gen/akf_table.h and akf_cpuid.h from the toolchain tables; returns their directory."""
+    from .implementations import kernel_table
+    from .templating import render
+
+    ctx = env["AMXFORGE"]
+    table, isa = kernel_table(), ctx.policy.isa
+
+    def unit_features(unit):
+        return ctx.policy.class_features(ctx.unit(Path(env.Dir("#").abspath) / unit).unit_class, ctx.variant,
+                                         ctx.compiler)
+
+    gen = f"#build/{ctx.name}/gen"
+    try:
+        built = table.built(unit_features)
+        ctx.kernel_impls = built
+        generated(env, f"{gen}/akf_table.h", render(
+            "kernels", "akf_table.h.j2", variant=ctx.name,
+            required=sorted(ctx.variant.required_features(isa)), **table.header_context(built)))
+        generated(env, f"{gen}/akf_cpuid.h", render(
+            "kernels", "akf_cpuid.h.j2", cpuid=list(isa.cpuid.values()), states=list(isa.xsave_states.values())))
+    except AmxforgeError as exc:
+        fail(str(exc))
+    return env.Dir(gen)
 
 
 def finish(env):
     """policy.json and compile_commands.json, the progress line, the summary; call after all SConscripts."""
     ctx = env["AMXFORGE"]
     out = f"#build/{ctx.name}"
-    policy = env.Command(f"{out}/policy.json", Value(ctx.policy_json()),
-                         Action(_write_value, None if env["verbose"] else "  GEN  $TARGET"))
+    policy = generated(env, f"{out}/policy.json", ctx.policy_json())
     # Written from the objects' own build environments, and only when its content changes (SCons'
     # compilation_db tool is AlwaysBuild, which would make every no-op rebuild rewrite it).
     top = env.Dir("#").abspath
@@ -136,17 +169,16 @@ def finish(env):
                        "arguments": [str(a) for a in obj.get_build_env().subst_list(com, target=[obj],
                                                                                      source=[src])[0]]}
                       for obj, src, com in ctx.compile_commands), key=lambda e: e["file"])
-    kernels_db = Value(json.dumps(entries, indent=2) + "\n")
+    kernels_db = json.dumps(entries, indent=2) + "\n"
     if ctx.fork is None:
-        compdb = env.Command(f"{out}/compile_commands.json", kernels_db,
-                             Action(_write_value, None if env["verbose"] else "  GEN  $TARGET"))
+        compdb = generated(env, f"{out}/compile_commands.json", kernels_db)
     else:
         # the fork's units are known only once its build ran: merge the ledger in after it
         fork_step = env.Command(f"{out}/fork/amxforge-build.json", [],
                                 Action(lambda target, source, env: _build_fork(env, ctx), None))
         env.AlwaysBuild(fork_step)  # CMake/ninja decide what is out of date
         env.Depends(fork_step, env["AMXFORGE_SHIM"])  # the launcher the fork's CMake runs
-        compdb = env.Command(f"{out}/compile_commands.json", [kernels_db, fork_step],
+        compdb = env.Command(f"{out}/compile_commands.json", [Value(kernels_db), fork_step],
                              Action(lambda target, source, env: _merge_compdb(target, source, ctx),
                                     None if env["verbose"] else "  GEN  $TARGET"))
     outputs = [env.Dir(out), policy, compdb]

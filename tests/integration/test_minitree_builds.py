@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import FIXTURES, HOST, needs_amx, run, scons, tool
+from conftest import FIXTURES, HOST, run, scons, tool, variant_runs_here
 
 AMX_ON = {"-mamx-tile", "-mamx-int8", "-mamx-bf16"}
 AMX_OFF = {"-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"}
@@ -81,12 +81,16 @@ def test_scons_audit_target(built):
     assert res.returncode == 0 and "clean" in res.stdout
 
 
-@needs_amx
-def test_binaries_report_their_code_paths(built):
-    out = {v: json.loads(run([str(built / "build" / v / "bin" / "minitree")], check=True).stdout)
-           for v in ("baseline", "amx")}
-    assert out["baseline"]["vec"] == "avx2" and out["baseline"]["amx"] == "none"
-    assert out["amx"] == {"vec": "avx512", "fa": "fancy", "amx": "amx", "dot": 2016.0, "max": 63.0}
+@pytest.mark.parametrize("variant,expected", [
+    ("baseline", {"vec": "avx2", "amx": "none"}),
+    ("amx", {"vec": "avx512", "fa": "fancy", "amx": "amx", "dot": 2016.0, "max": 63.0}),
+])
+def test_binaries_report_their_code_paths(built, variant, expected):
+    ok, why = variant_runs_here(variant)
+    if not ok:
+        pytest.skip(f"variant {variant} cannot run on this host: {why}")
+    out = json.loads(run([str(built / "build" / variant / "bin" / "minitree")], check=True).stdout)
+    assert expected.items() <= out.items()
 
 
 def test_audit_catches_leaks(minitree_copy):

@@ -1,4 +1,7 @@
-"""Dense bf16 GEMM of the kernel library (ctypes) against numpy float64 references, the guard, the audits."""
+"""Dense bf16 GEMM of the kernel library (ctypes) against numpy float64 references, the guard, the audits. Every
+implementation of toolchain/kernels.toml is tested on a build this host can run; the others skip with the reason."""
+
+import re
 
 import numpy as np
 import pytest
@@ -6,18 +9,9 @@ from hypothesis import given, settings, strategies as st
 
 from amxforge.errors import AmxforgeError
 from amxforge.kernels import KernelLibrary, from_bf16, to_bf16
-from conftest import HOST, ROOT, needs_amx, needs_avx512, run, tool
+from conftest import HOST, KERNEL_VARIANTS, TABLE, needs_amx, run, tool, variant_runs_here
 
-VARIANTS = ["baseline", "avx512", "amx"]
-
-
-@pytest.fixture(scope="module")
-def libs(kernel_builds):
-    out = {}
-    for v in VARIANTS:
-        kernel_builds(v)
-        out[v] = KernelLibrary(v, ROOT)
-    return out
+IMPLS = TABLE.names
 
 
 def reference(A16, B16):
@@ -39,91 +33,149 @@ def check(lib, impl, M, N, K, seed=0, density=1.0):
     return C
 
 
-def runnable(lib, impl):
-    if impl not in lib.impls():
-        pytest.skip(f"{impl} is not compiled into or cannot run in variant {lib.variant} here")
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("M", list(range(1, 18)) + [23, 40])
+def test_edge_rows(library_for, impl, M):
+    lib, _ = library_for(impl)
+    check(lib, impl, M, 45, 77, seed=M)
 
 
-IMPL_VARIANT = [("ref", "baseline"), ("avx512", "avx512"), ("amx", "amx")]
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("N,K", [(1, 1), (16, 32), (17, 33), (31, 63), (64, 64), (15, 2), (3, 200), (100, 31),
+                                 (40, 300), (20, 600)])
+def test_edge_columns_and_depth(library_for, impl, N, K):
+    lib, _ = library_for(impl)
+    check(lib, impl, 19, N, K, seed=N * 1000 + K)
 
 
-@pytest.mark.parametrize("impl,variant", IMPL_VARIANT)
-@pytest.mark.parametrize("M", list(range(1, 18)))
-def test_edge_rows(libs, impl, variant, M):
-    runnable(libs[variant], impl)
-    check(libs[variant], impl, M, 45, 77, seed=M)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_prefill_shape_with_several_k_blocks(library_for, impl):
+    """Rows and depth large enough for every kernel's blocked path (several K blocks, several row blocks)."""
+    lib, _ = library_for(impl)
+    check(lib, impl, 70, 100, 1100, seed=3)
 
 
-@pytest.mark.parametrize("impl,variant", IMPL_VARIANT)
-@pytest.mark.parametrize("N,K", [(1, 1), (16, 32), (17, 33), (31, 63), (64, 64), (15, 2), (3, 200), (100, 31)])
-def test_edge_columns_and_depth(libs, impl, variant, N, K):
-    runnable(libs[variant], impl)
-    check(libs[variant], impl, 19, N, K, seed=N * 1000 + K)
-
-
-@pytest.mark.parametrize("impl,variant", IMPL_VARIANT)
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("density", [0.0, 1.0])
-def test_all_zero_and_fully_dense(libs, impl, variant, density):
-    runnable(libs[variant], impl)
-    C = check(libs[variant], impl, 33, 48, 96, density=density)
+def test_all_zero_and_fully_dense(library_for, impl, density):
+    lib, _ = library_for(impl)
+    C = check(lib, impl, 33, 48, 96, density=density)
     if density == 0.0:
         assert not C.any()
 
 
-@needs_amx
-@settings(max_examples=25, deadline=None)
-@given(M=st.integers(1, 40), N=st.integers(1, 70), K=st.integers(1, 130), seed=st.integers(0, 2**16))
-def test_amx_matches_reference_on_random_shapes(libs, M, N, K, seed):
-    check(libs["amx"], "amx", M, N, K, seed)
+@pytest.mark.parametrize("impl", [i for i in IMPLS if i != "ref"])
+def test_fast_implementations_match_reference_on_random_shapes(library_for, impl):
+    lib, _ = library_for(impl)
+
+    @settings(max_examples=25, deadline=None)
+    @given(M=st.integers(1, 40), N=st.integers(1, 70), K=st.integers(1, 130), seed=st.integers(0, 2**16))
+    def random_shapes(M, N, K, seed):
+        check(lib, impl, M, N, K, seed)
+    random_shapes()
 
 
 @needs_amx
-def test_amx_and_avx512_agree_closely(libs):
+def test_amx_and_avx512_agree_closely(library_for):
+    lib, _ = library_for("amx")
     rng = np.random.default_rng(7)
     A16, B16 = to_bf16(rng.standard_normal((64, 300))), to_bf16(rng.standard_normal((300, 80)))
-    Bp = libs["amx"].pack_b_bf16(B16)
-    a, b = libs["amx"].gemm_bf16(A16, Bp, 80, "amx"), libs["amx"].gemm_bf16(A16, Bp, 80, "avx512")
+    Bp = lib.pack_b_bf16(B16)
+    a, b = lib.gemm_bf16(A16, Bp, 80, "amx"), lib.gemm_bf16(A16, Bp, 80, "avx512")
     assert np.allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
-def test_impls_follow_the_variant(libs):
-    assert libs["baseline"].impls(runnable=False) == ["ref"]
-    assert libs["avx512"].impls(runnable=False) == ["ref", "avx512"]
-    assert libs["amx"].impls(runnable=False) == ["ref", "avx512", "amx"]
-    with pytest.raises(AmxforgeError, match="not built into this variant"):
-        libs["baseline"].gemm_bf16(np.zeros((1, 1), np.uint16), libs["baseline"].pack_b_bf16(np.zeros((1, 1),
-                                   np.uint16)), 1, "amx")
+@pytest.mark.parametrize("variant", KERNEL_VARIANTS)
+def test_each_library_compiles_what_the_table_says(kernel_project, variant):
+    """The library's own list (from its generated header) equals the table's rule: an implementation is built where
+    the variant's flags enable every feature it needs; and baseline, the AVX2 level, always has a real kernel."""
+    from amxforge.context import VariantContext
+    project = kernel_project(variant)
+    lib = KernelLibrary(variant, project)
+    ctx = VariantContext(variant, project_dir=project)
+    expected = TABLE.built_for(ctx.policy, ctx.variant, ctx.compiler)
+    assert lib.impls(runnable=False) == [name for name in IMPLS if expected[name]]
+    assert {"ref", "avx2"} <= set(lib.impls(runnable=False))
+    assert ("amx" in lib.impls(runnable=False)) == (variant == "amx")
+    if variant == "baseline":
+        with pytest.raises(AmxforgeError, match="not built into this variant"):
+            lib.gemm_bf16(np.zeros((1, 1), np.uint16), lib.pack_b_bf16(np.zeros((1, 1), np.uint16)), 1, "amx")
 
 
-def selftest(variant, hide=None):
+@pytest.mark.parametrize("variant", KERNEL_VARIANTS)
+def test_runnable_implementations_follow_this_host(kernel_project, variant):
+    """What the library says runs here is computed from the host: its variant runs, and each needs are present."""
+    lib = KernelLibrary(variant, kernel_project(variant))
+    runs, _ = variant_runs_here(variant)
+    expected = [i for i in lib.impls(runnable=False) if runs and set(TABLE[i].needs) <= HOST]
+    assert lib.impls(runnable=True) == expected
+
+
+def selftest(project, variant, hide=None):
     env = {"AMXFORGE_GUARD_HIDE": hide} if hide else {}
-    return run([str(ROOT / "build" / variant / "bin" / "amxforge-selftest")], env=env)
+    return run([str(project / "build" / variant / "bin" / "amxforge-selftest")], env=env)
 
 
-@needs_amx
-def test_selftest_passes_on_this_host(libs):
-    res = selftest("amx")
-    assert res.returncode == 0, res.stderr
-    assert '"amx": {"ok": true' in res.stdout and '"avx512": {"ok": true' in res.stdout
+@pytest.mark.parametrize("variant", KERNEL_VARIANTS)
+def test_selftest_checks_every_implementation_that_runs_here(kernel_project, variant):
+    ok, why = variant_runs_here(variant)
+    if not ok:
+        pytest.skip(f"variant {variant} cannot run on this host: {why}")
+    project = kernel_project(variant)
+    import json
+    res = selftest(project, variant)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = json.loads(res.stdout)
+    runs = KernelLibrary(variant, project).impls(runnable=True)
+    assert set(out["checks"]) == set(runs) - {"ref"}
+    assert all(c["ok"] for c in out["checks"].values())
 
 
-@pytest.mark.parametrize("variant,hide,message", [
-    ("amx", "amx_tile", "this CPU lacks amx_tile (variant amx needs:"),
-    ("amx", "avx512_bf16 amx_int8", "this CPU lacks amx_int8 avx512_bf16"),
-    ("amx", "xcr0_tile", "the OS has not enabled the AMX tile state"),
-    ("amx", "amx_permission", "Linux refused AMX permission: arch_prctl(ARCH_REQ_XCOMP_PERM) failed: Operation not permitted"),
-    ("avx512", "avx512f", "this CPU lacks avx512f"),
-    ("baseline", "avx2", "this CPU lacks avx2"),
-])
-def test_guard_refuses_with_a_message_and_exit_2(libs, variant, hide, message):
-    res = selftest(variant, hide)
+GUARD_CASES = [("amx", "amx_tile"), ("amx", "avx512_bf16 amx_int8"), ("amx", "xcr0_tile"), ("amx", "amx_permission"),
+               ("avx512", "avx512f"), ("baseline", "avx2"), ("baseline", "xcr0_avx")]
+
+
+def expected_refusal(variant: str, hide: str, required: set) -> str:
+    """What the guard must say: the CPU features it lacks (missing here, or hidden), else the OS part hidden."""
+    hidden = set(hide.split())
+    lacking = (required - HOST) | (required & hidden)
+    if lacking:
+        return "lacks:" + " ".join(sorted(lacking))
+    if "xcr0_tile" in hidden:
+        return "the OS has not enabled the AMX tile register state"
+    if "xcr0_avx" in hidden:
+        return "the OS has not enabled the AVX register state"
+    return "Linux refused AMX permission: arch_prctl(ARCH_REQ_XCOMP_PERM) failed: Operation not permitted"
+
+
+@pytest.mark.parametrize("variant,hide", GUARD_CASES)
+def test_guard_refuses_with_a_message_and_exit_2(kernel_project, variant, hide):
+    project = kernel_project(variant)
+    required = set(KernelLibrary(variant, project).lib.akf_required_features().decode().split())
+    res = selftest(project, variant, hide)
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
     assert res.stderr.startswith(f"amxforge-selftest: variant {variant} cannot run on this host: ")
-    assert message in res.stderr and res.stdout == ""
+    assert res.stdout == "" and len(res.stderr.strip().splitlines()) == 1
+    want = expected_refusal(variant, hide, required)
+    if want.startswith("lacks:"):
+        lacking = re.search(r"this CPU lacks (.*?) \(variant", res.stderr)
+        assert lacking and set(lacking.group(1).split()) == set(want[6:].split()), res.stderr
+    else:
+        assert want in res.stderr, res.stderr
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_kernel_audits_are_clean(libs, variant):
-    res = run([tool("amxforge"), "audit", "--variant", variant], cwd=ROOT)
+@pytest.mark.parametrize("variant", KERNEL_VARIANTS)
+def test_kernel_audits_are_clean(kernel_project, variant):
+    res = run([tool("amxforge"), "audit", "--variant", variant], cwd=kernel_project(variant))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "clean" in res.stdout
+
+
+def test_guard_names_a_feature_it_cannot_check(kernel_project):
+    """A variant needing a feature the guard has no CPUID bit for is refused, not silently allowed."""
+    lib = KernelLibrary("baseline", kernel_project("baseline"))
+    import ctypes
+    msg = ctypes.create_string_buffer(256)
+    lib.lib.akf_check_features.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+    assert lib.lib.akf_check_features(b"x", b"avx2 warp_drive", msg, 256) != 0
+    assert "needs warp_drive, which this guard cannot check" in msg.value.decode()

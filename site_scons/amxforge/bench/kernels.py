@@ -7,13 +7,14 @@ from pathlib import Path
 
 from ..errors import AmxforgeError
 
+from ..implementations import kernel_table
+
 MASK_BYTES_PER_WEIGHT = 0.125  # one mask bit per weight (32-bit mask per 32 bf16, 64-bit per 64 int8)
-DENSE_BYTES = {"bf16": 2.0, "int8": 1.0}
 
 
 def ceiling(dtype: str, sparsity: float) -> float:
     """Byte-ratio ceiling of memory-bound decode: dense bytes per weight over sparse bytes per weight."""
-    dense = DENSE_BYTES[dtype]
+    dense = float(kernel_table().dtype(dtype).elem_bytes)
     return dense / (MASK_BYTES_PER_WEIGHT + dense * (1.0 - sparsity))
 
 
@@ -51,7 +52,10 @@ def run_kbench(exe: Path, threads, quick: bool, extra=(), on_record=None) -> lis
 
 
 def derive(records: list) -> list:
-    """Add gflops, gbps, peak_fraction, bw_fraction, and for sparse cases speedup_vs_dense and the ceiling."""
+    """Add gflops, gbps, peak_fraction (against the limit the implementation's table row names for the dtype),
+    bw_fraction, and for sparse cases speedup_vs_dense and the ceiling; every case says which variant ran it."""
+    table = kernel_table()
+    variant = next((r.get("variant") for r in records if r.get("record") == "plan"), None)
     limits = {(r["limit"], r["threads"]): r for r in records if r.get("record") == "limit"}
     cases = [dict(r) for r in records if r.get("record") == "case"]
     best_dense = {}
@@ -63,7 +67,9 @@ def derive(records: list) -> list:
     for c in cases:
         c["gflops"] = c["flops"] / c["seconds"] / 1e9
         c["gbps"] = c["weight_bytes"] / c["seconds"] / 1e9
-        peak = limits.get((f"tile_peak_{c['dtype']}", c["threads"]))
+        c["variant"] = variant
+        c["peak_limit"] = table[c["impl"]].peak.get(c["dtype"])
+        peak = limits.get((c["peak_limit"], c["threads"]))
         bw = limits.get(("read_bw", c["threads"]))
         c["peak_fraction"] = c["gflops"] / peak["gflops"] if peak else None
         c["bw_fraction"] = c["gbps"] / bw["gbps"] if bw else None

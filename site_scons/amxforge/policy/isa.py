@@ -40,6 +40,29 @@ class Level:
     features: tuple
 
 
+@dataclass(frozen=True)
+class CpuidBit:
+    """Where the run-time guard finds a feature: CPUID leaf/subleaf/register/bit, and the XSAVE state it needs."""
+
+    name: str
+    leaf: int
+    subleaf: int
+    register: str
+    bit: int
+    state: str
+
+
+@dataclass(frozen=True)
+class XsaveState:
+    name: str
+    xcr0: int
+    label: str
+    permission: int  # the XSTATE component Linux wants a permission request for (0: none)
+
+
+REGISTERS = ("eax", "ebx", "ecx", "edx")
+
+
 @dataclass
 class Isa:
     path: Path
@@ -48,6 +71,8 @@ class Isa:
     groups: dict
     portable_level: str
     portable_tune: str
+    cpuid: dict = field(default_factory=dict)
+    xsave_states: dict = field(default_factory=dict)
     _flag_to_feature: dict = field(default_factory=dict)
 
     @classmethod
@@ -71,10 +96,22 @@ class Isa:
                             tuple(rec["features"]))
                 for name, rec in data["levels"].items()
             }
+            states = {name: XsaveState(name, int(rec["xcr0"]), rec["name"], int(rec.get("permission", 0)))
+                      for name, rec in data["xsave_states"].items()}
+            cpuid = {}
+            for name, rec in data["cpuid"].items():
+                leaf, subleaf, register, bit, state = rec
+                if register not in REGISTERS or state not in states or not 0 <= int(bit) < 32:
+                    raise ValueError(f"[cpuid] {name} = {rec}: want [leaf, subleaf, eax|ebx|ecx|edx, bit 0-31, "
+                                     f"one of {', '.join(states)}]")
+                cpuid[name] = CpuidBit(name, int(leaf), int(subleaf), register, int(bit), state)
             isa = cls(path, features, levels, dict(data["groups"]), data["portable"]["level"],
-                      data["portable"]["tune"])
+                      data["portable"]["tune"], cpuid, states)
         except KeyError as exc:
-            raise AmxforgeError(f"{path}: missing key {exc}; every feature needs flag, no_flag, gcc, clang") from None
+            raise AmxforgeError(f"{path}: missing key {exc}; every feature needs flag, no_flag, gcc, clang; "
+                                f"[cpuid] and [xsave_states] must be there") from None
+        except (ValueError, TypeError) as exc:
+            raise AmxforgeError(f"{path}: {exc}") from None
         for name, members in isa.groups.items():
             isa.expand(members, where=f"{path} [groups] {name}")
         for feat in features.values():
@@ -82,6 +119,10 @@ class Isa:
             isa._flag_to_feature[feat.flag] = (feat.name, True)
             isa._flag_to_feature[feat.clang_flag] = (feat.name, True)
             isa._flag_to_feature[feat.no_flag] = (feat.name, False)
+        unchecked = sorted((set(features) | {f for lv in levels.values() for f in lv.features}) - set(cpuid))
+        if unchecked:
+            raise AmxforgeError(f"{path}: no [cpuid] entry for {', '.join(unchecked)}: the run-time guard could not "
+                                f"check it; add NAME = [leaf, subleaf, register, bit, state]")
         if isa.portable_level not in levels:
             raise AmxforgeError(f"{path}: [portable] level {isa.portable_level!r} is not a level in [levels]")
         return isa
