@@ -92,6 +92,13 @@ def scan_object(obj: Path, classes) -> dict:
     return seen
 
 
+def _scan_or_error(obj: Path, classes):
+    try:
+        return scan_object(obj, classes)
+    except AmxforgeError as exc:
+        return str(exc)
+
+
 def fingerprint(obj: Path) -> str:
     """Code, relocations and data of an object, without its file name: equal iff the compiler made the same."""
     res = subprocess.run([objdump(), "-d", "-r", "-s", "-w", str(obj)], capture_output=True, text=True)
@@ -133,18 +140,54 @@ class AuditResult:
 
 
 def load_policy(build_root: Path, variant: str) -> dict:
+    from .atomic import read_json
+
     path = build_root / variant / "policy.json"
-    if not path.is_file():
-        raise AmxforgeError(f"{path} not found: build the variant first (scons variant={variant})")
-    return json.loads(path.read_text())
+    fix = f"rebuild it with scons variant={variant}"
+    try:
+        policy = read_json(path, "policy record", fix=fix)
+    except FileNotFoundError:
+        raise AmxforgeError(f"{path} not found: build the variant first (scons variant={variant})") from None
+    missing = {"variant", "classes", "units", "fork"} - set(policy)
+    if missing or not isinstance(policy["units"], list) or not isinstance(policy["classes"], dict):
+        raise AmxforgeError(f"{path}: damaged policy record (missing or wrong {', '.join(sorted(missing)) or 'units'});"
+                            f" {fix}")
+    return policy
+
+
+def fork_units(policy: dict, project_dir: Path, variant: str):
+    """The fork's units of the last good build, and what is wrong with that build's files (missing, damaged, fewer
+    than recorded): a fork the policy says was built but whose units cannot be seen is a finding, never skipped."""
+    from .fork.driver import load_record, read_snapshot, verify_record
+    from .fork.ledger import audit_units as ledger_units
+
+    if not policy.get("fork"):
+        return [], []
+    build_dir = project_dir / "build" / variant
+    try:
+        record = load_record(build_dir)
+    except FileNotFoundError:
+        return [], [f"policy.json says fork {policy['fork']['root']} was built, but its record "
+                    f"build/{variant}/fork/amxforge-build.json is missing"]
+    except AmxforgeError as exc:
+        return [], [str(exc)]
+    if record["fork"].get("root") != policy["fork"].get("root"):
+        return [], [f"the fork record is for {record['fork'].get('root')}, policy.json for {policy['fork'].get('root')}"]
+    problems = verify_record(record, project_dir)
+    ledger = project_dir / record["ledger"]["path"]
+    if not ledger.is_file():
+        return [], problems  # verify_record named it
+    try:
+        entries = read_snapshot(ledger)
+    except (OSError, AmxforgeError) as exc:
+        return [], problems + [str(exc)]
+    return ledger_units(entries, project_dir), problems
 
 
 def audit_units(policy: dict, project_dir: Path, variant: str) -> list:
-    """The variant's units (kernels and, when built, the fork's ledger), each with an absolute object path."""
-    from .fork.ledger import audit_units as ledger_units, read_ledger
-
+    """The variant's units (kernels and, when built, the fork's last good build), each with an absolute object path."""
     units = [dict(unit, object_path=project_dir / unit["object"]) for unit in policy["units"]]
-    return units + ledger_units(read_ledger(project_dir / "build" / variant / "fork" / "ledger.jsonl"), project_dir)
+    return units + fork_units(policy, project_dir, variant)[0]
 
 
 def audit_variant(variant: str, project_dir: Path = None, jobs: int = 4) -> AuditResult:
@@ -152,20 +195,29 @@ def audit_variant(variant: str, project_dir: Path = None, jobs: int = 4) -> Audi
     build_root = project_dir / "build"
     policy = load_policy(build_root, variant)
     classes = load_instruction_classes()
-    units = audit_units(policy, project_dir, variant)
-    missing = [u["object"] for u in units if not u["object_path"].is_file()]
-    if missing:
-        raise AmxforgeError(f"{len(missing)} object(s) of variant {variant} missing (first: {missing[0]}); "
-                            f"rebuild with scons variant={variant}")
+    units = [dict(unit, object_path=project_dir / unit["object"]) for unit in policy["units"]]
+    fork, fork_problems = fork_units(policy, project_dir, variant)
+    units += fork
     by_class = {}
     for unit in units:
         by_class[unit["unit_class"]] = by_class.get(unit["unit_class"], 0) + 1
     result = AuditResult(variant, len(units), by_class)
+    for problem in fork_problems:
+        result.findings.append(Finding(f"build/{variant}/fork", "fork", "-", "-",
+                                       f"{problem}; rebuild with scons variant={variant} fork=..."))
+    missing = [u for u in units if not u["object_path"].is_file()]
+    for unit in missing:
+        result.findings.append(Finding(unit["object"], unit["source"], unit["unit_class"], unit["rule"],
+                                       f"object missing; rebuild with scons variant={variant}"))
+    units = [u for u in units if u not in missing]
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        scans = list(pool.map(lambda u: scan_object(u["object_path"], classes), units))
+        scans = list(pool.map(lambda u: _scan_or_error(u["object_path"], classes), units))
     needs = {ic.name: ic.needs for ic in classes}
     for unit, seen in zip(units, scans):
+        if isinstance(seen, str):  # objdump could not read it: a damaged object is a finding
+            result.findings.append(Finding(unit["object"], unit["source"], unit["unit_class"], unit["rule"], seen))
+            continue
         allowed = set(policy["classes"].get(unit["unit_class"], {}).get("features", ()))
         for name, entry in seen.items():
             if needs[name] not in allowed:
@@ -194,7 +246,11 @@ def _compare_protected(result: AuditResult, policy: dict, units: list, build_roo
         other_name = other_dir.name
         if other_name == result.variant:
             continue
-        other = json.loads((other_dir / "policy.json").read_text())
+        try:
+            other = load_policy(build_root, other_name)
+        except AmxforgeError:
+            result.not_compared.append(other_name)  # its record is damaged: nothing to compare with
+            continue
         if other.get("classes", {}).get("protected", {}).get("flags") != flags:
             continue
         same_fork = _fork_identity(other) == _fork_identity(policy)

@@ -1,6 +1,7 @@
 """`amxforge`: probe the host, explain a unit's flags, audit a built variant.
 
-Exit codes: 0 success; 1 the audit found problems; 2 bad input or an environment problem (one line on stderr).
+Exit codes: 0 success; 1 the audit found problems; 2 bad input or cannot run here (one line on stderr); 3 internal
+error (one line naming the log with the traceback).
 """
 
 import json
@@ -203,20 +204,37 @@ def model_synth(out, qtype, layers, dim, ff, heads, kv_heads, vocab, ctx, seed, 
                    f"{info['bytes'] / 2**20:.1f} MiB (random weights: for speed measurements only)")
 
 
+def _usage_line(exc: click.exceptions.UsageError) -> str:
+    """Click's usage error (several lines: usage, a hint, the error) as one line naming the fix."""
+    path = exc.ctx.command_path if exc.ctx is not None else "amxforge"
+    return f"amxforge: error: {path}: {exc.format_message().rstrip('.')}; see `{path} --help`"
+
+
 def main(argv=None):
+    """Exit codes: 0 ok; 1 findings (the audit); 2 bad input or cannot run here (one line on stderr); 3 internal
+    error (one line naming the log file that holds the traceback); 130 interrupted. Never a Python traceback."""
     try:
         cli.main(args=argv, prog_name="amxforge", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except click.exceptions.UsageError as exc:
+        click.echo(_usage_line(exc), err=True)
         return 2
-    except click.exceptions.Abort:
+    except click.ClickException as exc:
+        click.echo(f"amxforge: error: {exc.format_message()}", err=True)
+        return 2
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("amxforge: interrupted", err=True)
         return 130
     except AmxforgeError as exc:
         click.echo(f"amxforge: error: {exc}", err=True)
         return exc.exit_code
+    except BrokenPipeError:
+        return 0  # the reader (head, less) went away: nothing left to say
+    except Exception as exc:  # noqa: BLE001 - the boundary: a bug is one line and a log, exit 3
+        from .crash import INTERNAL_ERROR, report
+        click.echo(report(exc, "cli"), err=True)
+        return INTERNAL_ERROR
     return 0
 
 

@@ -3,14 +3,13 @@
 
 import json
 import os
-import subprocess
-import tempfile
 from pathlib import Path
 
 from .errors import AmxforgeError
 from .policy import Policy, UnitPolicy
 from .policy.cuda_arch import resolve_cuda_archs
-from .probe import choose_auto, probe
+from .policy.planner import accepted_flags, choose_auto, plan
+from .probe import probe
 from .probe.compilers import identify
 
 
@@ -23,10 +22,11 @@ class VariantContext:
         if variant not in valid:
             raise self.policy.variants.unknown(variant)
         self.probe = probe()
-        self.requested = variant
-        self.name = choose_auto(self.probe) if variant == "auto" else variant
-        self.variant = self.policy.variant(self.name, self.probe["cpu"]["features"])
         self.compiler = identify(cc or os.environ.get("CC") or "gcc")
+        self.plan = plan(self.policy, self.probe, self.compiler)  # judged with the compiler this build uses
+        self.requested = variant
+        self.name = choose_auto(self.plan) if variant == "auto" else variant
+        self.variant = self.policy.variant(self.name, self.probe["cpu"]["features"])
         self._cxx_name = cxx or os.environ.get("CXX") or ("clang++" if self.compiler.family == "clang" else "g++")
         self.fork = fork
         self.cuda_archs = resolve_cuda_archs(cuda_arch, self.probe) if self.variant.cuda else ()
@@ -38,6 +38,7 @@ class VariantContext:
                                             load_toml(toolchain_dir() / "cuda.toml").get("arch_specific", []))
         self.build_dir = self.project_dir / "build" / self.name
         self.units = []
+        self.launcher = None  # the SCons node of libexec/amxforge-launch (the launcher site tool)
         self.object_nodes = []  # SCons nodes, for the progress line
         self.compile_commands = []  # compile_commands.json entries with each unit's final command
 
@@ -49,7 +50,7 @@ class VariantContext:
 
     def runnable_here(self):
         """(True, None) or (False, why) for binaries of this variant on this host."""
-        entry = self.probe["variants"].get(self.name, {})
+        entry = self.plan.get(self.name, {})
         if entry.get("runnable"):
             return True, None
         return False, entry.get("why") or "unknown"
@@ -58,33 +59,20 @@ class VariantContext:
         return self.policy.class_flags(unit_class, self.variant, self.compiler, self.cuda_archs)
 
     def check_compiler_accepts(self) -> None:
-        """One real compile with every flag the classes render (C, and C++ for fork builds); on failure, name the
-        flag the compiler rejects and the version that would take it."""
-        compilers = [(self.compiler, "t.c", "CC")] + ([(self.cxx, "t.cpp", "CXX")] if self.fork is not None else [])
-        for compiler, name, var in compilers:
+        """Every flag the classes render must be taken by the compiler (C, and C++ for fork builds), each tested by
+        the planner's cached compile; otherwise name the flag and the version that would take it."""
+        compilers = [(self.compiler, "CC")] + ([(self.cxx, "CXX")] if self.fork is not None else [])
+        for compiler, var in compilers:
             flags = []
             for cls in self.policy.classes.classes:
                 if cls != "cuda":
                     flags += [f for f in self.policy.class_flags(cls, self.variant, compiler) if f not in flags]
-            if self._compiles(compiler, name, flags):
-                continue
-            for flag in flags:
-                if not self._compiles(compiler, name, [flag]):
+            for flag, ok in accepted_flags(compiler.path, flags).items():
+                if not ok:
                     feat = next((f for f in self.policy.isa.features.values() if flag in (f.flag, f.clang_flag)), None)
                     need = f" (needs {compiler.family} >= {feat.minimum[compiler.family]})" if feat else ""
                     raise AmxforgeError(f"{compiler.describe()} rejects {flag}{need}, which variant {self.name} "
                                         f"needs; pass {var}= a newer compiler or choose another variant")
-            raise AmxforgeError(f"{compiler.describe()} cannot compile an empty unit with the flags of variant "
-                                f"{self.name}: {' '.join(flags)}")
-
-    @staticmethod
-    def _compiles(compiler, name: str, flags) -> bool:
-        with tempfile.TemporaryDirectory(prefix="amxforge-cc-") as tmp:
-            src = Path(tmp, name)
-            src.write_text("int amxforge_accepts;\n")
-            res = subprocess.run([compiler.path, "-Werror", *flags, "-c", str(src), "-o", str(src) + ".o"],
-                                 capture_output=True)
-            return res.returncode == 0
 
     # --- units ----------------------------------------------------------------------------------------
     def unit(self, source) -> UnitPolicy:

@@ -2,6 +2,7 @@
 policy.json / compile_commands.json, the progress line and the closing summary. Imported only under SCons."""
 
 import atexit
+import contextlib
 import json
 import os
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 from SCons.Script import (Action, BoolVariable, COMMAND_LINE_TARGETS, Exit, GetBuildFailures, GetOption, SetOption,
                           Value, Variables)
 
+from .crash import scons_action
 from .errors import AmxforgeError
 
 HELP_HEAD = """amxforge: build variant binaries with per-unit ISA flags, then audit them.
@@ -30,6 +32,21 @@ def fail(message: str):
     """Bad input: one line naming the fix, exit 2, nothing written."""
     print(f"amxforge: error: {message}", file=sys.stderr)
     Exit(2)
+
+
+@contextlib.contextmanager
+def error_boundary():
+    """Around the SConstruct: bad input that escaped as AmxforgeError is one line and exit 2; anything else (a bug) is
+    one line naming the log file that holds the traceback, and exit 3. Never a Python traceback on the terminal."""
+    from .crash import INTERNAL_ERROR, report
+
+    try:
+        yield
+    except AmxforgeError as exc:
+        fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - SCons's own UserError/StopError are not Exceptions it shows well
+        print(report(exc, "scons"), file=sys.stderr)
+        Exit(INTERNAL_ERROR)
 
 
 def variables(arguments) -> Variables:
@@ -119,6 +136,7 @@ def policy_objects(env, sources, shared=False):
     return [policy_object(env, s, shared) for s in env.Flatten(sources)]
 
 
+@scons_action
 def _write_value(target, source, env):
     from .atomic import write_text
     write_text(str(target[0]), source[0].get_contents().decode())
@@ -129,6 +147,38 @@ def generated(env, target, text: str):
     node = env.Command(target, Value(text), Action(_write_value, None if env["verbose"] else "  GEN  $TARGET"))
     env.Precious(node)  # SCons would delete it before rewriting; the atomic write replaces it instead
     return node
+
+
+def launch_table(variants) -> str:
+    """The launcher's table: [(name, dir relative to the root, required features)], best first."""
+    from .templating import render
+    return render("launcher", "launch.tsv.j2", variants=variants)
+
+
+def launcher(env, objects):
+    """build/VARIANT/libexec/amxforge-launch and its table for this one variant."""
+    ctx = env["AMXFORGE"]
+    out = f"#build/{ctx.name}"
+    program = env.Program(f"{out}/libexec/amxforge-launch", objects, LIBS=[])
+    required = sorted(ctx.variant.required_features(ctx.policy.isa))
+    generated(env, f"{out}/share/amxforge/launch.tsv", launch_table([(ctx.name, ".", required)]))
+    ctx.launcher = program  # shared by every environment of this build
+    return program
+
+
+def guarded(env, name, program):
+    """bin/<name>: a copy of the launcher; the real program must be libexec/<name>."""
+    ctx = env["AMXFORGE"]
+    node = env.Command(f"#build/{ctx.name}/bin/{name}", ctx.launcher,
+                       Action(_copy_executable, None if env["verbose"] else "  GUARD $TARGET"))
+    env.Depends(node, program)
+    return node
+
+
+@scons_action
+def _copy_executable(target, source, env):
+    from .atomic import write_bytes
+    write_bytes(str(target[0]), Path(str(source[0])).read_bytes(), mode=0o755)
 
 
 def kernel_headers(env):
@@ -158,9 +208,17 @@ def kernel_headers(env):
 
 
 def finish(env):
-    """policy.json and compile_commands.json, the progress line, the summary; call after all SConscripts."""
+    """policy.json and compile_commands.json (after the fork step, if any: a failed fork build leaves the last good
+    ones), the damaged-target check, the progress line, the summary; call after all SConscripts."""
+    from .buildstate import claim_variant, rebuild_damaged
+    from .forkstep import fork_step, merge_compile_commands
+
     ctx = env["AMXFORGE"]
     out = f"#build/{ctx.name}"
+    # only now, with every unit classified (bad input has stopped the build by here, nothing written):
+    # build/VARIANT/.sconsign and the variant's lock (a second build of the same variant waits for this one)
+    claim_variant(ctx)
+    fork = fork_step(env)
     policy = generated(env, f"{out}/policy.json", ctx.policy_json())
     # Written from the objects' own build environments, and only when its content changes (SCons'
     # compilation_db tool is AlwaysBuild, which would make every no-op rebuild rewrite it).
@@ -173,41 +231,17 @@ def finish(env):
     if ctx.fork is None:
         compdb = generated(env, f"{out}/compile_commands.json", kernels_db)
     else:
-        # the fork's units are known only once its build ran: merge the ledger in after it
-        fork_step = env.Command(f"{out}/fork/amxforge-build.json", [],
-                                Action(lambda target, source, env: _build_fork(env, ctx), None))
-        env.AlwaysBuild(fork_step)  # CMake/ninja decide what is out of date
-        env.Depends(fork_step, env["AMXFORGE_SHIM"])  # the launcher the fork's CMake runs
-        compdb = env.Command(f"{out}/compile_commands.json", [Value(kernels_db), fork_step],
-                             Action(lambda target, source, env: _merge_compdb(target, source, ctx),
-                                    None if env["verbose"] else "  GEN  $TARGET"))
-    outputs = [env.Dir(out), policy, compdb]
-    env.Default(outputs)
+        # the fork's units are known only once its build ran: merged in from the last good build's ledger
+        compdb = env.Command(f"{out}/compile_commands.json", [Value(kernels_db), fork],
+                             Action(merge_compile_commands, None if env["verbose"] else "  GEN  $TARGET"))
+        env.Precious(compdb)
+    if fork is not None:
+        env.Depends(policy, fork)
+    rebuild_damaged(env, ctx.build_dir)
+    outputs = [env.Dir(out), policy, compdb] + ([fork] if fork is not None else [])
+    env.Default(env.Dir(out))  # everything under build/VARIANT/
     atexit.register(_summary, ctx)
     return outputs
-
-
-def _build_fork(env, ctx):
-    from .fork.driver import ForkBuild
-
-    targets = [t.strip() for t in env["fork_targets"].split(",") if t.strip()]
-    try:
-        summary = ForkBuild(ctx, ctx.fork, targets, jobs=GetOption("num_jobs")).run()
-    except AmxforgeError as exc:
-        print(f"amxforge: error: {exc}", file=sys.stderr)
-        return 2
-    cc = summary.get("ccache")
-    if cc:
-        print(f"amxforge: ccache: {cc['hits']} hits, {cc['misses']} misses in this fork build")
-    return 0
-
-
-def _merge_compdb(target, source, ctx):
-    from .fork.ledger import compile_commands, read_ledger
-
-    entries = json.loads(source[0].get_contents().decode())
-    entries += compile_commands(read_ledger(ctx.build_dir / "fork" / "ledger.jsonl"), str(ctx.build_dir / "fork"))
-    Path(str(target[0])).write_text(json.dumps(entries, indent=2) + "\n")
 
 
 def _progress(env, ctx):

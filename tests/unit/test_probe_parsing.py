@@ -86,10 +86,12 @@ def test_variant_report_for_recorded_cpus():
 def test_cache_is_used_and_refresh_reprobes(tmp_path, monkeypatch):
     from amxforge.probe import cache
     monkeypatch.setenv("AMXFORGE_CACHE", str(tmp_path))
-    first = probe(cpuinfo=str(CPUS / "desktop_avx2.txt"))
-    stored = json.loads(cache.cache_file().read_text())
+    saved = str(CPUS / "desktop_avx2.txt")
+    first = probe(cpuinfo=saved)
+    stored = json.loads(cache.cache_file(saved).read_text())
     stored["result"]["cpu"]["vendor"] = "FROM-CACHE"
-    cache.cache_file().write_text(json.dumps(stored))
+    cache.cache_file(saved).write_text(json.dumps(stored))
+    assert not cache.cache_file().exists()  # judging a saved cpuinfo never writes this host's cache
     assert probe(cpuinfo=str(CPUS / "desktop_avx2.txt"))["cpu"]["vendor"] == "FROM-CACHE"
     assert probe(cpuinfo=str(CPUS / "desktop_avx2.txt"), refresh=True)["cpu"]["vendor"] == first["cpu"]["vendor"]
     # another CPU is another key: no stale answer

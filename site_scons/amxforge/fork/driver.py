@@ -1,6 +1,16 @@
-"""Drive a fork's OWN CMake (it knows its source lists) into build/VARIANT/fork with amxforge's shim as the compiler
-launcher, build the targets asked for, and install them into build/VARIANT/bin and lib/ with a working rpath."""
+"""Drive a fork's OWN CMake (it knows its source lists) with amxforge's shim as the compiler launcher, build the
+targets asked for, and install them behind the launcher: real binaries in build/VARIANT/libexec/, the launcher in
+build/VARIANT/bin/, shared libraries in build/VARIANT/lib/ (rpath $ORIGIN/../lib).
 
+State, so that a failed build never damages the last good one:
+  build/VARIANT/fork-work/<tree>/   the CMake binary dir of each tree (incremental; one per fork path, so building
+                                    another tree, or a broken copy, never touches this one)
+  build/VARIANT/fork/ledger.jsonl   the units of the last GOOD build (one line each, with its object's size and hash)
+  build/VARIANT/fork/amxforge-build.json   the record of that build: tree, targets, every installed file's hash
+Outputs (libexec/, bin/, lib/, the ledger, the record) change only after configure, build and collection all
+succeeded; each file is replaced atomically and the record is written last."""
+
+import hashlib
 import json
 import os
 import re
@@ -9,12 +19,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .. import atomic
 from ..errors import AmxforgeError
 from ..paths import toolchain_dir
 from ..tomlfile import load_toml
 from .detect import ForkInfo
+from .ledger import LEDGER, RECORD, read_ledger, snapshot_entry
 
 STAMP = "amxforge-stamp.json"
+LIVE_LEDGER = "ledger.live.jsonl"
 
 
 def tool(name: str) -> str:
@@ -26,16 +39,33 @@ def tool(name: str) -> str:
     return found
 
 
+def tree_id(fork: ForkInfo) -> str:
+    return f"{fork.kind.replace('+', '-')}-{hashlib.sha256(str(fork.root).encode()).hexdigest()[:10]}"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class ForkBuild:
     def __init__(self, ctx, fork: ForkInfo, targets, jobs: int = None, log=print):
         self.ctx, self.fork, self.targets = ctx, fork, list(targets)
         self.jobs = jobs or os.cpu_count() or 1
-        self.dir = ctx.build_dir / "fork"
-        self.ledger = self.dir / "ledger.jsonl"
-        self.config_path = self.dir / "amxforge-shim.conf"
-        self.shim = ctx.build_dir / "bin" / "amxforge-shim"  # kernels/launcher/shim.c, built by SCons first
+        self.state = ctx.build_dir / "fork"  # the last good build's ledger and record
+        self.dir = ctx.build_dir / "fork-work" / tree_id(fork)  # CMake's binary dir for this tree
+        self.ledger = self.dir / LIVE_LEDGER
+        self.shim = ctx.build_dir / "libexec" / "amxforge-shim"  # kernels/launcher/shim.c, built by SCons first
+        self.launcher = ctx.build_dir / "libexec" / "amxforge-launch"
         self.log = log
         self.ccache = shutil.which("ccache")
+        config = self.shim_config()
+        # named by its content: a policy change changes every compile command, so ninja recompiles what it affects
+        self.config_path = self.dir / f"amxforge-shim-{hashlib.sha256(config.encode()).hexdigest()[:12]}.conf"
+        self._config_text = config
 
     # --- what the shim needs, precomputed (one record per line, tab-separated: see kernels/launcher/shim.c) ---
     def shim_config(self) -> str:
@@ -90,35 +120,65 @@ class ForkBuild:
                 args.append("-DCMAKE_CUDA_STANDARD=17")  # nvcc rejects the fork's C++20 in CUDA units
         return args
 
+    def stamp(self) -> dict:
+        return {"fork": str(self.fork.root), "args": self.cmake_args(), "variant": self.ctx.name}
+
+    def _read_stamp(self):
+        try:
+            return atomic.read_json(self.dir / STAMP, "configure stamp")
+        except (FileNotFoundError, AmxforgeError):
+            return None  # absent or damaged: configure again
+
+    # --- up to date? (for scons -q: SCons asks this instead of always running the step) ------------------------
+    def state_token(self) -> str:
+        """Equal between two scons runs iff nothing would be rebuilt or reinstalled: the configure stamp holds,
+        ninja has no work, and the last good build's record, ledger and installed files are intact."""
+        problems = []
+        if self._read_stamp() != self.stamp() or not (self.dir / "build.ninja").is_file():
+            problems.append("configure")
+        else:
+            res = subprocess.run([tool("ninja"), "-C", str(self.dir), "-n", *self.targets], capture_output=True,
+                                 text=True)
+            if res.returncode != 0 or "no work to do" not in res.stdout:
+                problems.append("ninja")
+        try:
+            record = load_record(self.ctx.build_dir)
+            if record.get("fork", {}).get("root") != str(self.fork.root) or record.get("targets") != self.targets:
+                problems.append("record is for another build")
+            problems += verify_record(record, self.ctx.project_dir)
+        except (FileNotFoundError, AmxforgeError) as exc:
+            problems.append(str(exc))
+        if problems:
+            return "stale: " + os.urandom(8).hex()  # never equal: the step runs
+        return json.dumps({"stamp": self.stamp(), "config": self._config_text, "record": record["sha256"]})
+
     # --- steps ------------------------------------------------------------------------------------------------
     def configure(self) -> None:
-        stamp = {"fork": str(self.fork.root), "args": self.cmake_args(), "variant": self.ctx.name}
-        stamp_path = self.dir / STAMP
-        old = json.loads(stamp_path.read_text()) if stamp_path.is_file() else None
-        if old is not None and old.get("fork") != stamp["fork"]:
-            self.log(f"amxforge: build/{self.ctx.name}/fork was configured for {old.get('fork')}: starting afresh")
-            shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.shim.is_file():
             raise AmxforgeError(f"{self.shim} missing: build the variant's kernels first (scons variant={self.ctx.name})")
-        self.config_path.write_text(self.shim_config())
-        if old == stamp and (self.dir / "build.ninja").is_file():
+        if not self.config_path.is_file() or self.config_path.read_text() != self._config_text:
+            atomic.write_text(self.config_path, self._config_text)
+        stamp, stamp_path = self.stamp(), self.dir / STAMP
+        if self._read_stamp() == stamp and (self.dir / "build.ninja").is_file():
             return
-        # an interrupted configure can leave a cache without build.ninja: start it again rather than trust it
+        # an interrupted or failed configure can leave a cache without build.ninja: start it again rather than trust it
         if not (self.dir / "build.ninja").is_file():
             for leftover in ("CMakeCache.txt", "CMakeFiles"):
                 path = self.dir / leftover
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         log_path = self.dir / "cmake-configure.log"
         cmd = [tool("cmake"), "-S", str(self.fork.root), "-B", str(self.dir), *stamp["args"]]
-        self.log(f"amxforge: configuring {self.fork.kind} ({self.fork.root}) into build/{self.ctx.name}/fork")
+        self.log(f"amxforge: configuring {self.fork.kind} ({self.fork.root}) in "
+                 f"{self.dir.relative_to(self.ctx.project_dir)}")
+        stamp_path.unlink(missing_ok=True)
         res = subprocess.run(cmd, capture_output=True, text=True)
-        log_path.write_text(f"$ {' '.join(cmd)}\n{res.stdout}\n{res.stderr}")
+        atomic.write_text(log_path, f"$ {' '.join(cmd)}\n{res.stdout}\n{res.stderr}")
         if res.returncode != 0:
-            stamp_path.unlink(missing_ok=True)
+            (self.dir / "build.ninja").unlink(missing_ok=True)
             raise AmxforgeError(f"CMake configure of {self.fork.root} failed: {first_error(res.stdout + res.stderr)} "
-                                f"(full log: {log_path})")
-        stamp_path.write_text(json.dumps(stamp, indent=1))
+                                f"(full log: {log_path}; the last good build is untouched)")
+        atomic.write_json(stamp_path, stamp)
 
     def available_targets(self) -> list:
         res = subprocess.run([tool("ninja"), "-C", str(self.dir), "-t", "targets", "all"], capture_output=True,
@@ -137,25 +197,59 @@ class ForkBuild:
         if missing:
             shown = ", ".join(t for t in known if not t.startswith("test-"))[:600]
             raise AmxforgeError(f"fork target(s) {', '.join(missing)} not in {self.fork.root}; its targets: {shown}")
+        self.repair_objects()
         cmd = [tool("cmake"), "--build", str(self.dir), "--target", *self.targets, "--", f"-j{self.jobs}"]
         if subprocess.run(cmd).returncode != 0:
-            raise AmxforgeError(f"the fork build failed (compiler output above); ledger: {self.ledger}")
+            raise AmxforgeError(f"the fork build failed (compiler output above; ledger: {self.ledger}); the last "
+                                f"good build is untouched")
+
+    def repair_objects(self) -> None:
+        """Objects of the last good build whose content no longer matches its ledger (truncated, overwritten) are
+        removed, so that ninja compiles them again: it judges by timestamps and would keep them."""
+        for entry in read_snapshot(self.state / LEDGER, missing_ok=True):
+            obj = Path(entry["object"])
+            if obj.is_relative_to(self.dir) and obj.is_file() and object_problem(entry):
+                self.log(f"amxforge: {obj.relative_to(self.ctx.project_dir)} does not match the last good build: "
+                         f"compiling it again")
+                obj.unlink()
+
+    def units(self) -> list:
+        """The live ledger's last good entry for every object the targets link, with each object's size and hash."""
+        res = subprocess.run([tool("ninja"), "-C", str(self.dir), "-t", "inputs", *self.targets], capture_output=True,
+                             text=True)
+        if res.returncode != 0:
+            raise AmxforgeError(f"ninja cannot list the inputs of {', '.join(self.targets)}: {res.stderr.strip()}")
+        inputs = {os.path.normpath(self.dir / line.strip()) for line in res.stdout.splitlines() if line.strip()}
+        entries = [e for e in read_ledger(self.ledger) if os.path.normpath(e["object"]) in inputs]
+        if not entries:
+            raise AmxforgeError(f"the fork build left no ledger entries for {', '.join(self.targets)} in {self.ledger}: "
+                                f"its compiles did not go through amxforge's launcher")
+        return [snapshot_entry(e) for e in entries]
 
     def install(self) -> list:
-        """Copy the targets into build/VARIANT/bin and the shared libraries they use into build/VARIANT/lib."""
-        bin_dir, lib_dir = self.ctx.build_dir / "bin", self.ctx.build_dir / "lib"
-        bin_dir.mkdir(parents=True, exist_ok=True)
-        lib_dir.mkdir(parents=True, exist_ok=True)
-        installed = []
+        """Targets into libexec/ (each behind a copy of the launcher in bin/) and the shared libraries they use into
+        lib/, every file replaced atomically; returns [(path, sha256, size)]."""
+        build = self.ctx.build_dir
+        for sub in ("bin", "libexec", "lib"):
+            (build / sub).mkdir(parents=True, exist_ok=True)
+        if not self.launcher.is_file():
+            raise AmxforgeError(f"{self.launcher} missing: build the variant's kernels first")
+        pairs = []
         for target in self.targets:
-            found = [p for p in self.dir.rglob(target) if p.is_file() and os.access(p, os.X_OK)]
+            found = [p for p in self.dir.rglob(target) if p.is_file() and os.access(p, os.X_OK)
+                     and "CMakeFiles" not in p.parts]
             if not found:
                 raise AmxforgeError(f"fork target {target} was built but no executable named so is under {self.dir}")
-            shutil.copy2(found[0], bin_dir / target)
-            installed.append(bin_dir / target)
-        for lib in self.dir.rglob("lib*.so*"):
+            pairs += [(found[0], build / "libexec" / target), (self.launcher, build / "bin" / target)]
+        for lib in sorted(self.dir.rglob("lib*.so*")):
             if lib.is_file() and "CMakeFiles" not in lib.parts:
-                shutil.copy2(lib, lib_dir / lib.name)
+                pairs.append((lib, build / "lib" / lib.name))
+        installed = []
+        for src, dest in pairs:
+            data = src.read_bytes()
+            atomic.write_bytes(dest, data, mode=0o755)
+            installed.append({"path": dest.relative_to(self.ctx.project_dir).as_posix(),
+                              "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
         return installed
 
     def ccache_stats(self) -> dict:
@@ -170,16 +264,116 @@ class ForkBuild:
         before = self.ccache_stats()
         self.configure()
         self.build()
+        units = self.units()
+        old = None
+        try:
+            old = load_record(self.ctx.build_dir)
+        except (FileNotFoundError, AmxforgeError):
+            pass
         installed = self.install()
         after = self.ccache_stats()
-        summary = {"fork": self.fork.as_dict(), "targets": self.targets,
-                   "installed": [str(p.relative_to(self.ctx.project_dir)) for p in installed]}
+        self.state.mkdir(parents=True, exist_ok=True)
+        ledger_text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in units)
+        atomic.write_text(self.state / LEDGER, ledger_text)
+        record = {"format": 1, "fork": self.fork.as_dict(), "variant": self.ctx.name, "targets": self.targets,
+                  "work_dir": self.dir.relative_to(self.ctx.project_dir).as_posix(),
+                  "ledger": {"path": (self.state / LEDGER).relative_to(self.ctx.project_dir).as_posix(),
+                             "sha256": hashlib.sha256(ledger_text.encode()).hexdigest(), "units": len(units)},
+                  "installed": installed}
         if before:
             hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
-            summary["ccache"] = {"hits": hits, "misses": misses,
-                                 "hit_rate": round(hits / (hits + misses), 3) if hits + misses else None}
-        (self.dir / "amxforge-build.json").write_text(json.dumps(summary, indent=1))
-        return summary
+            record["ccache"] = {"hits": hits, "misses": misses,
+                                "hit_rate": round(hits / (hits + misses), 3) if hits + misses else None}
+        write_record(self.ctx.build_dir, record)
+        if old:  # files the previous good build installed that this one does not: gone with it
+            keep = {f["path"] for f in installed}
+            retire(self.ctx.project_dir, [f for f in old.get("installed", []) if f["path"] not in keep])
+        return record
+
+
+# --- the record of the last good build -----------------------------------------------------------------------------
+def record_path(build_dir: Path) -> Path:
+    return Path(build_dir) / "fork" / RECORD
+
+
+def write_record(build_dir: Path, record: dict) -> None:
+    body = json.dumps(record, sort_keys=True)
+    atomic.write_json(record_path(build_dir), record | {"sha256": hashlib.sha256(body.encode()).hexdigest()})
+
+
+def load_record(build_dir: Path) -> dict:
+    """The record, validated (its own checksum, the keys every reader needs); FileNotFoundError if there is none."""
+    path = record_path(build_dir)
+    fix = "rebuild the variant with its fork= to repair it"
+    record = atomic.read_json(path, "fork build record", fix=fix)
+    claimed = record.pop("sha256", None)
+    body = json.dumps(record, sort_keys=True)
+    if claimed != hashlib.sha256(body.encode()).hexdigest():
+        raise AmxforgeError(f"{path}: damaged fork build record (checksum mismatch); {fix}")
+    missing = {"format", "fork", "targets", "ledger", "installed"} - set(record)
+    if missing:
+        raise AmxforgeError(f"{path}: damaged fork build record (no {', '.join(sorted(missing))}); {fix}")
+    return record | {"sha256": claimed}
+
+
+def verify_record(record: dict, project_dir: Path) -> list:
+    """What no longer matches the record: its ledger, the objects it lists, the files it installed."""
+    problems = []
+    ledger_path = Path(project_dir) / record["ledger"]["path"]
+    try:
+        text = ledger_path.read_text()
+    except OSError as exc:
+        return [f"{record['ledger']['path']}: {exc.strerror}"]
+    if hashlib.sha256(text.encode()).hexdigest() != record["ledger"]["sha256"]:
+        problems.append(f"{record['ledger']['path']}: damaged (does not match its record)")
+    else:
+        entries = read_snapshot(ledger_path)
+        if len(entries) != record["ledger"]["units"]:
+            problems.append(f"{record['ledger']['path']}: {len(entries)} units, the record says "
+                            f"{record['ledger']['units']}")
+        problems += [p for p in (object_problem(e) for e in entries) if p]
+    for f in record["installed"]:
+        path = Path(project_dir) / f["path"]
+        if not path.is_file():
+            problems.append(f"{f['path']}: missing")
+        elif path.stat().st_size != f["size"] or file_sha256(path) != f["sha256"]:
+            problems.append(f"{f['path']}: damaged (does not match the last good build)")
+    return problems
+
+
+def object_problem(entry: dict):
+    obj = Path(entry["object"])
+    try:
+        st = obj.stat()
+    except OSError:
+        return f"{obj}: missing"
+    if st.st_size != entry["size"]:
+        return f"{obj}: {st.st_size} bytes, the ledger says {entry['size']} (truncated or replaced)"
+    if st.st_mtime_ns != entry.get("mtime_ns") and file_sha256(obj) != entry["sha256"]:
+        return f"{obj}: content differs from the ledger's hash"
+    return None
+
+
+def read_snapshot(path: Path, missing_ok: bool = False) -> list:
+    """The last good build's ledger: every line must parse and carry the keys the audit needs."""
+    path = Path(path)
+    if missing_ok and not path.is_file():
+        return []
+    entries = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            assert isinstance(entry, dict) and {"source", "object", "class", "rule", "sha256", "size"} <= set(entry)
+        except (ValueError, AssertionError):
+            raise AmxforgeError(f"{path}:{n}: damaged ledger line; rebuild the variant with its fork= to repair it") \
+                from None
+        entries.append(entry)
+    return entries
+
+
+def retire(project_dir: Path, files) -> None:
+    for f in files:
+        Path(project_dir, f["path"]).unlink(missing_ok=True)
 
 
 def first_error(text: str) -> str:

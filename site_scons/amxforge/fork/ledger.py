@@ -1,22 +1,38 @@
-"""Read build/VARIANT/fork/ledger.jsonl: one line per compilation the shim ran. A unit compiled again (a resumed or
-incremental build) appears again; the last line for an object wins."""
+"""The shim's ledger: one JSON line per compilation (source, object, class, rule, flags, final command, rc). The live
+ledger of a CMake binary dir grows with every build (a unit compiled again appears again; the last line for an
+object wins); build/VARIANT/fork/ledger.jsonl holds only the units of the last good build, each with its object's
+size and hash (written by fork/driver.py)."""
 
+import hashlib
 import json
 from pathlib import Path
 
+LEDGER = "ledger.jsonl"  # in build/VARIANT/fork/: the last good build's units
+RECORD = "amxforge-build.json"  # in build/VARIANT/fork/: the last good build's record
+
 
 def read_ledger(path: Path) -> list:
+    """A live ledger's latest successful entry per object (a line cut short by a killed build is skipped: that unit is
+    compiled, and logged, again on resume)."""
     if not Path(path).is_file():
         return []
     latest = {}
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_text(errors="replace").splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
-            continue  # a line cut short by a killed build: the unit is compiled (and logged) again on resume
-        if entry.get("object"):
+            continue
+        if isinstance(entry, dict) and entry.get("object"):
             latest[entry["object"]] = entry
     return [e for e in latest.values() if e.get("rc") == 0]
+
+
+def snapshot_entry(entry: dict) -> dict:
+    """A live entry as the last good build records it: with its object's size, mtime and sha256."""
+    obj = Path(entry["object"])
+    st = obj.stat()
+    digest = hashlib.sha256(obj.read_bytes()).hexdigest()
+    return entry | {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
 
 
 def compile_commands(entries: list, directory: str) -> list:

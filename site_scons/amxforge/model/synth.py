@@ -49,6 +49,20 @@ def _vocab(gguf, size: int):
     return tokens, [0.0] * 3 + [-1000.0] * 256 + [-float(i) for i in range(size - 259)], kinds
 
 
+def _close_quietly(writer) -> None:
+    try:
+        writer.close()
+    except OSError:
+        pass  # closing a file on a full disk can fail again: the temporary file is removed anyway
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only disk never got the file in the first place
+
+
 def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 0) -> dict:
     try:
         import gguf
@@ -68,7 +82,10 @@ def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 
     file_type = {"q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
                  "f16": gguf.LlamaFileType.MOSTLY_F16}[qtype]
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    writer = gguf.GGUFWriter(str(tmp), "llama")
+    try:
+        writer = gguf.GGUFWriter(str(tmp), "llama")
+    except OSError as exc:
+        raise AmxforgeError(f"cannot write {out}: {exc.strerror}; choose an --out in a writable directory") from None
     try:
         writer.add_name("amxforge synthetic llama (random weights: for speed measurements only)")
         writer.add_context_length(shape.ctx)
@@ -119,9 +136,16 @@ def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 
         writer.write_tensors_to_file()
         writer.close()
         os.replace(tmp, out)  # never a half-written model under the real name
+    except OSError as exc:
+        _close_quietly(writer)
+        _remove_quietly(tmp)
+        # numpy's tofile reports a full disk as "N requested and M written", without an errno
+        why = exc.strerror or (f"{exc}: the disk is full" if "written" in str(exc) else str(exc))
+        raise AmxforgeError(f"cannot write {out}: {why}; choose an --out on a writable disk with room for the "
+                            f"model") from None
     except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
+        _close_quietly(writer)
+        _remove_quietly(tmp)
         raise
     return {"path": str(out), "type": qtype, "parameters": shape.parameters, "bytes": out.stat().st_size,
             "layers": shape.layers, "dim": shape.dim, "ff": shape.ff, "heads": shape.heads,

@@ -41,7 +41,7 @@ class Renderer:
             raise AmxforgeError(f"{exc.filename or name}:{exc.lineno}: template error: {exc.message}") from None
         except AmxforgeError:
             raise
-        except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError) as exc:
+        except Exception as exc:  # noqa: BLE001 - anything a template raises is that template's error
             where = _template_location(exc, str(self.folder / name))
-            raise AmxforgeError(f"{where}: template error: {exc}") from None
+            raise AmxforgeError(f"{where}: template error: {exc.__class__.__name__}: {exc}; fix that line") from None
         return text.split()

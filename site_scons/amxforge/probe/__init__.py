@@ -22,27 +22,34 @@ def default_cc() -> str:
 
 def probe(refresh: bool = False, cpuinfo: str = None) -> dict:
     cpuinfo = cpuinfo or os.environ.get(CPUINFO_ENV)
+    source = cpuinfo or "/proc/cpuinfo"
     try:
         text = read_cpuinfo_text(cpuinfo)
-    except OSError as exc:
-        raise AmxforgeError(f"cannot read {cpuinfo or '/proc/cpuinfo'}: {exc.strerror}; "
-                            f"pass --cpuinfo FILE with a saved copy") from None
+    except (OSError, UnicodeError) as exc:
+        raise AmxforgeError(f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}; "
+                            f"pass --cpuinfo FILE with a saved copy of a machine's /proc/cpuinfo") from None
+    if not first_processor(text).get("flags", "").split():
+        raise AmxforgeError(f"{source}: no `flags` line in its first processor block: not a Linux x86 "
+                            f"/proc/cpuinfo; save one with `cat /proc/cpuinfo > FILE` on the machine to judge")
+    # a foreign cpuinfo has its own cache file: judging another machine never replaces this host's cached probe
     key = cache.cache_key(_cpu_identity(text) + (cpuinfo or ""))
     if not refresh:
-        hit = cache.load(key)
+        hit = cache.load(key, cpuinfo)
         if hit is not None:
             return hit
     result = _probe_cold(text, cpuinfo)
-    cache.store(key, result)
+    cache.store(key, result, cpuinfo)
     return result
 
 
 def _probe_cold(text: str, cpuinfo) -> dict:
-    from .compilers import accepted_flags, probe_compilers
+    """The facts: CPU, OS, CUDA, compilers (with the ISA flags each rejects). No judgement: see policy.planner."""
+    from ..policy import Policy
+    from ..policy.planner import accepted_flags
+    from .compilers import probe_compilers
     from .cpu import probe_cpu
     from .cuda import probe_cuda
     from .osamx import probe_os
-    from ..policy import Policy
 
     policy = Policy()
     result = {
@@ -57,67 +64,23 @@ def _probe_cold(text: str, cpuinfo) -> dict:
         if comp["name"] in ("gcc", "clang"):  # g++ / clang++ share their C sibling's back end
             accepted = accepted_flags(comp["path"], all_flags)
             comp["rejected_flags"] = sorted(f for f, ok in accepted.items() if not ok)
-    result["variants"] = variant_report(policy, result)
+    result["variants"] = plan_for(result, default_cc())
     return result
 
 
-def variant_report(policy, result: dict) -> dict:
-    """{NAME: {buildable, runnable, why}} for every variant (and `auto`: which one it picks)."""
+def plan_for(facts: dict, cc: str) -> dict:
+    """The planner's verdicts for the compiler command `cc` (what `scons CC=...` would use)."""
+    from ..policy import Policy
+    from ..policy.planner import plan
     from .compilers import identify
 
-    cpu_features = set(result["cpu"]["features"])
-    osr = result["os"]
     try:
-        compiler = identify(default_cc())
+        compiler = identify(cc)
     except AmxforgeError as exc:
-        compiler, compiler_error = None, str(exc)
-    rejected = set()
-    for comp in result["compilers"]:
-        if compiler and comp["path"] == compiler.path:
-            rejected = set(comp.get("rejected_flags", ()))
-    report = {}
-    for name in policy.variants.raw:
-        why_build, why_run = [], []
-        try:
-            variant = policy.variant(name, result["cpu"]["features"])
-        except AmxforgeError as exc:
-            report[name] = {"buildable": False, "runnable": False, "why": str(exc)}
-            continue
-        if compiler is None:
-            why_build.append(compiler_error)
-        else:
-            for cls in policy.classes.classes:
-                if cls == "cuda":
-                    continue
-                try:
-                    bad = rejected.intersection(policy.class_flags(cls, variant, compiler))
-                except AmxforgeError as exc:
-                    why_build.append(str(exc))
-                    break
-                if bad:
-                    why_build.append(f"{compiler.describe()} rejects {', '.join(sorted(bad))}")
-                    break
-        if variant.cuda and not (result["cuda"]["nvcc"] or {}).get("archs"):
-            why_build.append("no nvcc on PATH (install the CUDA toolkit or add its bin/ to PATH)")
-        missing = sorted(variant.required_features(policy.isa) - cpu_features)
-        if missing:
-            why_run.append("CPU lacks " + " ".join(missing))
-        if variant.uses_amx and not osr["amx_permitted"]:
-            why_run.append("OS: " + (osr["error"] or "AMX not permitted"))
-        if variant.cuda and not result["cuda"]["devices"]:
-            why_run.append("no CUDA device visible")
-        report[name] = {"buildable": not why_build, "runnable": not why_run,
-                        "why": "; ".join(why_build + why_run) or None}
-    choice = next((n for n in policy.variants.auto if report[n]["buildable"] and report[n]["runnable"]), None)
-    report["auto"] = {"buildable": choice is not None, "runnable": choice is not None, "picks": choice,
-                      "why": None if choice else
-                      f"none of {', '.join(policy.variants.auto)} can be built and run here"}
-    return report
+        compiler = str(exc)
+    return plan(Policy(), facts, compiler)
 
 
 def choose_auto(result: dict) -> str:
-    auto = result["variants"]["auto"]
-    if not auto["picks"]:
-        raise AmxforgeError(f"variant=auto: {auto['why']}; choose one with variant=NAME "
-                            f"(see `amxforge probe` for why each is out)")
-    return auto["picks"]
+    from ..policy.planner import choose_auto as choose
+    return choose(result["variants"])

@@ -29,6 +29,8 @@ def cache_key(cpu_identity: str) -> str:
         "kernel": [uname.release, uname.version],
         "tools": [_stat(shutil.which(t)) if shutil.which(t) else [t, None, None] for t in TOOLS],
         "cc": os.environ.get("CC"),
+        "cc_binary": _stat(shutil.which(os.environ["CC"])) if os.environ.get("CC") and shutil.which(os.environ["CC"])
+        else None,
         "libcuda": [_stat(p) for p in sorted(glob.glob("/usr/lib*/**/libcuda.so.1", recursive=False))],
         "gpus": sorted(glob.glob("/dev/nvidia[0-9]*")),
         "toolchain": [_stat(str(p)) for p in sorted(toolchain_dir().glob("*.toml"))],
@@ -36,25 +38,38 @@ def cache_key(cpu_identity: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def cache_file():
-    return cache_dir() / "probe.json"
+RESULT_KEYS = {"cpu", "os", "cuda", "compilers", "variants"}
 
 
-def load(key: str):
+def cache_file(cpuinfo: str = None):
+    """probe.json for this host; probe-<hash>.json for a saved cpuinfo of another machine."""
+    if not cpuinfo:
+        return cache_dir() / "probe.json"
+    return cache_dir() / f"probe-{hashlib.sha256(os.path.abspath(cpuinfo).encode()).hexdigest()[:12]}.json"
+
+
+def load(key: str, cpuinfo: str = None):
+    """The cached result for this key, or None: a missing, damaged or foreign-shaped cache is a miss (and is
+    rewritten by the probe that follows), never an error."""
     try:
-        with open(cache_file()) as handle:
+        with open(cache_file(cpuinfo)) as handle:
             data = json.load(handle)
     except (OSError, ValueError):
         return None
-    return data.get("result") if data.get("key") == key else None
+    if not isinstance(data, dict) or data.get("key") != key:
+        return None
+    result = data.get("result")
+    if not isinstance(result, dict) or not RESULT_KEYS <= set(result):
+        return None
+    return result
 
 
-def store(key: str, result: dict) -> None:
-    path = cache_file()
+def store(key: str, result: dict, cpuinfo: str = None) -> None:
+    from ..atomic import write_text
+
+    path = cache_file(cpuinfo)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "result": result}))
-        os.replace(tmp, path)  # never a half-written cache
+        write_text(path, json.dumps({"key": key, "result": result}))  # never a half-written cache
     except OSError:
-        pass  # a read-only home: probing still works, only slower
+        pass  # a read-only or full home: probing still works, only slower

@@ -1,10 +1,7 @@
 """Compilers: path, family, version, and which ISA flags each accepts (a compile test per flag)."""
 
-import os
 import shutil
 import subprocess
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 from ..errors import AmxforgeError
@@ -41,21 +38,3 @@ def probe_compilers() -> list:
                 continue
             found.append({"name": name, "path": comp.path, "family": comp.family, "version": comp.version})
     return found
-
-
-def accepted_flags(compiler_path: str, flags) -> dict:
-    """{flag: accepted} by compiling an empty C unit with each flag (in parallel; the probe caches it)."""
-    flags = sorted(set(flags))
-    with tempfile.TemporaryDirectory(prefix="amxforge-flagtest-") as tmp:
-        src = os.path.join(tmp, "t.c")
-        with open(src, "w") as handle:
-            handle.write("int amxforge_flag_test;\n")
-
-        def test(flag):
-            out = os.path.join(tmp, f"t{abs(hash(flag))}.o")
-            res = subprocess.run([compiler_path, "-Werror", flag, "-c", src, "-o", out],
-                                 capture_output=True, timeout=60)
-            return flag, res.returncode == 0
-
-        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-            return dict(pool.map(test, flags))

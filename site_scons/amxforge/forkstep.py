@@ -1,0 +1,104 @@
+"""The fork step under SCons: build a fork tree through its own CMake (fork/driver.py) as one SCons target, the
+record build/VARIANT/fork/amxforge-build.json. Up to date when nothing would change (the configure stamp holds, ninja
+has no work, the last good build's files are intact), so `scons -q` after a good build exits 0. A build without
+fork= retires the files a previous fork build installed. Imported only under SCons."""
+
+import hashlib
+import json
+import sys
+
+from SCons.Script import Action, GetOption, Value
+
+from .crash import scons_action
+from .errors import AmxforgeError
+from .fork.ledger import RECORD
+
+
+def fork_targets(env) -> list:
+    return [t.strip() for t in env["fork_targets"].split(",") if t.strip()]
+
+
+def fork_step(env):
+    """The fork step's node (None without fork=): ctx.fork built into build/VARIANT/, its record the target."""
+    from .fork.driver import ForkBuild, load_record
+
+    ctx = env["AMXFORGE"]
+    out = f"#build/{ctx.name}/fork"
+    if ctx.fork is None:
+        try:
+            record = load_record(ctx.build_dir)
+        except FileNotFoundError:
+            return None
+        except AmxforgeError:
+            record = {"installed": [], "sha256": "damaged"}
+        return env.Command(f"{out}/retired.json", Value(record["sha256"]), Action(_retire, None))
+    build = ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs"))
+    # what the step would produce, deterministically; it runs again only when that changes or the state is stale
+    desired = json.dumps({"stamp": build.stamp(), "config": build.shim_config(), "targets": build.targets},
+                         sort_keys=True)
+    node = env.Command(f"{out}/{RECORD}", Value(hashlib.sha256(desired.encode()).hexdigest()), Action(_run, None))
+    if "AMXFORGE_SHIM" not in env or ctx.launcher is None:
+        raise_bad = "this project builds no amxforge-shim and amxforge-launch (kernels/SConscript does)"
+        print(f"amxforge: error: fork= needs the launchers: {raise_bad}", file=sys.stderr)
+        from SCons.Script import Exit
+        Exit(2)
+    env.Depends(node, [env["AMXFORGE_SHIM"], ctx.launcher])  # the launchers the fork's CMake and bin/ use
+    env.Precious(node)  # the record of the last good build stays until a new one replaces it
+    if build.state_token().startswith("stale"):
+        env.AlwaysBuild(node)  # CMake/ninja decide what is out of date
+    return node
+
+
+# Actions are module-level functions taking what they need from the environment: SCons signs an action by its code,
+# and a closure over an object would sign its address, which changes every run (so nothing would be up to date).
+@scons_action
+def _run(target, source, env) -> int:
+    from .fork.driver import ForkBuild
+
+    ctx = env["AMXFORGE"]
+    record = ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs")).run()
+    cc = record.get("ccache")
+    if cc:
+        print(f"amxforge: ccache: {cc['hits']} hits, {cc['misses']} misses in this fork build")
+    return 0
+
+
+@scons_action
+def _retire(target, source, env) -> int:
+    from . import atomic
+    from .fork.driver import load_record, record_path, retire
+    from .fork.ledger import LEDGER
+
+    ctx = env["AMXFORGE"]
+    try:
+        record = load_record(ctx.build_dir)
+    except (FileNotFoundError, AmxforgeError):
+        record = {"installed": []}  # damaged: nothing trustworthy to remove, only the record itself
+    retire(ctx.project_dir, record.get("installed", []))
+    record_path(ctx.build_dir).unlink(missing_ok=True)
+    (ctx.build_dir / "fork" / LEDGER).unlink(missing_ok=True)
+    gone = [f["path"] for f in record.get("installed", [])]
+    print(f"amxforge: no fork= this time: removed the previous fork build's {len(gone)} installed file(s)")
+    atomic.write_json(str(target[0]), {"removed": gone})
+    return 0
+
+
+@scons_action
+def merge_compile_commands(target, source, env) -> int:
+    """compile_commands.json: the kernels' entries plus the last good fork build's units (never silently without)."""
+    from . import atomic
+    from .fork.driver import load_record, read_snapshot
+    from .fork.ledger import compile_commands
+
+    ctx = env["AMXFORGE"]
+    entries = json.loads(source[0].get_contents().decode())
+    if ctx.fork is not None:
+        try:
+            record = load_record(ctx.build_dir)
+            snapshot = read_snapshot(ctx.project_dir / record["ledger"]["path"])
+        except (FileNotFoundError, AmxforgeError) as exc:
+            print(f"amxforge: error: compile_commands.json needs the fork's ledger: {exc}", file=sys.stderr)
+            return 2
+        entries += compile_commands(snapshot, str(ctx.project_dir / record["work_dir"]))
+    atomic.write_text(str(target[0]), json.dumps(entries, indent=2) + "\n")
+    return 0
