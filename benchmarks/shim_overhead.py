@@ -39,8 +39,8 @@ def main() -> int:
         subprocess.run([str(BIN / "scons"), "-Q", f"--site-dir={ROOT / 'site_scons'}", f"variant={args.variant}",
                         f"fork={ROOT / 'tests/fixtures/minifork'}"], cwd=project, check=True, env=env,
                        stdout=subprocess.DEVNULL)
-        shimmed = project / "build" / args.variant / "fork"
-        config = (shimmed / "amxforge-shim.conf").read_text().splitlines()
+        shimmed = next((project / "build" / args.variant / "fork-work").iterdir())  # the tree's CMake binary dir
+        config = next(shimmed.glob("amxforge-shim-*.conf")).read_text().splitlines()
         flags = next(line.split("\t")[2:] for line in config if line.startswith("class\tdefault\t"))
         plain = project / "plain"
         subprocess.run([str(BIN / "cmake"), "-S", str(ROOT / "tests/fixtures/minifork"), "-B", str(plain), "-G",
@@ -54,7 +54,7 @@ def main() -> int:
                 subprocess.run([ninja, "-C", str(d), "-t", "clean"], check=True, stdout=subprocess.DEVNULL)
                 times[name].append(timed([ninja, "-C", str(d), "llama-bench"], env))
         shim, base = statistics.median(times["shim"]), statistics.median(times["plain"])
-        units = sum(1 for _ in open(shimmed / "ledger.jsonl")) // (args.rounds + 1)
+        units = sum(1 for _ in open(shimmed / "ledger.live.jsonl")) // (args.rounds + 1)
     print(json.dumps({"fixture": "minifork", "units": units, "rounds": args.rounds, "plain_seconds": round(base, 3),
                       "shim_seconds": round(shim, 3), "overhead_fraction": round(shim / base - 1, 4),
                       "per_unit_ms": round(1000 * (shim - base) / max(units, 1), 1)}))

@@ -88,7 +88,7 @@ static int explain(void) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    char self[PATH_MAX], root[PATH_MAX], table[PATH_MAX + 32], why[1024];
+    char self[PATH_MAX], root[PATH_MAX], table[PATH_MAX + 32], why[PATH_MAX + 1024];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) fail("cannot find its own path (/proc/self/exe: %s)%s", strerror(errno), "");
     self[n] = '\0';
