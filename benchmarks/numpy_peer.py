@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kbench_run import kbench
+
 ROOT = Path(__file__).resolve().parents[1]
 
 NUMPY_TIMER = r"""
@@ -39,16 +41,6 @@ for _ in range(reps):
 times.sort()
 print(json.dumps({"seconds": times[len(times) // 2], "blas": f"{cfg.get('name')} {cfg.get('version')}"}))
 """
-
-
-def kbench(variant, case, threads, min_bytes):
-    exe = ROOT / "build" / variant / "bin" / "amxforge-kbench"
-    out = subprocess.run([str(exe), "--threads", str(threads), "--case", case, "--min-bytes", str(min_bytes)],
-                         capture_output=True, text=True, check=True).stdout
-    records = [json.loads(line) for line in out.splitlines()]
-    case_rec = next(r for r in records if r.get("record") == "case")
-    limits = {r["limit"]: r.get("gflops", r.get("gbps")) for r in records if r.get("record") == "limit"}
-    return case_rec, limits
 
 
 def numpy_run(M, N, K, threads, copies, reps):

@@ -13,10 +13,11 @@ Prefill: M=512, 4096x4096 (the issue's target: >= 60 % of tile peak, >= 1.5x PyT
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from kbench_run import kbench
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,17 +35,6 @@ def torch_seconds(torch, M, N, K, threads, copies, reps):
             torch.matmul(a, w)
         times.append((time.perf_counter() - t0) / copies)
     return statistics.median(times)
-
-
-def kbench(variant, case, threads, min_bytes):
-    exe = ROOT / "build" / variant / "bin" / "amxforge-kbench"
-    out = subprocess.run([str(exe), "--threads", str(threads), "--case", case, "--min-bytes", str(min_bytes)],
-                         capture_output=True, text=True, check=True).stdout
-    records = [json.loads(line) for line in out.splitlines()]
-    case_rec = next(r for r in records if r.get("record") == "case")
-    peak = next((r["gflops"] for r in records if r.get("limit") == "tile_peak_bf16"), None)
-    bw = next((r["gbps"] for r in records if r.get("limit") == "read_bw"), None)
-    return case_rec, peak, bw
 
 
 def main() -> int:
@@ -67,7 +57,8 @@ def main() -> int:
     for name, (M, N, K, min_bytes) in shapes.items():
         ours, theirs, peaks, bws = [], [], [], []
         for _ in range(args.rounds):
-            rec, peak, bw = kbench(args.variant, f"dense:bf16:amx:{M}:{N}:{K}", args.threads, min_bytes)
+            rec, limits = kbench(args.variant, f"dense:bf16:amx:{M}:{N}:{K}", args.threads, min_bytes)
+            peak, bw = limits.get("tile_peak_bf16"), limits.get("read_bw")
             ours.append(rec["seconds"])
             peaks.append(peak)
             bws.append(bw)

@@ -132,3 +132,13 @@ def library_for(kernel_project):
             pytest.skip(f"no build of implementation {impl} runs on this host ({found})")
         return found
     return get
+
+
+@pytest.fixture(scope="module")
+def fork_project(tmp_path_factory):
+    """A project with kernels and minifork built for baseline and avx512 (both compile on any host)."""
+    project = make_project(tmp_path_factory.mktemp("faults"))
+    for variant in ("baseline", "avx512"):
+        res = scons(project, f"variant={variant}", "fork=minifork", "fork_targets=llama-bench,llama-cli")
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    return project

@@ -7,7 +7,6 @@ Checks (toolchain/audit.toml says which instructions need which feature):
 """
 
 import hashlib
-import json
 import os
 import re
 import shutil

@@ -1,4 +1,4 @@
-"""Helpers for the fault-injection suite: small filesystems (full disk, read-only) as root, and a project built once."""
+"""Helpers for the fault-injection suite: small filesystems (full disk, read-only) as root, digests of outputs."""
 
 import contextlib
 import hashlib
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_project, scons
 
 
 @contextlib.contextmanager
@@ -40,13 +39,3 @@ def digest_tree(root: Path, parts=("bin", "libexec", "lib", "fork", "policy.json
         for f in files:
             out[f.relative_to(root).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
-
-
-@pytest.fixture(scope="module")
-def fork_project(tmp_path_factory):
-    """A project with kernels and minifork built for baseline and avx512 (both compile on any host)."""
-    project = make_project(tmp_path_factory.mktemp("faults"))
-    for variant in ("baseline", "avx512"):
-        res = scons(project, f"variant={variant}", "fork=minifork", "fork_targets=llama-bench,llama-cli")
-        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    return project

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import SITE, make_project, run, scons, tool
-from faultlib import digest_tree, fork_project  # noqa: F401 (a fixture)
+from faultlib import digest_tree
 
 FORK = ("fork=minifork", "fork_targets=llama-bench,llama-cli")
 

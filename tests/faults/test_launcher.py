@@ -8,7 +8,6 @@ import shutil
 import pytest
 
 from conftest import HOST, run, tool, variant_runs_here
-from faultlib import fork_project  # noqa: F401 (a fixture)
 
 
 def launch(project, variant, target, env=None):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import FIXTURES, ROOT, SITE, make_project, run, tool, variant_runs_here
+from conftest import SITE, make_project, run, tool, variant_runs_here
 
 AMX_ON = {"-mamx-tile", "-mamx-int8", "-mamx-bf16"}
 AMX_OFF = {"-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"}
