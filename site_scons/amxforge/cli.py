@@ -117,9 +117,11 @@ def bench():
               help="run only these cases (repeatable), e.g. sparse:bf16:amx:1:4096:4096:0.7")
 @click.option("--min-bytes", type=float, default=None,
               help="weight bytes each decode case streams per rep (default 1.1e9: more than the L3)")
+@click.option("--rounds", type=click.IntRange(1, 50), default=1, show_default=True,
+              help="run the whole plan this many times, limits included: medians, and each ratio's spread")
 @click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
               help="the directory holding build/ (default: here)")
-def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes, project):
+def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes, rounds, project):
     """Dense and sparse kernels on Llama-3-8B shapes against the tile peak and read bandwidth measured in the
     same run. Decode cases stream more than 1 GB of weights so that the L3 cannot hide DRAM."""
     from .bench import kernels as kb
@@ -130,21 +132,25 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
     except (ValueError, AssertionError):
         raise AmxforgeError(f"--threads {threads!r}: give positive counts like 1,2") from None
     exe = kb.kbench_path(resolve_variant(variant), Path(project))
-    bar = {"bar": None}
+    per_round = []
+    for n in range(rounds):
+        bar = {"bar": None}
 
-    def progress(record):
-        if record.get("record") == "plan":
-            bar["bar"] = click.progressbar(length=record["records"], label=f"bench {record['variant']}", file=sys.stderr)
-            bar["bar"].__enter__()
-        elif bar["bar"] is not None:
-            bar["bar"].update(1)
+        def progress(record):
+            if record.get("record") == "plan":
+                label = f"bench {record['variant']}" + (f" round {n + 1}/{rounds}" if rounds > 1 else "")
+                bar["bar"] = click.progressbar(length=record["records"], label=label, file=sys.stderr)
+                bar["bar"].__enter__()
+            elif bar["bar"] is not None:
+                bar["bar"].update(1)
 
-    try:
-        records = kb.run_kbench(exe, counts, quick, extra=kb.kbench_args(cases, min_bytes), on_record=progress)
-    finally:
-        if bar["bar"] is not None:
-            bar["bar"].__exit__(None, None, None)
-    rows = kb.derive(records)
+        try:
+            records = kb.run_kbench(exe, counts, quick, extra=kb.kbench_args(cases, min_bytes), on_record=progress)
+        finally:
+            if bar["bar"] is not None:
+                bar["bar"].__exit__(None, None, None)
+        per_round.append(kb.derive(records))
+    rows = kb.aggregate(per_round)
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))

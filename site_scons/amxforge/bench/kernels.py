@@ -82,6 +82,37 @@ def derive(records: list) -> list:
     return [dict(r) for r in records if r.get("record") == "limit"] + out
 
 
+RATIOS = ("peak_fraction", "bw_fraction", "speedup_vs_dense", "ceiling_fraction")
+
+
+def aggregate(rounds: list) -> list:
+    """Several rounds of derived rows -> one row per limit and case: medians, each ratio computed within its own
+    round (against that round's limits) and reported with its spread [min, max] over the rounds."""
+    if len(rounds) == 1:
+        return rounds[0]
+    import statistics
+
+    def key(r):
+        return (r.get("limit"),) if "limit" in r else (r["kernel"], r["impl"], r["dtype"], r["M"], r["N"], r["K"],
+                                                      r["sparsity"], r["threads"])
+
+    groups = {}
+    for rows in rounds:
+        for r in rows:
+            groups.setdefault(key(r) + (r["threads"],), []).append(r)
+    out = []
+    for items in groups.values():
+        row = dict(items[0], rounds=len(items))
+        for field in ("seconds", "gflops", "gbps", *RATIOS):
+            values = [r[field] for r in items if r.get(field) is not None]
+            if values:
+                row[field] = statistics.median(values)
+                if field in RATIOS or field in ("gflops", "gbps"):
+                    row[f"{field}_spread"] = [min(values), max(values)]
+        out.append(row)
+    return out
+
+
 def table(rows: list) -> str:
     lines = []
     for r in rows:
@@ -94,7 +125,7 @@ def table(rows: list) -> str:
     for r in rows:
         if "kernel" not in r:
             continue
-        pct = lambda v: f"{100 * v:.0f}" if v is not None else "-"
+        pct = lambda v: f"{100 * v:.0f}" if v is not None else "-"  # noqa: E731
         sp = f"{r['speedup_vs_dense']:.2f}x" if r.get("speedup_vs_dense") else "-"
         ce = f"{r['ceiling']:.2f}x" if r.get("ceiling") else "-"
         lines.append(f"{r['kernel']:<7}{r['impl']:<7}{r['dtype']:<6}{r['M']:>5}{r['N']:>7}{r['K']:>7}"
