@@ -23,10 +23,11 @@
 
 enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
 /* KC x NCP: the widened B block (KC x 16 x NCP x 4 bytes = 128 KB) stays in L2 (512 KB on Zen 3), the 6-row A panel
- * (12 KB) in L1. On the 2-vCPU EPYC here 256 x 8 to 2048 x 1 all measured 75-90 % of the FMA peak at M=512 (shared
- * machine: the spread within one setting was as large as between settings); the micro-kernel alone, on data in L2,
- * reached the peak. M <= STREAM_M streams B once (blocked was no faster at M=16, slower at M=4). */
-enum { STREAM_M = 16, MR = 6, KC = 512, NCP = 4 };
+ * (24 KB) in L1. Paired A/B runs on the 2-vCPU EPYC here (30 alternating calls, M=512, 4096x4096): 1024 x 2 was 2 %
+ * faster than 512 x 4 at one thread and 6 % at two; a loop order keeping each B panel in L1 while MB row blocks pass
+ * was 7 % slower. The micro-kernel alone, on data in L2, reaches the FMA peak. M <= STREAM_M streams B once (blocked
+ * was no faster at M=16, slower at M=4). */
+enum { STREAM_M = 16, MR = 6, KC = 1024, NCP = 2 };
 /* Decode streams prefetch every line this far ahead: the hardware streamer alone left the bf16 decode at about
  * 60 % of the read bandwidth on the AVX2-only EPYC here (one line in two prefetched: 7-8 GB/s, every line: 11-12). */
 #ifndef PREFETCH

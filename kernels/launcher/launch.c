@@ -1,31 +1,47 @@
 /* amxforge-launch (class `portable`: plain x86-64, so it runs on ANY x86-64 CPU): the guard in front of every
- * binary amxforge installs. bin/<target> is a copy of this program; the real binary is <dir>/libexec/<target> of
- * a variant listed in the launch table, share/amxforge/launch.tsv, beside bin/ (one variant for a build, all of them
- * for a package, best first). It checks each variant's CPU features (CPUID), the register state the OS enabled
- * (XCR0) and, for AMX, Linux's permission (arch_prctl), runs the first variant that can run here, and otherwise
- * prints why and exits 2: never SIGILL.
+ * binary amxforge installs, and the selector of a package. bin/<target> is a copy of this program; the real binary
+ * is <dir>/libexec/<target> of a variant listed in the launch table, share/amxforge/launch.tsv, beside bin/ (one
+ * variant for a build; all of them, best first, for a package). It checks each variant's CPU features (CPUID), the
+ * register state the OS enabled (XCR0) and, for AMX, Linux's permission (arch_prctl), runs the first variant that
+ * can run here, and otherwise prints why and exits 2: never SIGILL. It never loads anything of a variant it rejects.
  *
- *   AMXFORGE_VARIANT=NAME   run that variant or say why it cannot (exit 2)
- *   AMXFORGE_EXPLAIN=1      print on stderr each variant's verdict and the choice
- *   AMXFORGE_GUARD_HIDE     make the guard treat features (and xcr0_<state>, amx_permission) as absent (tests)
+ *   AMXFORGE_VARIANT=NAME    run that variant or say why it cannot (exit 2)
+ *   AMXFORGE_EXPLAIN=1       print on stderr each variant's verdict and the choice
+ *   AMXFORGE_PREFERENCE=FILE the host preference file (default /etc/amxforge/preference, then
+ *                            $XDG_CONFIG_HOME/amxforge/preference or ~/.config/amxforge/preference): lines
+ *                            "PACKAGE VARIANT [VARIANT...]" ("*" for any package); the runnable ones listed are tried
+ *                            first, in that order
+ *   AMXFORGE_GUARD_HIDE      make the guard treat features (and xcr0_<state>, amx_permission) as absent (tests)
  *
- * Table (written by amxforge, tab-separated): a first line "amxforge-launch<TAB>1", then per variant
- * "variant<TAB>NAME<TAB>DIR<TAB>FEATURES", DIR relative to the table's root (the parent of bin/). */
+ * Table (written by amxforge, tab-separated):
+ *   amxforge-launch<TAB>1[<TAB>PACKAGE]
+ *   variant<TAB>NAME<TAB>DIR<TAB>FEATURES[<TAB>gpu]       DIR relative to the root (the parent of bin/)
+ *   file<TAB>VARIANT<TAB>PATH<TAB>SIZE<TAB>SHA256          a package's files: the chosen variant's are verified
+ *   manifest<TAB>PATH<TAB>SHA256                           so is the package manifest
+ * A damaged release (a file missing or not matching its hash) is named and exits 2. */
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "amxforge_kernels.h"
 
 #define TABLE_PATH "share/amxforge/launch.tsv"
 #define MAX_VARIANTS 16
+#define MAX_FILES 512
 
-struct variant { char name[64], dir[256], features[1024]; };
+struct variant { char name[64], dir[256], features[1024], extra[64]; };
+struct file { char variant[64], path[512], sha256[65]; long long size; };
 
 static const char *prog = "amxforge-launch";
+static char package[128] = "";
+static struct file files[MAX_FILES];
+static int nfiles = 0;
+static char manifest_path[512] = "", manifest_sha[65] = "";
 
 static void fail(const char *fmt, const char *a, const char *b) {
     fprintf(stderr, "%s: ", prog);
@@ -34,6 +50,72 @@ static void fail(const char *fmt, const char *a, const char *b) {
     exit(AKF_EXIT_UNSUPPORTED);
 }
 
+/* ---- SHA-256 (FIPS 180-4), to check a package's files against its table ------------------------------------- */
+struct sha256 { uint32_t h[8]; uint64_t bytes; unsigned char block[64]; size_t used; };
+static const uint32_t K256[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
+    0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+    0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
+    0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+    0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
+    0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+    0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2};
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha256_block(struct sha256 *s, const unsigned char *p) {
+    uint32_t w[64], v[8];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++)
+        w[i] = w[i - 16] + (ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3)) + w[i - 7] +
+               (ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10));
+    memcpy(v, s->h, sizeof v);
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = v[7] + (ROR(v[4], 6) ^ ROR(v[4], 11) ^ ROR(v[4], 25)) + ((v[4] & v[5]) ^ (~v[4] & v[6])) +
+                      K256[i] + w[i];
+        uint32_t t2 = (ROR(v[0], 2) ^ ROR(v[0], 13) ^ ROR(v[0], 22)) + ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
+        memmove(v + 1, v, 7 * sizeof *v);
+        v[4] += t1;
+        v[0] = t1 + t2;
+    }
+    for (int i = 0; i < 8; i++) s->h[i] += v[i];
+}
+
+/* The hex SHA-256 of a file into out[65]; -1 if it cannot be read. */
+static int sha256_file(const char *path, char out[65]) {
+    static const uint32_t H0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    struct sha256 s = {{0}, 0, {0}, 0};
+    memcpy(s.h, H0, sizeof H0);
+    unsigned char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        s.bytes += n;
+        size_t i = 0;
+        if (s.used) {
+            while (i < n && s.used < 64) s.block[s.used++] = buf[i++];
+            if (s.used == 64) { sha256_block(&s, s.block); s.used = 0; }
+        }
+        for (; i + 64 <= n; i += 64) sha256_block(&s, buf + i);
+        while (i < n) s.block[s.used++] = buf[i++];
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) return -1;
+    uint64_t bits = s.bytes * 8;
+    s.block[s.used++] = 0x80;
+    if (s.used > 56) { memset(s.block + s.used, 0, 64 - s.used); sha256_block(&s, s.block); s.used = 0; }
+    memset(s.block + s.used, 0, 56 - s.used);
+    for (int i = 0; i < 8; i++) s.block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+    sha256_block(&s, s.block);
+    for (int i = 0; i < 8; i++) snprintf(out + 8 * i, 9, "%08x", s.h[i]);
+    return 0;
+}
+
+/* ---- the table ----------------------------------------------------------------------------------------------- */
 /* Copy field `i` (0-based, tab-separated) of line into out; 0 if missing or too long. */
 static int field(const char *line, int i, char *out, size_t len) {
     const char *p = line;
@@ -52,7 +134,7 @@ static int field(const char *line, int i, char *out, size_t len) {
 static int load_table(const char *path, struct variant *v, char *why, size_t len) {
     FILE *f = fopen(path, "r");
     if (!f) { snprintf(why, len, "cannot read %s: %s", path, strerror(errno)); return -1; }
-    char line[2048], tag[32];
+    char line[2048], tag[32], size[32];
     int n = 0, lineno = 0;
     while (fgets(line, sizeof line, f)) {
         lineno++;
@@ -64,17 +146,33 @@ static int load_table(const char *path, struct variant *v, char *why, size_t len
                 n = -1;
                 break;
             }
+            if (!field(line, 2, package, sizeof package)) package[0] = '\0';
             continue;
         }
         if (line[0] == '\n' || line[0] == '#') continue;
-        if (n == MAX_VARIANTS || !field(line, 0, tag, sizeof tag) || strcmp(tag, "variant") ||
-            !field(line, 1, v[n].name, sizeof v[n].name) || !v[n].name[0] || !field(line, 2, v[n].dir, sizeof v[n].dir) ||
-            !field(line, 3, v[n].features, sizeof v[n].features)) {
-            snprintf(why, len, "%s:%d: damaged (want variant<TAB>NAME<TAB>DIR<TAB>FEATURES)", path, lineno);
+        int ok = field(line, 0, tag, sizeof tag);
+        if (ok && !strcmp(tag, "file") && nfiles < MAX_FILES) {
+            struct file *fl = &files[nfiles++];
+            char *end = NULL;
+            ok = field(line, 1, fl->variant, sizeof fl->variant) && field(line, 2, fl->path, sizeof fl->path) &&
+                 field(line, 3, size, sizeof size) && field(line, 4, fl->sha256, sizeof fl->sha256) &&
+                 strlen(fl->sha256) == 64;
+            fl->size = ok ? strtoll(size, &end, 10) : -1;
+            ok = ok && end && *end == '\0' && fl->size >= 0;
+        } else if (ok && !strcmp(tag, "manifest")) {
+            ok = field(line, 1, manifest_path, sizeof manifest_path) && field(line, 2, manifest_sha, sizeof manifest_sha) &&
+                 strlen(manifest_sha) == 64;
+        } else if (ok && !strcmp(tag, "variant") && n < MAX_VARIANTS) {
+            ok = field(line, 1, v[n].name, sizeof v[n].name) && v[n].name[0] &&
+                 field(line, 2, v[n].dir, sizeof v[n].dir) && field(line, 3, v[n].features, sizeof v[n].features);
+            if (ok && !field(line, 4, v[n].extra, sizeof v[n].extra)) v[n].extra[0] = '\0';
+            n += ok;
+        } else ok = 0;
+        if (!ok) {
+            snprintf(why, len, "%s:%d: damaged (want variant, file or manifest lines)", path, lineno);
             n = -1;
             break;
         }
-        n++;
     }
     fclose(f);
     if (n == 0) snprintf(why, len, lineno ? "%s: lists no variant" : "%s: empty: not an amxforge launch table", path);
@@ -84,6 +182,65 @@ static int load_table(const char *path, struct variant *v, char *why, size_t len
 static int explain(void) {
     const char *e = getenv("AMXFORGE_EXPLAIN");
     return e && *e && strcmp(e, "0") != 0;
+}
+
+/* ---- the host preference -------------------------------------------------------------------------------------- */
+/* The variant names the preference file lists for this package (or "*"), space-separated into out; "" if none. */
+static void preference(char *out, size_t len, char *source, size_t slen) {
+    char path[PATH_MAX];
+    const char *env = getenv("AMXFORGE_PREFERENCE"), *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+    const char *candidates[3] = {env, NULL, NULL};
+    char user[PATH_MAX] = "";
+    if (xdg && *xdg) snprintf(user, sizeof user, "%s/amxforge/preference", xdg);
+    else if (home && *home) snprintf(user, sizeof user, "%s/.config/amxforge/preference", home);
+    if (!env || !*env) { candidates[0] = "/etc/amxforge/preference"; candidates[1] = user; }
+    out[0] = source[0] = '\0';
+    for (int c = 0; c < 3 && !out[0]; c++) {
+        if (!candidates[c] || !*candidates[c]) continue;
+        snprintf(path, sizeof path, "%s", candidates[c]);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        char line[1024], pkg[128];
+        while (fgets(line, sizeof line, f)) {
+            if (line[0] == '#' || sscanf(line, "%127s", pkg) != 1) continue;
+            if (strcmp(pkg, "*") && strcmp(pkg, package)) continue;
+            snprintf(out, len, "%s", line + strcspn(line, " \t") + strspn(line + strcspn(line, " \t"), " \t"));
+            out[strcspn(out, "\n#")] = '\0';
+            snprintf(source, slen, "%s", path);
+            if (strcmp(pkg, "*")) break; /* a line for this package wins over "*" */
+        }
+        fclose(f);
+    }
+}
+
+/* ---- verification of the chosen variant ------------------------------------------------------------------------ */
+static void verify(const char *root, const char *variant) {
+    char path[2 * PATH_MAX], sum[65];
+    struct stat st;
+    if (manifest_path[0]) {
+        snprintf(path, sizeof path, "%s/%s", root, manifest_path);
+        if (sha256_file(path, sum) != 0) fail("the release is damaged: %s cannot be read; reinstall the package%s", path, "");
+        if (strcmp(sum, manifest_sha)) fail("the release is damaged: %s does not match its hash; reinstall the package%s",
+                                             path, "");
+    }
+    for (int i = 0; i < nfiles; i++) {
+        if (strcmp(files[i].variant, variant)) continue;
+        snprintf(path, sizeof path, "%s/%s", root, files[i].path);
+        if (stat(path, &st) != 0)
+            fail("the release is damaged: %s is missing (%s); reinstall the package", path, strerror(errno));
+        if ((long long)st.st_size != files[i].size || sha256_file(path, sum) != 0 || strcmp(sum, files[i].sha256))
+            fail("the release is damaged: %s does not match its hash; reinstall the package%s", path, "");
+    }
+}
+
+/* May variant v run here? AKF_OK, or a status with the reason in msg. */
+static int judge(const struct variant *v, char *msg, size_t len) {
+    int rc = akf_check_features(v->name, v->features, msg, len);
+    if (rc == AKF_OK && !strcmp(v->extra, "gpu") && access("/dev/nvidiactl", F_OK) != 0 && access("/dev/nvidia0", F_OK) != 0) {
+        snprintf(msg, len, "variant %s needs an NVIDIA GPU, and none is visible (/dev/nvidia*)", v->name);
+        rc = AKF_ERR_CPU;
+    }
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -110,18 +267,30 @@ int main(int argc, char **argv) {
     int count = load_table(table, v, why, sizeof why);
     if (count < 0) fail("%s; the build is damaged: rebuild it (scons variant=...) or reinstall the package%s", why, "");
 
+    /* the order to try: the host's preference first (runnable ones it names), then the table's */
+    int order[MAX_VARIANTS], norder = 0, used[MAX_VARIANTS] = {0};
+    char pref[1024], source[PATH_MAX];
+    preference(pref, sizeof pref, source, sizeof source);
+    for (char *save = NULL, *tok = strtok_r(pref, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save))
+        for (int i = 0; i < count; i++)
+            if (!used[i] && !strcmp(tok, v[i].name)) { order[norder++] = i; used[i] = 1; }
+    if (explain() && norder) fprintf(stderr, "%s: the host preference (%s) puts first: %s\n", prog, source, pref);
+    for (int i = 0; i < count; i++)
+        if (!used[i]) order[norder++] = i;
+
     const char *forced = getenv("AMXFORGE_VARIANT");
     int chosen = -1;
     char reasons[4096] = "";
-    for (int i = 0; i < count && chosen < 0; i++) {
-        if (forced && *forced && strcmp(forced, v[i].name)) continue;
+    for (int k = 0; k < norder && chosen < 0; k++) {
+        const struct variant *c = &v[order[k]];
+        if (forced && *forced && strcmp(forced, c->name)) continue;
         char msg[512];
-        int rc = akf_check_features(v[i].name, v[i].features, msg, sizeof msg);
-        if (explain()) fprintf(stderr, "%s: variant %s: %s\n", prog, v[i].name, rc == AKF_OK ? "runs here" : msg);
-        if (rc == AKF_OK) chosen = i;
+        int rc = judge(c, msg, sizeof msg);
+        if (explain()) fprintf(stderr, "%s: variant %s: %s\n", prog, c->name, rc == AKF_OK ? "runs here" : msg);
+        if (rc == AKF_OK) chosen = order[k];
         else {
-            size_t used = strlen(reasons);
-            snprintf(reasons + used, sizeof reasons - used, "%s%s", used ? "; " : "", msg);
+            size_t used_len = strlen(reasons);
+            snprintf(reasons + used_len, sizeof reasons - used_len, "%s%s", used_len ? "; " : "", msg);
         }
     }
     if (chosen < 0) {
@@ -137,6 +306,7 @@ int main(int argc, char **argv) {
             fail("variant %s cannot run on this host: %s", forced && *forced ? forced : v[0].name, reasons);
         fail("no variant of this build runs on this host: %s%s", reasons, "");
     }
+    verify(root, v[chosen].name);
     char real[3 * PATH_MAX];
     if (snprintf(real, sizeof real, "%s/%s/libexec/%s", root, v[chosen].dir, target) >= (int)sizeof real)
         fail("the path of %s's real binary is too long%s", target, "");
