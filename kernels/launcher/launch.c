@@ -271,10 +271,10 @@ int main(int argc, char **argv) {
     int order[MAX_VARIANTS], norder = 0, used[MAX_VARIANTS] = {0};
     char pref[1024], source[PATH_MAX];
     preference(pref, sizeof pref, source, sizeof source);
+    if (explain() && pref[0]) fprintf(stderr, "%s: the host preference (%s) puts first: %s\n", prog, source, pref);
     for (char *save = NULL, *tok = strtok_r(pref, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save))
         for (int i = 0; i < count; i++)
             if (!used[i] && !strcmp(tok, v[i].name)) { order[norder++] = i; used[i] = 1; }
-    if (explain() && norder) fprintf(stderr, "%s: the host preference (%s) puts first: %s\n", prog, source, pref);
     for (int i = 0; i < count; i++)
         if (!used[i]) order[norder++] = i;
 

@@ -30,7 +30,7 @@ struct class_flags { char *name; struct list flags; };
 
 static struct {
     char *variant, *root, *ledger, *ccache, *scan_must_be;
-    struct list owned, prefixes, nvcc_arch, nvcc_host, scan_suffixes, cuda;
+    struct list owned, prefixes, nvcc_arch, nvcc_host, scan_suffixes, cuda, common;
     struct rule rules[256];
     int nrules;
     struct class_flags classes[16];
@@ -79,6 +79,7 @@ static void load_config(const char *path) {
         else if (!strcmp(key, "nvcc_host")) for (int i = 1; i < n; i++) push(&cfg.nvcc_host, fields[i]);
         else if (!strcmp(key, "scan_suffix")) for (int i = 1; i < n; i++) push(&cfg.scan_suffixes, fields[i]);
         else if (!strcmp(key, "cuda")) for (int i = 1; i < n; i++) push(&cfg.cuda, fields[i]);
+        else if (!strcmp(key, "common")) for (int i = 1; i < n; i++) push(&cfg.common, fields[i]);
         else if (!strcmp(key, "scan_must_be") && n > 1) cfg.scan_must_be = fields[1];
         else if (!strcmp(key, "scan") && n > 1) {
             if (regcomp(&cfg.scan, fields[1], REG_EXTENDED) != 0) die("bad content-scan regex", fields[1]);
@@ -274,6 +275,14 @@ int main(int argc, char **argv) {
     }
     const struct list *added = nvcc ? &cfg.cuda : class_flags(strcmp(cls, "cuda") ? cls : "default");
     for (int i = 0; i < added->n; i++) push(&final, added->v[i]);
+    /* flags every compile gets (not ISA flags: the reproducible-build path maps), through -Xcompiler for nvcc */
+    for (int i = 0; i < cfg.common.n; i++) {
+        if (!nvcc) { push(&final, cfg.common.v[i]); continue; }
+        char *x = malloc(strlen(cfg.common.v[i]) + 12);
+        if (!x) die("out of memory", NULL);
+        sprintf(x, "-Xcompiler=%s", cfg.common.v[i]);
+        push(&final, x);
+    }
     push(&final, NULL);
     final.n--;
 

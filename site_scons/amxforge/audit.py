@@ -127,6 +127,7 @@ class AuditResult:
     findings: list = field(default_factory=list)
     compared: list = field(default_factory=list)  # [{"with": variant, "objects": n, "identical": n}]
     not_compared: list = field(default_factory=list)
+    features_seen: set = field(default_factory=set)  # what the objects' instructions need (toolchain/audit.toml)
 
     @property
     def ok(self) -> bool:
@@ -135,7 +136,7 @@ class AuditResult:
     def as_dict(self) -> dict:
         return {"variant": self.variant, "ok": self.ok, "objects": self.objects, "by_class": self.by_class,
                 "findings": [asdict(f) for f in self.findings], "compared": self.compared,
-                "not_compared": self.not_compared}
+                "not_compared": self.not_compared, "features_seen": sorted(self.features_seen)}
 
 
 def load_policy(build_root: Path, variant: str) -> dict:
@@ -219,6 +220,7 @@ def audit_variant(variant: str, project_dir: Path = None, jobs: int = 4) -> Audi
             continue
         allowed = set(policy["classes"].get(unit["unit_class"], {}).get("features", ()))
         for name, entry in seen.items():
+            result.features_seen.add(needs[name])
             if needs[name] not in allowed:
                 result.findings.append(Finding(
                     unit["object"], unit["source"], unit["unit_class"], unit["rule"],

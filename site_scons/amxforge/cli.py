@@ -181,6 +181,47 @@ def fork_detect(path, as_json):
                    f"  commit   {info.commit or '(not a git checkout)'}\n  options  {' '.join(info.options) or 'none'}")
 
 
+@cli.command()
+@click.option("--variants", required=True, metavar="V,V,...",
+              help="the variants to ship, e.g. baseline,avx512,amx (cuda, amx-cuda too); the selector picks one at run time")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="the release directory to write (refused if it exists and is not empty, unless --force)")
+@click.option("--fork", default=None, help="a fork tree to build into every variant (ik_llama.cpp, ggml, ...)")
+@click.option("--fork-targets", default="llama-bench", show_default=True,
+              help="comma-separated fork targets to ship (with --fork)")
+@click.option("--name", default=None, help="package name (default: the fork's kind, or amxforge-kernels)")
+@click.option("--version", "version_", default=None, help="package version (default: amxforge's, with the commit)")
+@click.option("--force", is_flag=True, help="replace an existing --out")
+@click.option("--jobs", type=click.IntRange(1, 1024), default=None, help="parallel compile jobs per variant build")
+@click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
+              help="the amxforge project to build in (default: here)")
+@click.option("--json", "as_json", is_flag=True, help="the summary as JSON")
+def package(variants, out, fork, fork_targets, name, version_, force, jobs, project, as_json):
+    """Build every variant, audit each (an unclean one is refused, naming the object), and write one release:
+    OUT/bin/<target> picks the best variant that runs on each machine (AMXFORGE_EXPLAIN=1 says why, AMXFORGE_VARIANT
+    forces one), OUT/manifest.json names each variant's CPU and OS needs, and OUT.tar.gz is reproducible."""
+    from .package import Request, make_package
+
+    targets = [t.strip() for t in fork_targets.split(",") if t.strip()]
+    if fork and not targets:
+        raise AmxforgeError("--fork-targets is empty; name at least one, e.g. --fork-targets llama-bench")
+    req = Request([v.strip() for v in variants.split(",") if v.strip()], Path(out).resolve(), Path(project).resolve(),
+                  fork, targets, name, version_, force, jobs)
+    summary = make_package(req, log=lambda line: click.echo(line, err=True))
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in summary.items() if k != "manifest"}))
+        return
+    manifest = summary["manifest"]
+    click.echo(f"{summary['release']}: {manifest['package']['name']} {manifest['package']['version']}, "
+               f"variants {', '.join(summary['variants'])} (selection order), targets {', '.join(summary['targets'])}")
+    for v in summary["variants"]:
+        d = manifest["variants"][v]
+        where = d["glibc_hwcaps"] or f"selector only ({d['glibc_hwcaps_why_not']})"
+        click.echo(f"  {v:9s} psABI {d['psabi_level'] or 'none':10s} hwcaps: {where}")
+    click.echo(f"  stored {summary['bytes_stored'] / 2**20:.1f} MiB (identical files linked; {summary['bytes_naive'] / 2**20:.1f}"
+               f" MiB naive); archive {summary['archive']} {summary['archive_bytes'] / 2**20:.1f} MiB")
+
+
 @cli.group()
 def model():
     """Models for running built binaries with no download."""

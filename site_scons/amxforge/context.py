@@ -55,6 +55,12 @@ class VariantContext:
             return True, None
         return False, entry.get("why") or "unknown"
 
+    def reproducible_flags(self, source, name: str, build=None) -> list:
+        """Flags every compile gets so that objects do not depend on where the tree or the build lives."""
+        from .templating import render
+        return render("build", "reproducible.j2", source=str(source), mapped=name,
+                      build=str(build) if build else None).split()
+
     def class_flags(self, unit_class: str) -> tuple:
         return self.policy.class_flags(unit_class, self.variant, self.compiler, self.cuda_archs)
 

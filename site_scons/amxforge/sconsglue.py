@@ -96,6 +96,7 @@ def configure(env):
     except AmxforgeError as exc:
         fail(str(exc))
     SetOption("num_jobs", max(1, jobs))
+    env.Append(CCFLAGS=ctx.reproducible_flags(ctx.project_dir, "."))
     _progress(env, ctx)
     env["AMXFORGE"] = ctx
     env["VARIANT_NAME"] = ctx.name
@@ -149,19 +150,14 @@ def generated(env, target, text: str):
     return node
 
 
-def launch_table(variants) -> str:
-    """The launcher's table: [(name, dir relative to the root, required features)], best first."""
-    from .templating import render
-    return render("launcher", "launch.tsv.j2", variants=variants)
-
-
 def launcher(env, objects):
     """build/VARIANT/libexec/amxforge-launch and its table for this one variant."""
     ctx = env["AMXFORGE"]
     out = f"#build/{ctx.name}"
     program = env.Program(f"{out}/libexec/amxforge-launch", objects, LIBS=[])
     required = sorted(ctx.variant.required_features(ctx.policy.isa))
-    generated(env, f"{out}/share/amxforge/launch.tsv", launch_table([(ctx.name, ".", required)]))
+    from .launchtable import launch_table
+    generated(env, f"{out}/share/amxforge/launch.tsv", launch_table([(ctx.name, ".", required, "")]))
     ctx.launcher = program  # shared by every environment of this build
     return program
 

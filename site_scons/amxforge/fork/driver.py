@@ -80,6 +80,7 @@ class ForkBuild:
                    ["scan_suffix", *policy.classes.scan_suffixes]]
         if self.ccache:
             records.append(["ccache", self.ccache])
+        records.append(["common", *self.ctx.reproducible_flags(self.fork.root, self.fork.kind, self.dir)])
         for rule_id, cls, globs in policy.classes.rules:
             records += [["rule", rule_id, cls, glob, regex.pattern] for glob, regex in globs]
         for cls in policy.classes.classes:

@@ -38,6 +38,7 @@ class Level:
     march: str
     minimum: dict
     features: tuple
+    psabi_only: bool = False  # a psABI level to name (hwcaps, manifests), never a variant's level
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class Isa:
             }
             levels = {
                 name: Level(name, rec["march"], {"gcc": str(rec["gcc"]), "clang": str(rec["clang"])},
-                            tuple(rec["features"]))
+                            tuple(rec["features"]), bool(rec.get("psabi_only", False)))
                 for name, rec in data["levels"].items()
             }
             states = {name: XsaveState(name, int(rec["xcr0"]), rec["name"], int(rec.get("permission", 0)))
@@ -154,10 +155,15 @@ class Isa:
                                     f"use \"@{fam}\" for the complete set or drop AVX-512 entirely")
 
     def level(self, name: str, where: str) -> Level:
-        try:
-            return self.levels[name]
-        except KeyError:
-            raise AmxforgeError(f"{where}: unknown level {name!r}; levels are {', '.join(self.levels)}") from None
+        usable = [n for n, lv in self.levels.items() if not lv.psabi_only]
+        if name not in usable:
+            raise AmxforgeError(f"{where}: unknown level {name!r}; levels are {', '.join(usable)}")
+        return self.levels[name]
+
+    def psabi_level(self, features) -> str:
+        """The lowest x86-64 psABI level (x86-64-vN) whose features include all of `features`, or None."""
+        fits = [lv for lv in self.levels.values() if lv.name.startswith("x86-64-v") and set(features) <= set(lv.features)]
+        return min(fits, key=lambda lv: len(lv.features)).name if fits else None
 
     # --- flags for a compiler -------------------------------------------------------------------------
     def _require(self, what: str, flag: str, minimum: dict, compiler: Compiler) -> str:

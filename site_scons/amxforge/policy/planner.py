@@ -119,7 +119,8 @@ def plan(policy, facts: dict, compiler) -> dict:
         if variant.cuda and not facts["cuda"]["devices"]:
             why_run.append("no CUDA device visible")
         report[name] = {"buildable": not why_build, "runnable": not why_run,
-                        "why": "; ".join(why_build + why_run) or None, "requires": needs}
+                        "why": "; ".join(why_build + why_run) or None, "why_not_buildable": "; ".join(why_build) or None,
+                        "requires": needs}
     choice = next((n for n in policy.variants.auto if report[n]["buildable"] and report[n]["runnable"]), None)
     report["auto"] = {"buildable": choice is not None, "runnable": choice is not None, "picks": choice,
                       "why": None if choice else

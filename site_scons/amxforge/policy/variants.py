@@ -93,7 +93,7 @@ class VariantTable:
     def _host_sets(self, host: set):
         """native: the best level the host satisfies, then every other known feature it has, as explicit flags.
         AVX-512 only as the complete set; AMX only with it (the AMX units need it) and only on amx units."""
-        levels = [lv for lv in self.isa.levels.values() if set(lv.features) <= host]
+        levels = [lv for lv in self.isa.levels.values() if set(lv.features) <= host and not lv.psabi_only]
         if not levels:
             raise AmxforgeError("this CPU lacks SSE2 (x86-64 baseline); it cannot run any variant")
         level = max(levels, key=lambda lv: len(lv.features))

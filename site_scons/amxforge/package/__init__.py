@@ -1,0 +1,203 @@
+"""`amxforge package`: every named variant built (kernels, and a fork's targets), audited, and laid out in one release
+directory with the selector (the launcher, reading a table of all the variants) in front of each target, a manifest
+that names each variant's CPU and OS needs, an extra glibc-hwcaps layout where a variant fits a psABI level, and a
+reproducible archive next to it.
+
+    DIR/bin/<target>                      the selector (amxforge-launch)
+    DIR/variants/<v>/{libexec,lib}/       each variant's real binaries and shared libraries
+    DIR/lib/glibc-hwcaps/x86-64-vN/       shared libraries of a variant whose requirements are within level N
+    DIR/share/amxforge/launch.tsv         the selector's table: variants best first, every file's size and hash
+    DIR/manifest.json                     schema: toolchain/schemas/manifest.schema.json
+    DIR.tar.gz                            the same tree: sorted, owner 0, mtime SOURCE_DATE_EPOCH, gzip without a name
+
+Staged in a hidden directory beside DIR and renamed into place only when complete: an interrupted run leaves no
+partial release. Files identical across variants are stored once (hard links, in the tree and in the archive)."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__, atomic
+from ..errors import AmxforgeError
+from ..paths import project_root
+
+FORMAT = 1
+OUR_TARGETS = ("amxforge-kbench", "amxforge-selftest")
+
+
+class Findings(AmxforgeError):
+    """The audit found problems: exit 1, as `amxforge audit`."""
+
+    exit_code = 1
+
+
+@dataclass
+class Request:
+    variants: list
+    out: Path
+    project: Path
+    fork: str = None
+    fork_targets: list = field(default_factory=lambda: ["llama-bench"])
+    name: str = None
+    version: str = None
+    force: bool = False
+    jobs: int = None
+
+
+def source_date_epoch(project: Path) -> int:
+    """SOURCE_DATE_EPOCH if set, else the project's HEAD commit time, else 0: every timestamp in the release."""
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env is not None:
+        if not env.isdigit():
+            raise AmxforgeError(f"SOURCE_DATE_EPOCH={env!r} is not a number of seconds; unset it or give e.g. 1700000000")
+        return int(env)
+    res = subprocess.run(["git", "-C", str(project), "log", "-1", "--format=%ct"], capture_output=True, text=True)
+    return int(res.stdout.strip()) if res.returncode == 0 and res.stdout.strip().isdigit() else 0
+
+
+def _git(project: Path, *args) -> str:
+    res = subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True)
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def check_request(req: Request, policy, plan: dict) -> None:
+    """Bad input before anything is built: unknown or host-only variants, a variant this compiler cannot build, an
+    --out that holds something (without --force)."""
+    known = [n for n in policy.variants.raw]
+    if not req.variants:
+        raise AmxforgeError("--variants is empty; name them, e.g. --variants baseline,avx512,amx")
+    for name in req.variants:
+        if name not in known:
+            raise AmxforgeError(f"unknown variant {name!r} in --variants; choose from {', '.join(known)}")
+        if policy.variants.raw[name].get("host"):
+            raise AmxforgeError(f"variant {name} is this build host's own feature set, not a target for other machines; "
+                                f"package named variants (e.g. baseline,avx512,amx)")
+        if not plan[name]["buildable"]:
+            raise AmxforgeError(f"variant {name} cannot be built here: {plan[name]['why_not_buildable']}")
+    out = Path(req.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not req.force:
+        raise AmxforgeError(f"--out {req.out} exists and is not empty; choose a new directory or add --force to "
+                            f"replace it")
+    if not out.parent.is_dir():
+        raise AmxforgeError(f"--out {req.out}: its parent directory {out.parent} does not exist")
+
+
+def selection_order(policy, variants) -> list:
+    """Best first: the policy's `auto` order for CPU variants, each CUDA variant just before its CPU twin."""
+    rank = {name: i for i, name in enumerate(policy.variants.auto)}
+
+    def key(name):
+        rec = policy.variants._fields(name)
+        twin = rec.get("like", name) if rec.get("cuda") else name
+        return (rank.get(twin, len(rank)), 0 if rec.get("cuda") else 1, name)
+    return sorted(variants, key=key)
+
+
+def build_variant(req: Request, variant: str, log) -> None:
+    scons = shutil.which("scons", path=str(Path(sys.executable).parent)) or shutil.which("scons")
+    if not scons:
+        raise AmxforgeError("scons not found: pip install -e . installs it")
+    cmd = [scons, "-Q", f"--site-dir={project_root() / 'site_scons'}", f"variant={variant}"]
+    if req.fork:
+        cmd += [f"fork={req.fork}", f"fork_targets={','.join(req.fork_targets)}"]
+    if req.jobs:
+        cmd.append(f"jobs={req.jobs}")
+    log(f"amxforge: package: building variant {variant}: {' '.join(cmd[1:])}")
+    res = subprocess.run(cmd, cwd=req.project, stdout=sys.stderr, stderr=sys.stderr)
+    if res.returncode != 0:
+        raise AmxforgeError(f"building variant {variant} failed (scons exit {res.returncode}, output above); nothing "
+                            f"was packaged")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_package(req: Request, log=print) -> dict:
+    from ..audit import audit_variant
+    from ..context import VariantContext
+    from ..policy.planner import requirements
+    from .archive import write_archive
+    from .layout import Layout
+
+    base = VariantContext("baseline", project_dir=req.project)  # the policy, the probe and the build's compiler
+    policy, plan = base.policy, base.plan
+    check_request(req, policy, plan)
+    fork = None
+    if req.fork:
+        from ..fork.detect import detect_fork
+        fork = detect_fork(req.fork, base=req.project)
+    order = selection_order(policy, list(dict.fromkeys(req.variants)))
+    epoch = source_date_epoch(req.project)
+    for variant in order:
+        build_variant(req, variant, log)
+    audits = {}
+    for variant in order:
+        result = audit_variant(variant, req.project)
+        if not result.ok:
+            raise Findings(f"variant {variant} is not clean, so it is not packaged: {result.findings[0].line()} "
+                           f"({len(result.findings)} finding(s): amxforge audit --variant {variant})")
+        audits[variant] = result
+    targets = list(OUR_TARGETS) + (list(req.fork_targets) if fork else [])
+    name = req.name or (f"{fork.kind}-amxforge" if fork else "amxforge-kernels")
+    version = req.version or (f"{__version__}+g{(_git(req.project, 'rev-parse', 'HEAD') or 'unknown')[:10]}")
+    layout = Layout(Path(req.out), epoch)
+    try:
+        variants = {}
+        for variant in order:
+            ctx = VariantContext(variant, project_dir=req.project)
+            needs = requirements(policy, ctx.variant)
+            seen = sorted(audits[variant].features_seen)
+            beyond = set(seen) - set(needs["features"])
+            if beyond:  # the audit checks each object against its class; this is the whole variant's promise
+                raise Findings(f"variant {variant}: its objects use {', '.join(sorted(beyond))}, which its "
+                               f"requirements do not list; it is not packaged")
+            files = layout.add_variant(variant, req.project / "build" / variant, targets)
+            level = policy.isa.psabi_level(needs["features"])
+            hwcaps, why = layout.add_hwcaps(variant, level, needs["features"], policy.isa)
+            variants[variant] = {
+                "requires": needs, "audit_seen": seen, "psabi_level": level, "glibc_hwcaps": hwcaps,
+                "glibc_hwcaps_why_not": why, "gpu": bool(ctx.variant.cuda), "files": files,
+                "flags": {cls: list(ctx.class_flags(cls)) for cls in policy.classes.classes
+                          if cls != "cuda" or ctx.variant.cuda},
+            }
+        launcher = req.project / "build" / order[0] / "libexec" / "amxforge-launch"
+        layout.add_selectors(launcher, targets)
+        policy_hash = hashlib.sha256(json.dumps({v: d["flags"] for v, d in variants.items()},
+                                                sort_keys=True).encode()).hexdigest()
+        manifest = {
+            "format": FORMAT,
+            "package": {"name": name, "version": version},
+            "source": {
+                "amxforge": {"commit": _git(req.project, "rev-parse", "HEAD"),
+                             "dirty": bool(_git(req.project, "status", "--porcelain", "--untracked-files=no"))},
+                "fork": None if fork is None else {"kind": fork.kind, "commit": fork.commit, "dirty": fork.dirty,
+                                                   "targets": list(req.fork_targets)},
+            },
+            "toolchain": {"amxforge": __version__, "compiler": {"family": base.compiler.family,
+                                                                "version": base.compiler.version}},
+            "policy_sha256": policy_hash,
+            "source_date_epoch": epoch,
+            "selection": order,
+            "targets": targets,
+            "variants": {v: {k: d[k] for k in d if k != "flags"} for v, d in variants.items()},
+        }
+        manifest.update(layout.finish(manifest, name, order, {v: variants[v]["requires"] for v in order},
+                                      {v: variants[v]["gpu"] for v in order}))
+        release = layout.commit(req.force)
+    except BaseException:
+        layout.abandon()
+        raise
+    archive = write_archive(release, epoch)
+    return {"release": str(release), "archive": str(archive), "variants": order, "targets": targets,
+            "bytes_stored": manifest["size"]["stored"], "bytes_naive": manifest["size"]["naive"],
+            "archive_bytes": archive.stat().st_size, "manifest": manifest}

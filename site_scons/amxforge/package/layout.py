@@ -1,0 +1,122 @@
+"""The release tree of `amxforge package`, built in a hidden staging directory beside --out and renamed into place
+only when it is complete."""
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .. import atomic
+from ..errors import AmxforgeError
+from ..launchtable import launch_table
+
+TABLE = "share/amxforge/launch.tsv"
+HWCAPS_LEVELS = ("x86-64-v2", "x86-64-v3", "x86-64-v4")  # the glibc-hwcaps subdirectories glibc (>= 2.33) knows
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Layout:
+    def __init__(self, out: Path, epoch: int):
+        self.out = out.resolve()
+        self.epoch = epoch
+        for stale in self.out.parent.glob(f".{self.out.name}.staging-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # an interrupted run's leftovers: never a release
+        self.stage = self.out.parent / f".{self.out.name}.staging-{os.getpid()}"
+        self.stage.mkdir()
+
+    def _copy(self, src: Path, rel: str) -> None:
+        if not src.is_file():
+            raise AmxforgeError(f"{src} is missing: build the variant again (scons variant=...)")
+        dest = self.stage / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        dest.chmod(0o755 if os.access(src, os.X_OK) else 0o644)
+
+    def add_variant(self, variant: str, build: Path, targets) -> list:
+        """variants/<v>/libexec/<target> and variants/<v>/lib/*: every shared library the build installed."""
+        rels = []
+        for target in targets:
+            rels.append(f"variants/{variant}/libexec/{target}")
+            self._copy(build / "libexec" / target, rels[-1])
+        for lib in sorted((build / "lib").iterdir()):
+            if lib.is_file():
+                rels.append(f"variants/{variant}/lib/{lib.name}")
+                self._copy(lib, rels[-1])
+        return rels
+
+    def add_hwcaps(self, variant: str, level, features, isa):
+        """lib/glibc-hwcaps/<level>/ gets the variant's libraries when all it requires is within a psABI level (the
+        manifest decides, not the variant's name); returns (dir or None, why not)."""
+        if level not in HWCAPS_LEVELS:
+            v4 = set(isa.levels["x86-64-v4"].features)
+            beyond = sorted(set(features) - v4)
+            return None, (f"needs {' '.join(beyond)}, beyond x86-64-v4 (the last glibc-hwcaps level): left to the "
+                          f"selector")
+        folder = f"lib/glibc-hwcaps/{level}"
+        if (self.stage / folder).exists():
+            return None, f"{folder} already holds a variant with the same level: left to the selector"
+        for lib in sorted((self.stage / "variants" / variant / "lib").iterdir()):
+            self._copy(lib, f"{folder}/{lib.name}")
+        return folder, None
+
+    def add_selectors(self, launcher: Path, targets) -> None:
+        for target in targets:
+            self._copy(launcher, f"bin/{target}")
+            (self.stage / "bin" / target).chmod(0o755)
+
+    def finish(self, manifest: dict, name: str, order, requires: dict, gpu: dict) -> dict:
+        """Identical files stored once (hard links), the launch table and manifest.json written, modes and times
+        fixed. Returns what the manifest adds: the file list and the sizes."""
+        first_of, files, naive, stored = {}, [], 0, 0
+        for path in sorted(p for p in self.stage.rglob("*") if p.is_file()):
+            rel = path.relative_to(self.stage).as_posix()
+            digest, size = _sha256(path), path.stat().st_size
+            naive += size
+            entry = {"path": rel, "sha256": digest, "size": size}
+            if digest in first_of:  # the same bytes again: a hard link to the first copy
+                path.unlink()
+                os.link(self.stage / first_of[digest], path)
+                entry["link"] = first_of[digest]
+            else:
+                first_of[digest] = rel
+                stored += size
+            files.append(entry)
+        extra = {"files": files, "size": {"naive": naive, "stored": stored}}
+        text = json.dumps(manifest | extra, indent=2, sort_keys=True) + "\n"
+        atomic.write_text(self.stage / "manifest.json", text)
+        by_variant = {v: [f for f in files if f["path"].startswith(f"variants/{v}/")] for v in order}
+        table = launch_table([(v, f"variants/{v}", requires[v]["features"], "gpu" if gpu[v] else "") for v in order],
+                             package=name,
+                             files=[(v, f["path"], f["size"], f["sha256"]) for v in order for f in by_variant[v]],
+                             manifest=("manifest.json", hashlib.sha256(text.encode()).hexdigest()))
+        (self.stage / TABLE).parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(self.stage / TABLE, table)
+        for path in sorted(self.stage.rglob("*"), reverse=True):
+            if path.is_dir():
+                path.chmod(0o755)
+            os.utime(path, (self.epoch, self.epoch), follow_symlinks=False)
+        os.utime(self.stage, (self.epoch, self.epoch))
+        return extra
+
+    def commit(self, force: bool) -> Path:
+        if self.out.exists():
+            if not force:
+                raise AmxforgeError(f"--out {self.out} appeared while packaging; add --force to replace it")
+            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+            os.rename(self.out, old)
+            os.rename(self.stage, self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(self.stage, self.out)
+        return self.out
+
+    def abandon(self) -> None:
+        shutil.rmtree(self.stage, ignore_errors=True)

@@ -1,0 +1,223 @@
+"""`amxforge package` of the kernels and tests/fixtures/minifork for baseline, avx512 and amx, on whatever host runs
+the tests: the manifest against its schema, the selector's choice computed from the host, forced and simulated
+hosts, the host preference file, damaged releases, reproducibility from two checkouts, and the bad inputs."""
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import HOST, ROOT, make_project, run, tool, variant_runs_here
+
+VARIANTS = ["baseline", "avx512", "amx"]
+TARGETS = ["amxforge-kbench", "amxforge-selftest", "llama-bench", "llama-cli"]
+ARGS = ["--variants", "baseline,avx512,amx", "--fork", "minifork", "--fork-targets", "llama-bench,llama-cli"]
+
+
+def package(project, out, *extra, env=None):
+    return run([tool("amxforge"), "package", *ARGS, "--out", str(out), *extra], cwd=project, env=env)
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("pkg"))
+    res = package(project, project / "rel", "--name", "minifork-test", "--version", "1.0", "--json",
+                  env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    return project, project / "rel", json.loads(res.stdout)
+
+
+def best_runnable() -> str:
+    return next(v for v in VARIANTS[::-1] if variant_runs_here(v)[0])
+
+
+def launch(rel, target="llama-bench", env=None):
+    return run([str(rel / "bin" / target)], env=env)
+
+
+def test_manifest_is_valid_and_describes_every_variant(release):
+    jsonschema = pytest.importorskip("jsonschema")
+    _, rel, summary = release
+    manifest = json.loads((rel / "manifest.json").read_text())
+    schema = json.loads((ROOT / "toolchain" / "schemas" / "manifest.schema.json").read_text())
+    jsonschema.validate(manifest, schema, cls=jsonschema.Draft202012Validator)
+    assert manifest["selection"] == ["amx", "avx512", "baseline"] and manifest["targets"] == TARGETS
+    assert manifest["package"] == {"name": "minifork-test", "version": "1.0"}
+    assert manifest["source"]["fork"]["kind"] == "ik_llama.cpp+amx" and manifest["source_date_epoch"] == 1700000000
+    for name, variant in manifest["variants"].items():
+        assert set(variant["audit_seen"]) <= set(variant["requires"]["features"])
+        assert variant["requires"]["permission"] == (name == "amx")
+    assert manifest["variants"]["baseline"]["psabi_level"] == "x86-64-v3"
+    assert manifest["variants"]["baseline"]["glibc_hwcaps"] == "lib/glibc-hwcaps/x86-64-v3"
+    assert (rel / "lib/glibc-hwcaps/x86-64-v3/libggml.so").is_file()
+    for name in ("avx512", "amx"):  # beyond x86-64-v4: the manifest says why, and nothing is placed there
+        assert manifest["variants"][name]["glibc_hwcaps"] is None
+        assert "beyond x86-64-v4" in manifest["variants"][name]["glibc_hwcaps_why_not"]
+    assert not (rel / "lib/glibc-hwcaps/x86-64-v4").exists()
+    for f in manifest["files"]:  # every file's hash holds; identical ones are one inode
+        path = rel / f["path"]
+        assert path.stat().st_size == f["size"]
+        if "link" in f:
+            assert path.stat().st_ino == (rel / f["link"]).stat().st_ino
+    assert manifest["size"]["stored"] < manifest["size"]["naive"] == sum(f["size"] for f in manifest["files"])
+    assert summary["bytes_stored"] == manifest["size"]["stored"]
+
+
+def test_the_selector_runs_the_best_variant_this_host_can(release):
+    _, rel, _ = release
+    expect = best_runnable()
+    res = launch(rel, env={"AMXFORGE_EXPLAIN": "1"})
+    assert res.returncode == 0, res.stderr
+    assert f"llama-bench: running variant {expect}: " in res.stderr
+    assert json.loads(res.stdout)["fa"] == ("avx2" if expect == "baseline" else "fancy")
+    for name in VARIANTS:  # every better variant it passed over says why
+        if VARIANTS.index(name) > VARIANTS.index(expect):
+            assert f"llama-bench: variant {name}: " in res.stderr and "runs here" not in \
+                res.stderr.split(f"variant {name}: ")[1].splitlines()[0]
+    selftest = launch(rel, "amxforge-selftest")
+    assert selftest.returncode == 0 and json.loads(selftest.stdout)["variant"] == expect
+
+
+@pytest.mark.parametrize("forced", VARIANTS)
+def test_amxforge_variant_forces_one_or_says_why_not(release, forced):
+    _, rel, _ = release
+    res = launch(rel, env={"AMXFORGE_VARIANT": forced})
+    ok, _ = variant_runs_here(forced)
+    if ok:
+        assert res.returncode == 0, res.stderr
+    else:
+        assert res.returncode == 2 and res.stderr.startswith(f"llama-bench: variant {forced} cannot run on this host: ")
+    assert launch(rel, env={"AMXFORGE_VARIANT": "avx1024"}).returncode == 2
+
+
+def test_a_host_refusing_amx_permission_falls_to_the_next_variant(release):
+    _, rel, _ = release
+    res = launch(rel, env={"AMXFORGE_EXPLAIN": "1", "AMXFORGE_GUARD_HIDE": "amx_permission"})
+    assert res.returncode == 0, res.stderr
+    amx_line = next(line for line in res.stderr.splitlines() if "llama-bench: variant amx: " in line)
+    if {"amx_tile", "amx_int8", "amx_bf16"} <= HOST and variant_runs_here("avx512")[0]:
+        assert "Linux refused AMX permission" in amx_line
+        assert "llama-bench: running variant avx512: " in res.stderr
+    else:  # this host lacks more than the permission: the verdict names it, the choice follows the host
+        assert "this CPU lacks" in amx_line
+        expect = next(v for v in ("avx512", "baseline") if variant_runs_here(v)[0])
+        assert f"llama-bench: running variant {expect}: " in res.stderr
+
+
+def test_the_host_preference_file_reorders_runnable_variants(release, tmp_path):
+    _, rel, _ = release
+    pref = tmp_path / "preference"
+    pref.write_text("# tried first where they run\nsomething-else amx\nminifork-test baseline avx512\n")
+    res = launch(rel, env={"AMXFORGE_PREFERENCE": str(pref), "AMXFORGE_EXPLAIN": "1"})
+    assert res.returncode == 0 and "llama-bench: running variant baseline: " in res.stderr
+    assert f"the host preference ({pref}) puts first: baseline avx512" in res.stderr
+    pref.write_text("* amx\n")  # a variant that cannot run here is passed over, not forced
+    res = launch(rel, env={"AMXFORGE_PREFERENCE": str(pref), "AMXFORGE_EXPLAIN": "1"})
+    assert res.returncode == 0 and f"llama-bench: running variant {best_runnable()}: " in res.stderr
+
+
+@pytest.mark.parametrize("damage", ["delete", "flip", "manifest"])
+def test_a_damaged_release_is_named_and_exit_2(release, tmp_path, damage):
+    _, rel, _ = release
+    copy = tmp_path / "rel"
+    shutil.copytree(rel, copy, symlinks=True)
+    chosen = best_runnable()
+    victim = copy / "variants" / chosen / "lib" / "libggml.so"
+    if damage == "delete":
+        victim.unlink()
+    elif damage == "flip":
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.unlink()  # break the hard link: damage this copy only
+        victim.write_bytes(bytes(data))
+    else:
+        victim = copy / "manifest.json"
+        victim.write_text(victim.read_text().replace('"1.0"', '"1.1"'))
+    res = launch(copy)
+    assert res.returncode == 2 and str(victim) in res.stderr and "damaged" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and res.stdout == ""
+
+
+def test_two_checkouts_give_bit_identical_archives(release, tmp_path):
+    """Another copy of the project at another path (a second builder), packaged with the same epoch."""
+    first_project, rel, summary = release
+    other = make_project(tmp_path / "elsewhere" / "deeper")
+    res = package(other, other / "rel", "--name", "minifork-test", "--version", "1.0",
+                  env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = Path(summary["archive"]), other / "rel.tar.gz"
+    assert (rel / "manifest.json").read_bytes() == (other / "rel" / "manifest.json").read_bytes()
+    assert a.read_bytes() == b.read_bytes()
+    listing = subprocess.run(["tar", "tvzf", str(a)], capture_output=True, text=True, check=True).stdout
+    assert " link to " in listing and "root" not in listing  # hard links kept; no owner names
+
+
+# --- bad input -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,fragment", [
+    (["--variants", "baseline,avx1024"], "unknown variant 'avx1024' in --variants"),
+    (["--variants", "native"], "this build host's own feature set"),
+    (["--variants", ""], "--variants is empty"),
+])
+def test_bad_variants_are_one_line(tmp_path, args, fragment):
+    project = make_project(tmp_path)
+    res = run([tool("amxforge"), "package", *args, "--out", str(tmp_path / "rel")], cwd=project)
+    assert res.returncode == 2 and fragment in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "rel").exists() and not (project / "build").exists()
+
+
+def test_an_existing_out_is_refused_unless_forced(release, tmp_path):
+    project, rel, _ = release
+    res = package(project, rel)
+    assert res.returncode == 2 and "exists and is not empty" in res.stderr and "--force" in res.stderr
+    res = package(project, rel, "--force", "--name", "minifork-test", "--version", "1.0",
+                  env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((rel / "manifest.json").read_text())["package"]["version"] == "1.0"
+
+
+def test_a_variant_this_compiler_cannot_build_is_refused(tmp_path):
+    wrapper = tmp_path / "gcc-no-bf16"
+    wrapper.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = "-mavx512bf16" ] && exit 1; done\nexec gcc "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    project = make_project(tmp_path / "p")
+    res = run([tool("amxforge"), "package", *ARGS, "--out", str(tmp_path / "rel")], cwd=project,
+              env={"CC": str(wrapper), "AMXFORGE_CACHE": str(tmp_path / "cache")})
+    assert res.returncode == 2 and "variant avx512 cannot be built here" in res.stderr and "-mavx512bf16" in res.stderr
+    assert "CPU lacks" not in res.stderr  # what it cannot build, not what this host cannot run
+    assert not (tmp_path / "rel").exists()
+
+
+def test_an_unclean_variant_is_refused_naming_the_object(tmp_path):
+    """A fork unit that emits a tile instruction through inline asm (no intrinsic for the content scan to see)."""
+    project = make_project(tmp_path)
+    src = project / "minifork" / "ggml" / "src"
+    (src / "sneaky.c").write_text('void sneaky(void) { __asm__ volatile("tilerelease"); }\n')
+    cml = src / "CMakeLists.txt"
+    cml.write_text(cml.read_text().replace("set(GGML_SOURCES ggml.c", "set(GGML_SOURCES ggml.c sneaky.c"))
+    res = run([tool("amxforge"), "package", "--variants", "baseline", "--fork", "minifork", "--out",
+               str(tmp_path / "rel")], cwd=project)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "variant baseline is not clean, so it is not packaged" in res.stderr and "sneaky" in res.stderr
+    assert not (tmp_path / "rel").exists()
+
+
+def test_an_interrupted_package_run_leaves_no_release(release, tmp_path):
+    project, _, _ = release
+    out = tmp_path / "rel"
+    proc = subprocess.Popen([tool("amxforge"), "package", *ARGS, "--out", str(out)], cwd=project,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".rel.staging-*")):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    res = package(project, out)  # and the next run clears the leftovers
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not list(tmp_path.glob(".rel.staging-*")) and (out / "manifest.json").is_file()
