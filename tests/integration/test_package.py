@@ -110,6 +110,23 @@ def test_a_host_refusing_amx_permission_falls_to_the_next_variant(release):
         assert f"llama-bench: running variant {expect}: " in res.stderr
 
 
+def test_a_kernel_refusing_amx_permission_for_real(release, tmp_path):
+    """Not the guard's simulation: a seccomp filter (tests/fixtures/deny_amx_permission) makes the kernel refuse
+    arch_prctl(ARCH_REQ_XCOMP_PERM) with EPERM, as a locked-down container can; the selector falls to avx512."""
+    from conftest import FIXTURES
+    deny = tmp_path / "deny_amx_permission"
+    run(["gcc", "-O2", "-o", str(deny), str(FIXTURES / "deny_amx_permission" / "deny_amx_permission.c")], check=True)
+    _, rel, _ = release
+    res = run([str(deny), str(rel / "bin" / "llama-bench")], env={"AMXFORGE_EXPLAIN": "1"})
+    assert res.returncode == 0, res.stderr
+    if not variant_runs_here("amx")[0]:
+        assert f"llama-bench: running variant {best_runnable()}: " in res.stderr
+        pytest.skip("this host cannot run amx anyway: the refusal changes nothing here (checked on the AMX host)")
+    assert ("llama-bench: variant amx: Linux refused AMX permission: arch_prctl(ARCH_REQ_XCOMP_PERM) failed: "
+            "Operation not permitted") in res.stderr
+    assert "llama-bench: running variant avx512: " in res.stderr
+
+
 def test_the_host_preference_file_reorders_runnable_variants(release, tmp_path):
     _, rel, _ = release
     pref = tmp_path / "preference"

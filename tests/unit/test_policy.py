@@ -89,7 +89,8 @@ def test_compiler_too_old_names_compiler_flag_and_minimum():
     ("ggml/src/ggml-cpu-traits.cpp", "amx", "fork-amx-backend"),
     ("ggml/src/ggml-backend.cpp", "amx", "fork-amx-backend"),
     ("ggml/src/ggml-cpu/ggml-cpu.cpp", "amx", "fork-amx-backend"),
-    ("ggml/src/ggml-cpu/ggml-cpu.c", "default", "everything-else"),
+    ("src/ggml-cpu/ggml-cpu.c", "amx", "fork-amx-backend"),  # upstream ggml: ggml_cpu_has_amx_int8()
+    ("ggml/src/ggml-cpu/ggml-cpu.c", "amx", "fork-amx-backend"),  # llama.cpp vendors the same ggml-cpu.c
     ("kernels/dense/gemm_bf16_amx.c", "amx", "kernels-amx"),
     ("kernels/runtime/guard.c", "portable", "runtime-guard"),
     ("ggml/src/ggml-cuda/mmq.cu", "cuda", "cuda-units"),
