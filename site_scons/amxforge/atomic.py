@@ -2,8 +2,10 @@
 renamed over the target. A reader sees the old file or the new one, never half of one; a full disk or a kill
 leaves the old file (and at most a stray *.tmp that the next write replaces)."""
 
+import hashlib
 import json
 import os
+import zlib
 import tempfile
 from pathlib import Path
 
@@ -49,3 +51,21 @@ def read_json(path, what: str, expect=dict, fix: str = "it is rewritten by the n
     if not isinstance(data, expect):
         raise AmxforgeError(f"{path}: damaged {what} (a JSON {type(data).__name__}, not a {expect.__name__}); {fix}")
     return data
+
+
+def file_sha256(path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks (records, ledgers and manifests)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_crc32(path) -> str:
+    """zlib's CRC-32 of a file as 8 hex digits: what the selector (kernels/launcher/launch.c) checks at every start."""
+    crc = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"

@@ -1,6 +1,6 @@
 """The launcher's table (share/amxforge/launch.tsv; read by kernels/launcher/launch.c): variants best first, as
 (name, directory relative to the root, the CPU features it needs, "gpu" or ""); for a package also every file of each
-variant with its size and SHA-256, and the manifest's hash."""
+variant with its size and CRC-32 (checked by the selector at every start), and the manifest's CRC-32."""
 
 from .templating import render
 

@@ -43,14 +43,6 @@ def tree_id(fork: ForkInfo) -> str:
     return f"{fork.kind.replace('+', '-')}-{hashlib.sha256(str(fork.root).encode()).hexdigest()[:10]}"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class ForkBuild:
     def __init__(self, ctx, fork: ForkInfo, targets, jobs: int = None, log=print):
         self.ctx, self.fork, self.targets = ctx, fork, list(targets)
@@ -337,7 +329,7 @@ def verify_record(record: dict, project_dir: Path) -> list:
         path = Path(project_dir) / f["path"]
         if not path.is_file():
             problems.append(f"{f['path']}: missing")
-        elif path.stat().st_size != f["size"] or file_sha256(path) != f["sha256"]:
+        elif path.stat().st_size != f["size"] or atomic.file_sha256(path) != f["sha256"]:
             problems.append(f"{f['path']}: damaged (does not match the last good build)")
     return problems
 
@@ -350,7 +342,7 @@ def object_problem(entry: dict):
         return f"{obj}: missing"
     if st.st_size != entry["size"]:
         return f"{obj}: {st.st_size} bytes, the ledger says {entry['size']} (truncated or replaced)"
-    if st.st_mtime_ns != entry.get("mtime_ns") and file_sha256(obj) != entry["sha256"]:
+    if st.st_mtime_ns != entry.get("mtime_ns") and atomic.file_sha256(obj) != entry["sha256"]:
         return f"{obj}: content differs from the ledger's hash"
     return None
 

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__, atomic
+from .. import __version__
 from ..errors import AmxforgeError
 from ..paths import project_root
 
@@ -112,14 +112,6 @@ def build_variant(req: Request, variant: str, log) -> None:
     if res.returncode != 0:
         raise AmxforgeError(f"building variant {variant} failed (scons exit {res.returncode}, output above); nothing "
                             f"was packaged")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_package(req: Request, log=print) -> dict:

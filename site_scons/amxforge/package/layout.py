@@ -1,10 +1,10 @@
 """The release tree of `amxforge package`, built in a hidden staging directory beside --out and renamed into place
 only when it is complete."""
 
-import hashlib
 import json
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 from .. import atomic
@@ -13,14 +13,6 @@ from ..launchtable import launch_table
 
 TABLE = "share/amxforge/launch.tsv"
 HWCAPS_LEVELS = ("x86-64-v2", "x86-64-v3", "x86-64-v4")  # the glibc-hwcaps subdirectories glibc (>= 2.33) knows
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Layout:
@@ -78,7 +70,7 @@ class Layout:
         first_of, files, naive, stored = {}, [], 0, 0
         for path in sorted(p for p in self.stage.rglob("*") if p.is_file()):
             rel = path.relative_to(self.stage).as_posix()
-            digest, size = _sha256(path), path.stat().st_size
+            digest, size = atomic.file_sha256(path), path.stat().st_size
             naive += size
             entry = {"path": rel, "sha256": digest, "size": size}
             if digest in first_of:  # the same bytes again: a hard link to the first copy
@@ -95,8 +87,9 @@ class Layout:
         by_variant = {v: [f for f in files if f["path"].startswith(f"variants/{v}/")] for v in order}
         table = launch_table([(v, f"variants/{v}", requires[v]["features"], "gpu" if gpu[v] else "") for v in order],
                              package=name,
-                             files=[(v, f["path"], f["size"], f["sha256"]) for v in order for f in by_variant[v]],
-                             manifest=("manifest.json", hashlib.sha256(text.encode()).hexdigest()))
+                             files=[(v, f["path"], f["size"], atomic.file_crc32(self.stage / f["path"])) for v in order
+                                    for f in by_variant[v]],
+                             manifest=("manifest.json", f"{zlib.crc32(text.encode()):08x}"))
         (self.stage / TABLE).parent.mkdir(parents=True, exist_ok=True)
         atomic.write_text(self.stage / TABLE, table)
         for path in sorted(self.stage.rglob("*"), reverse=True):
