@@ -110,6 +110,29 @@ def test_a_host_refusing_amx_permission_falls_to_the_next_variant(release):
         assert f"llama-bench: running variant {expect}: " in res.stderr
 
 
+# XCR0 states an OS (or a VM) can leave off: the variants that need it are skipped with the reason, the next one runs
+XCR0_CASES = {"xcr0_tile": ({"amx"}, "AMX tile"), "xcr0_avx512": ({"amx", "avx512"}, "AVX-512"),
+              "xcr0_avx": ({"amx", "avx512", "baseline"}, "AVX")}
+
+
+@pytest.mark.parametrize("hide", sorted(XCR0_CASES))
+def test_a_host_with_an_xcr0_state_off_skips_the_variants_needing_it(release, hide):
+    _, rel, _ = release
+    needing, label = XCR0_CASES[hide]
+    res = launch(rel, env={"AMXFORGE_EXPLAIN": "1", "AMXFORGE_GUARD_HIDE": hide})
+    expect = next((v for v in VARIANTS[::-1] if v not in needing and variant_runs_here(v)[0]), None)
+    for name in needing:  # each says why: the OS state, or (first) the CPU features this host lacks anyway
+        line = next(line for line in res.stderr.splitlines() if line.startswith(f"llama-bench: variant {name}: "))
+        assert ("this CPU lacks" in line if not variant_runs_here(name)[0] else
+                f"the OS has not enabled the {label} register state" in line), line
+    if expect is None:
+        assert res.returncode == 2 and "llama-bench: no variant of this build runs on this host: " in res.stderr
+        assert res.stdout == ""
+    else:
+        assert res.returncode == 0, res.stderr
+        assert f"llama-bench: running variant {expect}: " in res.stderr
+
+
 def test_a_kernel_refusing_amx_permission_for_real(release, tmp_path):
     """Not the guard's simulation: a seccomp filter (tests/fixtures/deny_amx_permission) makes the kernel refuse
     arch_prctl(ARCH_REQ_XCOMP_PERM) with EPERM, as a locked-down container can; the selector falls to avx512."""
