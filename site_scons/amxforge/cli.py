@@ -161,6 +161,132 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
         click.echo(f"plot written to {plot_path}", err=True)
 
 
+def _counts(text: str, name: str, example: str) -> list:
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+        assert counts and all(t > 0 for t in counts)
+    except (ValueError, AssertionError):
+        raise AmxforgeError(f"{name} {text!r}: give positive counts like {example}") from None
+    return list(dict.fromkeys(counts))
+
+
+@bench.command("fork")
+@click.option("--fork", "forks", multiple=True, type=click.Path(), metavar="PATH",
+              help="a fork tree, built here for each variant through the normal build (repeatable: tree against tree)")
+@click.option("--package", "packages", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="an `amxforge package` release to run instead of building (repeatable)")
+@click.option("--variants", default=None, metavar="V,V,...",
+              help="variants to compare, e.g. baseline,amx (default: auto's pick; with --package: all it has)")
+@click.option("--threads", default="1", show_default=True, help="comma-separated thread counts, e.g. 1,2,4,8,16")
+@click.option("--model", type=click.Path(), default=None, help="a GGUF model (default: synthetic models of --types)")
+@click.option("--types", default=None, metavar="T,T,...",
+              help="tensor types of synthetic models, e.g. q8_0,q4_0,bf16 (q4_k, q6_k, iq4_xs through the fork's "
+                   "llama-quantize); default q8_0")
+@click.option("--synth", "synth_shape", default="4x1024x2816", show_default=True, metavar="LAYERSxDIMxFF",
+              help="the shape of the synthetic models (a bigger model makes longer, steadier runs)")
+@click.option("--amx", type=click.Choice(["auto", "on", "off", "both"]), default="auto", show_default=True,
+              help="the AMX branch's --amx runtime option: both where the tools take it (auto), or only on / off")
+@click.option("--pp", type=click.IntRange(1, 65536), default=128, show_default=True, help="prompt tokens per run")
+@click.option("--tg", type=click.IntRange(1, 65536), default=32, show_default=True,
+              help="generated tokens per run (llama-sweep-bench generates pp/4)")
+@click.option("--reps", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="runs per cell, interleaved across cells")
+@click.option("--warmup", type=click.IntRange(0, 10), default=1, show_default=True,
+              help="passes over all cells before measuring (not counted)")
+@click.option("--tool", default="auto", show_default=True,
+              help="the fork tool that measures: auto (the first in toolchain/bench.toml that can express every "
+                   "cell), llama-bench or llama-sweep-bench")
+@click.option("--numa", type=click.Choice(["off", "distribute", "isolate", "numactl"]), default="off",
+              show_default=True, help="the tools' --numa mode")
+@click.option("--timeout", type=click.FloatRange(1, 86400), default=600, show_default=True,
+              help="seconds one run may take; a cell that times out is marked failed, the others complete")
+@click.option("--out", type=click.Path(file_okay=False), default="build/bench-fork", show_default=True,
+              help="where builds, models, cells.jsonl, summary.json and the plot go")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="the PNG of t/s against threads (default OUT/tps.png)")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: a line per cell, then the summary")
+@click.option("--save-preference", is_flag=True,
+              help="write the winning variant order into the host preference file the package selector honours")
+@click.option("--prefer", type=click.Choice(["tg", "pp"]), default="tg", show_default=True,
+              help="the metric that orders variants in the preference")
+@click.option("--jobs", type=click.IntRange(1, 1024), default=None, help="parallel compile jobs per build")
+@click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
+              help="the amxforge project to build in (default: here)")
+def bench_fork(forks, packages, variants, threads, model, types, synth_shape, amx, pp, tg, reps, warmup, tool, numa, timeout, out,
+               plot_path, as_json, save_preference, prefer, jobs, project):
+    """A fork's own tools over variants x threads x trees x --amx on/off x types: a table per metric (rows =
+    threads, columns = variants / trees / --amx, each against the first), JSON lines, a PNG and a recommendation.
+
+    Cells are interleaved across rounds, warmed up, pinned to physical cores, and differences smaller than a
+    reference cell's spread are called "= noise". Exit 1 when a cell failed (the others complete)."""
+    from .bench import fork as fb
+    from .report import bench_fork_report
+
+    project = Path(project).resolve()
+    import importlib.util
+    can_plot = importlib.util.find_spec("matplotlib") is not None
+    if plot_path and not can_plot:
+        raise AmxforgeError("--plot needs matplotlib: pip install -e '.[bench]'")
+    chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else (
+        [] if packages and not forks else [resolve_variant(None)])
+    qtypes = [t.strip() for t in types.split(",") if t.strip()] if types else []
+    try:
+        shape = tuple(int(x) for x in synth_shape.lower().split("x"))
+        assert len(shape) == 3 and all(x > 0 for x in shape)
+    except (ValueError, AssertionError):
+        raise AmxforgeError(f"--synth {synth_shape!r}: give LAYERSxDIMxFF, e.g. 8x2048x5632") from None
+    out_dir = Path(out) if Path(out).is_absolute() else project / out
+    req = fb.Request(forks=list(forks), packages=[Path(p).resolve() for p in packages], variants=chosen,
+                     threads=_counts(threads, "--threads", "1,2,4"), types=qtypes,
+                     model=Path(model).resolve() if model else None, amx=amx, pp=pp, tg=tg, reps=reps, warmup=warmup,
+                     tool=tool, numa=numa, timeout=timeout, out=out_dir, project=project, jobs=jobs, prefer=prefer,
+                     shape=shape)
+    bar = {"bar": None}
+
+    def progress(i, total, kind, cell):
+        if bar["bar"] is None:
+            bar["bar"] = click.progressbar(length=total, label="bench fork", file=sys.stderr,
+                                           item_show_func=lambda x: x)
+            bar["bar"].__enter__()
+        bar["bar"].update(1, None if cell is None else
+                          f"{kind} {cell.column.label(True)} {cell.threads}t {cell.qtype}")
+
+    log = lambda line: click.echo(line, err=True)  # noqa: E731
+    try:
+        result = fb.run_bench(req, log, progress)
+    finally:
+        if bar["bar"] is not None:
+            bar["bar"].__exit__(None, None, None)
+    written = fb.write_outputs(result, out_dir)
+    plot_file = Path(plot_path) if plot_path else out_dir / "tps.png"
+    if can_plot:
+        fb.plot(result, plot_file)
+    else:
+        plot_file = None
+        click.echo("amxforge: bench fork: no plot (matplotlib is not installed: pip install -e '.[bench]')", err=True)
+    saved = None
+    if save_preference:
+        note = (f"amxforge bench fork {__import__('time').strftime('%Y-%m-%d')}: by {prefer} t/s "
+                f"({written['summary']})")
+        saved = fb.save_preference(result["summary"]["preference"], note)
+    if as_json:
+        for rec in result["cells"]:
+            click.echo(json.dumps(rec))
+        click.echo(json.dumps(result["summary"] | {"outputs": written, "plot": str(plot_file) if plot_file else None,
+                                                   "preference_file": str(saved) if saved else None}))
+    else:
+        click.echo(bench_fork_report(result, saved=saved, prefer=prefer))
+        click.echo(f"\ncells {written['cells']}, summary {written['summary']}, plot {plot_file}")
+    if result["summary"]["failed"]:
+        raise BenchFailed(f"{len(result['summary']['failed'])} cell(s) failed: {result['summary']['failed'][0]}")
+
+
+class BenchFailed(AmxforgeError):
+    """Some cells failed (a tool crashed or timed out); the others completed: exit 1."""
+
+    exit_code = 1
+
+
 @cli.group()
 def fork():
     """Fork trees (ik_llama.cpp, its AMX branch, llama.cpp) that `scons fork=PATH` builds."""
@@ -229,7 +355,11 @@ def model():
 
 @model.command("synth")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="the .gguf file to write")
-@click.option("--type", "qtype", type=click.Choice(["q8_0", "q4_0", "f16"]), default="q8_0", show_default=True)
+@click.option("--type", "qtype", default="q8_0", show_default=True,
+              help="tensor type (toolchain/models.toml): f16 bf16 q8_0 q4_0 q4_1 q5_0 written by gguf; q4_k q5_k q6_k "
+                   "iq4_xs need --quantize-with")
+@click.option("--quantize-with", type=click.Path(), default=None,
+              help="a fork's llama-quantize, for the types gguf cannot quantize (written as f16, then converted)")
 @click.option("--layers", type=int, default=4, show_default=True)
 @click.option("--dim", type=int, default=1024, show_default=True, help="embedding length")
 @click.option("--ff", type=int, default=2816, show_default=True, help="feed-forward length")
@@ -239,11 +369,11 @@ def model():
 @click.option("--ctx", type=int, default=4096, show_default=True, help="context length")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def model_synth(out, qtype, layers, dim, ff, heads, kv_heads, vocab, ctx, seed, as_json):
+def model_synth(out, qtype, quantize_with, layers, dim, ff, heads, kv_heads, vocab, ctx, seed, as_json):
     """A small llama-architecture GGUF with random weights. Random weights measure speed only, never quality."""
     from .model.synth import ModelShape, synth
 
-    info = synth(Path(out), qtype, ModelShape(layers, dim, ff, heads, kv_heads, vocab, ctx), seed)
+    info = synth(Path(out), qtype, ModelShape(layers, dim, ff, heads, kv_heads, vocab, ctx), seed, quantize_with)
     if as_json:
         click.echo(json.dumps(info))
     else:

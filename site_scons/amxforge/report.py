@@ -26,3 +26,40 @@ def probe_table(result: dict, interesting) -> str:
     features = set(result["cpu"]["features"])
     isa_line = " ".join(f if f in features else f"-{f}" for f in interesting)
     return _render("probe.j2", p=result, isa_line=isa_line)
+
+
+def bench_fork_report(result: dict, saved=None, prefer="tg") -> str:
+    """The fork bench's tables (a table per metric and type: rows = threads, columns = variants / trees / --amx),
+    with the difference of every column against the first."""
+    cells, summary = result["cells"], result["summary"]
+    tables = []
+    for qtype in summary["types"]:
+        for metric in ("pp", "tg"):
+            rows = []
+            for threads in summary["threads"]:
+                line = [c for c in cells if c["type"] == qtype and c["threads"] == threads]
+                by_col = {c["column"]: c for c in line}
+                texts, diffs = [], []
+                for i, label in enumerate(summary["columns"]):
+                    c = by_col.get(label)
+                    st = c.get(metric) if c else None
+                    if c is None or c["status"] != "ok" or not st:
+                        texts.append("failed" if c and c["status"] != "ok" else "-")
+                    else:
+                        amx = " AMX" if c.get("amx_buffer") else ""
+                        texts.append(f"{st['median']:.2f} [{st['min']:.2f}-{st['max']:.2f}]{amx}")
+                    if i:
+                        d = c.get(f"{metric}_diff_pct") if c else None
+                        diffs.append("-" if d is None else
+                                     f"{d:+.1f} %" + (" = noise" if c.get(f"{metric}_within_noise") else ""))
+                first = line[0] if line else {}
+                rows.append({"threads": threads, "cpus": first.get("cpus", "-"), "over": first.get("oversubscribed"),
+                             "cells": texts, "diffs": diffs})
+            tokens = next((c["tokens"][metric] for c in cells if c["type"] == qtype and c.get("tokens")), None)
+            widths = [max([len(label)] + [len(r["cells"][i]) for r in rows])
+                      for i, label in enumerate(summary["columns"])]
+            tables.append({"type": qtype, "metric": metric, "columns": summary["columns"], "rows": rows,
+                           "widths": widths,
+                           "tokens": tokens, "over": any(r["over"] for r in rows),
+                           "any_amx": any(c.get("amx_buffer") for c in cells)})
+    return _render("bench_fork.j2", r=result, tables=tables, saved=saved, prefer=prefer)

@@ -261,3 +261,22 @@ def test_an_interrupted_package_run_leaves_no_release(release, tmp_path):
     res = package(project, out)  # and the next run clears the leftovers
     assert res.returncode == 0, res.stderr[-2000:]
     assert not list(tmp_path.glob(".rel.staging-*")) and (out / "manifest.json").is_file()
+
+
+def test_bench_fork_runs_a_release_through_its_selector(release, tmp_path):
+    """--package: each runnable variant forced with AMXFORGE_VARIANT; the release has no llama-sweep-bench, whose
+    absence is said, and llama-bench (which takes no --amx) measures every cell."""
+    project, rel, _ = release
+    res = run([tool("amxforge"), "bench", "fork", "--package", str(rel), "--threads", "1", "--reps", "1",
+               "--warmup", "0", "--json", "--out", str(tmp_path / "o")], cwd=project)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    cells, summary = lines[:-1], lines[-1]
+    runnable = [v for v in ["amx", "avx512", "baseline"] if variant_runs_here(v)[0]]
+    assert summary["tool"] == "llama-bench" and summary["columns"] == runnable
+    assert "has no llama-sweep-bench" not in (summary["tools_passed_over"] or "")
+    assert [c["variant"] for c in cells] == runnable and all(c["status"] == "ok" for c in cells)
+    for v in set(VARIANTS) - set(runnable):
+        assert any(line.startswith(f"rel {v}: it cannot run on this host") for line in summary["skipped"])
+    assert summary["preference"] == {"minifork-test": sorted(runnable, key=lambda v: -next(
+        c["tg"]["median"] for c in cells if c["variant"] == v))}

@@ -3,12 +3,55 @@
 Random weights make the model produce nonsense: it is for measuring speed (llama-bench), never quality."""
 
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import AmxforgeError
+from ..paths import toolchain_dir
+from ..tomlfile import load_toml
 
-TYPES = ("q8_0", "q4_0", "f16")
+
+@lru_cache(maxsize=1)
+def type_table() -> dict:
+    """toolchain/models.toml: the tensor types synth knows (gguf's names, whether the AMX path has a kernel)."""
+    path = toolchain_dir() / "models.toml"
+    types = load_toml(path).get("types", {})
+    for name, rec in types.items():
+        missing = [k for k in ("tensor", "file", "amx", "quantize") if k not in rec]
+        if missing:
+            raise AmxforgeError(f"{path}: [types.{name}] lacks {', '.join(missing)}; restore it from git")
+    return types
+
+
+def gguf_cannot(qtype: str):
+    """None when the installed gguf package quantizes qtype itself, else why not (asked of gguf, one block)."""
+    try:
+        import gguf
+        import numpy as np
+    except ImportError as exc:
+        return f"the gguf and numpy packages are missing ({exc}): pip install gguf"
+    tensor = getattr(gguf.GGMLQuantizationType, type_table()[qtype]["tensor"])
+    try:
+        gguf.quants.quantize(np.zeros((1, 256), dtype=np.float32), tensor)
+    except NotImplementedError:
+        from importlib.metadata import version
+        return f"gguf {version('gguf')} has no quantizer for {tensor.name}"
+    return None
+
+
+def check_type(qtype: str, quantize_with=None) -> None:
+    known = type_table()
+    if qtype not in known:
+        raise AmxforgeError(f"--type {qtype}: choose one of {', '.join(known)}")
+    why = gguf_cannot(qtype)
+    if why and not quantize_with:
+        writable = [t for t in known if not gguf_cannot(t)]
+        raise AmxforgeError(f"--type {qtype} cannot be written here: {why}; add --quantize-with PATH/llama-quantize "
+                            f"(a fork's own quantizer) or choose one of {', '.join(writable)}")
+
 BLOCK = 32  # q8_0/q4_0 quantize rows in blocks of 32 values
 
 
@@ -63,24 +106,23 @@ def _remove_quietly(path: Path) -> None:
         pass  # a read-only disk never got the file in the first place
 
 
-def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 0) -> dict:
+def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 0, quantize_with=None) -> dict:
     try:
         import gguf
         import numpy as np
     except ImportError as exc:
         raise AmxforgeError(f"model synth needs the gguf and numpy packages: pip install gguf ({exc})") from None
-    if qtype not in TYPES:
-        raise AmxforgeError(f"--type {qtype}: choose one of {', '.join(TYPES)}")
+    check_type(qtype, quantize_with)
+    if gguf_cannot(qtype):  # write f16, then the fork's own quantizer converts it
+        return _quantized(out, qtype, shape, seed, quantize_with)
     shape = shape or ModelShape()
     shape.check()
     out = Path(out)
     if not out.parent.is_dir():
         raise AmxforgeError(f"{out.parent}: no such directory for --out")
     rng = np.random.default_rng(seed)
-    ggml_type = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0,
-                 "f16": gguf.GGMLQuantizationType.F16}[qtype]
-    file_type = {"q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
-                 "f16": gguf.LlamaFileType.MOSTLY_F16}[qtype]
+    ggml_type = getattr(gguf.GGMLQuantizationType, type_table()[qtype]["tensor"])
+    file_type = getattr(gguf.LlamaFileType, type_table()[qtype]["file"])
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     try:
         writer = gguf.GGUFWriter(str(tmp), "llama")
@@ -109,7 +151,7 @@ def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 
 
         def matrix(name, rows, cols):
             w = (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02)
-            if qtype == "f16":
+            if ggml_type == gguf.GGMLQuantizationType.F16:
                 writer.add_tensor(name, w.astype(np.float16))
             else:
                 writer.add_tensor(name, gguf.quants.quantize(w, ggml_type), raw_dtype=ggml_type)
@@ -147,6 +189,35 @@ def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 
         _close_quietly(writer)
         _remove_quietly(tmp)
         raise
+    return _info(out, qtype, shape, "gguf")
+
+
+def _info(out: Path, qtype: str, shape: ModelShape, writer: str) -> dict:
     return {"path": str(out), "type": qtype, "parameters": shape.parameters, "bytes": out.stat().st_size,
             "layers": shape.layers, "dim": shape.dim, "ff": shape.ff, "heads": shape.heads,
-            "kv_heads": shape.kv_heads, "vocab": shape.vocab}
+            "kv_heads": shape.kv_heads, "vocab": shape.vocab, "amx_kernel": type_table()[qtype]["amx"],
+            "written_by": writer}
+
+
+def _quantized(out: Path, qtype: str, shape: ModelShape, seed: int, quantize_with) -> dict:
+    """An f16 synth converted by the fork's llama-quantize (gguf has no quantizer for the K and IQ types)."""
+    exe = shutil.which(str(quantize_with))
+    if not exe:
+        raise AmxforgeError(f"--quantize-with {quantize_with}: not an executable; give the path of a fork's "
+                            f"llama-quantize (e.g. build/amx/bin/llama-quantize)")
+    shape = shape or ModelShape()
+    out = Path(out)
+    f16 = out.with_name(out.name + f".f16.tmp{os.getpid()}")
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    try:
+        synth(f16, "f16", shape, seed)
+        want = type_table()[qtype]["quantize"]
+        res = subprocess.run([exe, str(f16), str(tmp), want], capture_output=True, text=True)
+        if res.returncode != 0 or not tmp.is_file():
+            last = (res.stderr.strip().splitlines() or res.stdout.strip().splitlines() or ["no output"])[-1]
+            raise AmxforgeError(f"{exe} could not write {want} (exit {res.returncode}): {last}")
+        os.replace(tmp, out)
+    finally:
+        _remove_quietly(f16)
+        _remove_quietly(tmp)
+    return _info(out, qtype, shape, exe)

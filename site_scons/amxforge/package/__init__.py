@@ -98,15 +98,21 @@ def selection_order(policy, variants) -> list:
     return sorted(variants, key=key)
 
 
-def build_variant(req: Request, variant: str, log) -> None:
+def scons_command(variant: str, fork: str = None, targets=(), jobs: int = None) -> list:
+    """The normal build of one variant (and a fork's targets), as `amxforge package` and `bench fork` run it."""
     scons = shutil.which("scons", path=str(Path(sys.executable).parent)) or shutil.which("scons")
     if not scons:
         raise AmxforgeError("scons not found: pip install -e . installs it")
     cmd = [scons, "-Q", f"--site-dir={project_root() / 'site_scons'}", f"variant={variant}"]
-    if req.fork:
-        cmd += [f"fork={req.fork}", f"fork_targets={','.join(req.fork_targets)}"]
-    if req.jobs:
-        cmd.append(f"jobs={req.jobs}")
+    if fork:
+        cmd += [f"fork={fork}", f"fork_targets={','.join(targets)}"]
+    if jobs:
+        cmd.append(f"jobs={jobs}")
+    return cmd
+
+
+def build_variant(req: Request, variant: str, log) -> None:
+    cmd = scons_command(variant, req.fork, req.fork_targets, req.jobs)
     log(f"amxforge: package: building variant {variant}: {' '.join(cmd[1:])}")
     res = subprocess.run(cmd, cwd=req.project, stdout=sys.stderr, stderr=sys.stderr)
     if res.returncode != 0:

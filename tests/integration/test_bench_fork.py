@@ -1,0 +1,169 @@
+"""`amxforge bench fork` end to end on tests/fixtures/minifork (its llama-bench prints the real tool's JSON, its
+llama-sweep-bench takes the common options, --amx included, and prints the real JSONL): real builds, real runs,
+pinned; what the table must hold is computed from this host (which variants run, whether AMX runs)."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import make_project, run, tool, variant_runs_here
+
+VARIANTS = ["baseline", "avx512", "amx"]
+RUNNABLE = [v for v in VARIANTS if variant_runs_here(v)[0]]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """The project with minifork, and `nofork`: the same tree whose tools have no --amx (like ik_llama.cpp main)."""
+    proj = make_project(tmp_path_factory.mktemp("benchfork"))
+    shutil.copytree(proj / "minifork", proj / "nofork")
+    cml = proj / "nofork" / "tools" / "bench" / "CMakeLists.txt"
+    text = cml.read_text()
+    assert "parse it)\" ON)" in text
+    cml.write_text(text.replace("parse it)\" ON)", "parse it)\" OFF)"))
+    return proj
+
+
+def bench(project, *args, env=None, timeout=900):
+    return run([tool("amxforge"), "bench", "fork", *args], cwd=project, env=env, timeout=timeout)
+
+
+def json_lines(res):
+    lines = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    return [x for x in lines if x["record"] == "cell"], next(x for x in lines if x["record"] == "summary")
+
+
+def one_line(res):
+    lines = [line for line in res.stderr.splitlines() if line.startswith("amxforge: error:")]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    return lines[0]
+
+
+def test_variants_threads_types_and_amx_on_off_in_one_table(project, tmp_path):
+    pref = tmp_path / "preference"
+    pref.write_text("other-package avx512 baseline\n")
+    out = tmp_path / "out"
+    res = bench(project, "--fork", "minifork", "--variants", ",".join(VARIANTS), "--threads", "1,2", "--types",
+                "q8_0,q4_0", "--reps", "2", "--json", "--save-preference", "--out", str(out),
+                env={"AMXFORGE_PREFERENCE": str(pref)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    cells, summary = json_lines(res)
+    # the tree's sweep-bench takes --amx and llama-bench does not: one tool for every cell, both --amx modes
+    assert summary["tool"] == "llama-sweep-bench" and "llama-bench" in summary["tools_passed_over"]
+    expect_columns = [f"{v}{amx}" for v in RUNNABLE for amx in ("", " --amx")]
+    assert summary["columns"] == expect_columns
+    assert len(cells) == len(expect_columns) * 2 * 2
+    for v in set(VARIANTS) - set(RUNNABLE):  # skipped with the probe's reason, never run
+        assert any(line.startswith(f"minifork {v}: it cannot run on this host: ") for line in summary["skipped"])
+    amx_runs = variant_runs_here("amx")[0]
+    for c in cells:
+        assert c["status"] == "ok" and c["reps"] == 2 and c["tool"] == "llama-sweep-bench"
+        assert c["pp"]["median"] > 0 and c["tg"]["median"] > 0 and len(c["tg"]["samples"]) == 2
+        assert c["tokens"] == {"pp": 128, "tg": 32}  # sweep-bench: n_ubatch and n_ubatch / 4
+        assert ("--amx" in c["command"]) == bool(c["amx"])
+        # the weights went through the AMX buffer only in the amx build, with --amx, on a host that runs AMX
+        assert c["amx_buffer"] == (c["variant"] == "amx" and c["amx"] and amx_runs)
+        assert c["cpus"] == ("0" if c["threads"] == 1 else c["cpus"]) and c["oversubscribed"] is False
+        if c["column"] != expect_columns[0]:
+            assert isinstance(c["pp_diff_pct"], float) and isinstance(c["tg_within_noise"], bool)
+    assert set(summary["recommendation"]) == {"q8_0", "q4_0"}
+    for per in summary["recommendation"].values():
+        assert set(per) == {"pp", "tg"} and per["tg"]["column"] in expect_columns
+    assert summary["reference"]["runs"] == 4 and summary["reference"]["noise_pct"]["tg"] >= 0
+    # the preference: this tree's package line replaced or added, other lines kept; the selector's format
+    lines = pref.read_text().splitlines()
+    assert "other-package avx512 baseline" in lines
+    mine = [line.split() for line in lines if line.startswith("ik_llama.cpp+amx-amxforge ")]
+    assert len(mine) == 1 and sorted(mine[0][1:]) == sorted(RUNNABLE)
+    assert mine[0][1:] == summary["preference"]["ik_llama.cpp+amx-amxforge"]
+    assert (out / "tps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [json.loads(x) for x in (out / "cells.jsonl").read_text().splitlines()] == cells
+    assert not (out / "work").exists() and not list(project.glob("llama*.log"))
+
+
+def test_amx_off_uses_llama_bench_json_and_marks_oversubscribed_threads(project, tmp_path):
+    over = len(os.sched_getaffinity(0)) + 1
+    res = bench(project, "--fork", "minifork", "--variants", "baseline", "--amx", "off", "--threads", f"1,{over}",
+                "--pp", "64", "--tg", "16", "--reps", "1", "--warmup", "0", "--out", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"{over} threads is more than this host's" in res.stderr
+    table = res.stdout
+    assert "tool       llama-bench (every cell)" in table and f"{over}*" in table and "unpinned" in table
+    cells = [json.loads(x) for x in (tmp_path / "o" / "cells.jsonl").read_text().splitlines()]
+    assert [c["oversubscribed"] for c in cells] == [False, True]
+    for c in cells:
+        assert c["tool"] == "llama-bench" and c["command"][-2:] == ["-o", "json"] and "--amx" not in c["command"]
+        assert c["tokens"] == {"pp": 64, "tg": 16} and c["status"] == "ok"
+
+
+def test_fork_against_fork_in_one_run(project, tmp_path):
+    res = bench(project, "--fork", "minifork", "--fork", "nofork", "--variants", "baseline", "--threads", "1",
+                "--reps", "2", "--json", "--out", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    cells, summary = json_lines(res)
+    # nofork's tools take no --amx: it has no --amx column, and the same tool measures both trees
+    assert summary["columns"] == ["minifork/baseline", "minifork/baseline --amx", "nofork/baseline"]
+    assert {c["tool"] for c in cells} == {"llama-sweep-bench"} and all(c["status"] == "ok" for c in cells)
+    assert [c["tree"] for c in cells] == ["minifork", "minifork", "nofork"]
+    assert "minifork/baseline --amx against minifork/baseline" in run(
+        [tool("amxforge"), "bench", "fork", "--fork", "minifork", "--fork", "nofork", "--variants", "baseline",
+         "--threads", "1", "--reps", "1", "--warmup", "0", "--out", str(tmp_path / "o2")], cwd=project).stdout
+
+
+def test_a_cell_that_crashes_or_hangs_is_marked_and_the_others_complete(project, tmp_path):
+    res = bench(project, "--fork", "minifork", "--variants", "baseline", "--threads", "1,2", "--reps", "2",
+                "--warmup", "0", "--json", "--out", str(tmp_path / "o"), env={"MINIFORK_CRASH_THREADS": "2"})
+    assert res.returncode == 1
+    assert "cell(s) failed" in one_line(res)
+    cells, summary = json_lines(res)
+    for c in cells:
+        if c["threads"] == 2:
+            assert c["status"] == "failed: llama-sweep-bench killed by SIGABRT: no output", c["status"]
+        else:
+            assert c["status"] == "ok" and c["reps"] == 2
+    assert len(summary["failed"]) == 2
+    res = bench(project, "--fork", "minifork", "--variants", "baseline", "--amx", "off", "--threads", "1,2",
+                "--reps", "1", "--warmup", "0", "--timeout", "2", "--out", str(tmp_path / "t"),
+                env={"MINIFORK_HANG_THREADS": "1"})
+    assert res.returncode == 1 and "FAILED     baseline 1 threads q8_0: llama-bench timed out after 2 s" in res.stdout
+    assert "failed" in res.stdout.split("tg t/s")[1]
+
+
+def test_amx_on_for_a_tree_without_it_says_so(project, tmp_path):
+    res = bench(project, "--fork", "nofork", "--variants", "baseline", "--amx", "on", "--out", str(tmp_path / "o"))
+    assert res.returncode == 2
+    assert "nofork baseline: --amx on: none of its tools takes --amx" in one_line(res)
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--model", "/nonexistent.gguf"], "--model /nonexistent.gguf: no such file"),
+    (["--model", "SConstruct"], "not a GGUF file"),
+    (["--threads", "0"], "--threads '0': give positive counts"),
+    (["--variants", "bogus"], "unknown variant 'bogus'"),
+    (["--types", "q8_0", "--model", "SConstruct"], "give one of them"),
+    (["--types", "zz"], "--type zz: choose one of"),
+])
+def test_bad_input_is_one_line_and_exit_2(project, tmp_path, args, expect):
+    res = bench(project, "--fork", "minifork", "--variants", "baseline", *args, "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and expect in one_line(res), res.stderr
+
+
+def test_no_tree_and_no_package(project):
+    res = bench(project)
+    assert res.returncode == 2 and "--fork PATH" in one_line(res)
+
+
+def test_a_type_gguf_cannot_write_needs_the_trees_quantizer(project, tmp_path):
+    """minifork has no llama-quantize: the tools are still built, and the type is refused with the reason."""
+    from amxforge.model.synth import gguf_cannot
+    if not gguf_cannot("q4_k"):
+        pytest.skip("this gguf package quantizes Q4_K itself")
+    res = bench(project, "--fork", "minifork", "--variants", "baseline", "--types", "q4_k", "--out",
+                str(tmp_path / "o"))
+    assert res.returncode == 2
+    line = one_line(res)
+    assert "could not build its llama-quantize" in line and "choose types gguf writes: f16" in line
+    assert (tmp_path / "o" / "builds" / "minifork" / "baseline" / "bin" / "llama-sweep-bench").is_file()
