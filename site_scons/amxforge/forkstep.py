@@ -32,7 +32,7 @@ def fork_step(env):
         except AmxforgeError:
             record = {"installed": [], "sha256": "damaged"}
         return env.Command(f"{out}/retired.json", Value(record["sha256"]), Action(_retire, None))
-    build = ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs"))
+    build = ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs"), cache=env["cache"] or None)
     # what the step would produce, deterministically; it runs again only when that changes or the state is stale
     desired = json.dumps({"stamp": build.stamp(), "config": build.shim_config(), "targets": build.targets},
                          sort_keys=True)
@@ -56,10 +56,11 @@ def _run(target, source, env) -> int:
     from .fork.driver import ForkBuild
 
     ctx = env["AMXFORGE"]
-    record = ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs")).run()
+    record = ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs"), cache=env["cache"] or None).run()
     cc = record.get("ccache")
     if cc:
-        print(f"amxforge: ccache: {cc['hits']} hits, {cc['misses']} misses in this fork build")
+        where = f" ({cc['remote_hits']} from the remote cache)" if cc.get("remote") else ""
+        print(f"amxforge: ccache: {cc['hits']} hits{where}, {cc['misses']} misses in this fork build")
     return 0
 
 

@@ -63,6 +63,8 @@ def variables(arguments) -> Variables:
                       "llama.cpp)", "")
     vars_.Add("fork_targets", "comma-separated fork targets to build and install", "llama-bench")
     vars_.Add("jobs", "parallel compile jobs (default: CPU count)", str(os.cpu_count() or 1))
+    vars_.Add("cache", "a compile cache shared between builders, for fork builds: redis://HOST:PORT or "
+                       "http://HOST[:PORT]/PATH (ccache remote storage; namespaced by the flag policy)", "")
     vars_.Add("CC", "C compiler (gcc or clang)", os.environ.get("CC", "gcc"))
     vars_.Add("CXX", "C++ compiler", os.environ.get("CXX", "g++"))
     vars_.Add(BoolVariable("verbose", "print full compiler command lines", False))
@@ -75,7 +77,7 @@ def configure(env):
 
     if GetOption("help"):
         return None
-    known = {"variant", "cuda_arch", "jobs", "CC", "CXX", "verbose", "fork", "fork_targets"}
+    known = {"variant", "cuda_arch", "jobs", "CC", "CXX", "verbose", "fork", "fork_targets", "cache"}
     unknown = sorted(set(env["AMXFORGE_ARGS"]) - known)
     if unknown:
         fail(f"unknown variable(s) {', '.join(unknown)}; `scons -h` lists them")
@@ -90,6 +92,9 @@ def configure(env):
             fork = detect_fork(env["fork"], base=env.Dir("#").abspath)
             if not [t for t in env["fork_targets"].split(",") if t.strip()]:
                 raise AmxforgeError("fork_targets is empty; name at least one, e.g. fork_targets=llama-bench")
+        if env["cache"]:
+            from .cache import parse_cache_url
+            parse_cache_url(env["cache"])
         ctx = VariantContext(env["variant"], cc=env["CC"], cuda_arch=env["cuda_arch"] or None,
                              project_dir=Path(env.Dir("#").abspath), cxx=env["CXX"], fork=fork)
         ctx.check_compiler_accepts()

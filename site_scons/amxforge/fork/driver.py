@@ -44,8 +44,10 @@ def tree_id(fork: ForkInfo) -> str:
 
 
 class ForkBuild:
-    def __init__(self, ctx, fork: ForkInfo, targets, jobs: int = None, log=print):
+    def __init__(self, ctx, fork: ForkInfo, targets, jobs: int = None, log=print, cache: str = None):
+        from ..cache import parse_cache_url
         self.ctx, self.fork, self.targets = ctx, fork, list(targets)
+        self.cache = parse_cache_url(cache) if cache else None  # a shared (remote) compile cache: ccache's
         self.jobs = jobs or os.cpu_count() or 1
         self.state = ctx.build_dir / "fork"  # the last good build's ledger and record
         self.dir = ctx.build_dir / "fork-work" / tree_id(fork)  # CMake's binary dir for this tree
@@ -54,6 +56,8 @@ class ForkBuild:
         self.launcher = ctx.build_dir / "libexec" / "amxforge-launch"
         self.log = log
         self.ccache = shutil.which("ccache")
+        self.statslog = self.dir / "ccache-stats.log"  # which cache each compilation of this build hit
+        self.cache_remote = None  # {"url", "reachable"} once build() has looked
         config = self.shim_config()
         # named by its content: a policy change changes every compile command, so ninja recompiles what it affects
         self.config_path = self.dir / f"amxforge-shim-{hashlib.sha256(config.encode()).hexdigest()[:12]}.conf"
@@ -192,9 +196,60 @@ class ForkBuild:
             raise AmxforgeError(f"fork target(s) {', '.join(missing)} not in {self.fork.root}; its targets: {shown}")
         self.repair_objects()
         cmd = [tool("cmake"), "--build", str(self.dir), "--target", *self.targets, "--", f"-j{self.jobs}"]
-        if subprocess.run(cmd).returncode != 0:
+        if subprocess.run(cmd, env=dict(os.environ, **self.cache_env())).returncode != 0:
             raise AmxforgeError(f"the fork build failed (compiler output above; ledger: {self.ledger}); the last "
                                 f"good build is untouched")
+
+    def namespace(self) -> str:
+        """The cache namespace: the variant and a hash of every class's rendered flags (never a path), so two
+        checkouts of one policy share entries, another policy never sees them, and `native` differs per host."""
+        flags = {cls: list(self.ctx.class_flags(cls)) for cls in self.ctx.policy.classes.classes
+                 if cls != "cuda" or self.ctx.variant.cuda}
+        digest = hashlib.sha256(json.dumps(flags, sort_keys=True).encode()).hexdigest()[:16]
+        return f"amxforge-{self.ctx.name}-{digest}"
+
+    def cache_env(self) -> dict:
+        """ccache's settings for this build; the remote cache only when it answers now (else one warning line)."""
+        from ..cache import ccache_env, reachable
+        if not self.ccache:
+            if self.cache:
+                warn(f"amxforge: warning: cache={self.cache} needs ccache (>= 4.4): apt install ccache; "
+                         f"building without a cache")
+            return {}
+        url = None
+        if self.cache:
+            ok, why = reachable(self.cache)
+            self.cache_remote = {"url": self.cache, "reachable": ok}
+            if ok:
+                url = self.cache
+            else:
+                warn(f"amxforge: warning: remote cache {self.cache} is unreachable or unusable ({why}); "
+                         f"building with the local cache only")
+        self.statslog.unlink(missing_ok=True)
+        base = Path(os.path.commonpath([self.ctx.project_dir, self.fork.root]))
+        # a namespace only when sharing beyond this builder: locally, identical units of two variants (the protected
+        # ones) should keep hitting each other's entries
+        return ccache_env(url, self.namespace() if self.cache else None, base, self.statslog)
+
+    def cache_outcomes(self, units: list, old: list) -> dict:
+        """Each unit's cache outcome in this build (remote, local, miss; a unit not compiled now keeps the last good
+        build's), and the totals for the record."""
+        from ..cache import read_statslog
+        now = {os.path.normpath(os.path.join(self.dir, src)): how for src, how in read_statslog(self.statslog).items()}
+        before = {e["object"]: e.get("cache") for e in old}
+        counts = {"remote": 0, "local": 0, "miss": 0, "uncached": 0}
+        for unit in units:
+            how = now.get(os.path.normpath(unit["path"])) if "path" in unit else None
+            unit["cache"] = how or before.get(unit["object"]) or ("not compiled in this build" if self.ccache
+                                                                   else "no ccache")
+            unit["where"] = "local"
+            if how:
+                counts[how] += 1
+        hits = counts["remote"] + counts["local"]
+        return {"hits": hits, "misses": counts["miss"], "remote_hits": counts["remote"], "local_hits": counts["local"],
+                "uncached": counts["uncached"], "hit_rate": round(hits / (hits + counts["miss"]), 3)
+                if hits + counts["miss"] else None, "namespace": self.namespace() if self.cache else None,
+                "remote": self.cache_remote}
 
     def repair_objects(self) -> None:
         """Objects of the last good build whose content no longer matches its ledger (truncated, overwritten) are
@@ -245,16 +300,7 @@ class ForkBuild:
                               "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
         return installed
 
-    def ccache_stats(self) -> dict:
-        if not self.ccache:
-            return {}
-        out = subprocess.run([self.ccache, "--print-stats"], capture_output=True, text=True).stdout
-        stats = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
-        hits = int(stats.get("direct_cache_hit", 0)) + int(stats.get("preprocessed_cache_hit", 0))
-        return {"hits": hits, "misses": int(stats.get("cache_miss", 0))}
-
     def run(self) -> dict:
-        before = self.ccache_stats()
         self.configure()
         self.build()
         units = self.units()
@@ -263,8 +309,8 @@ class ForkBuild:
             old = load_record(self.ctx.build_dir)
         except (FileNotFoundError, AmxforgeError):
             pass
+        cache = self.cache_outcomes(units, read_snapshot(self.state / LEDGER, missing_ok=True) if old else [])
         installed = self.install()
-        after = self.ccache_stats()
         self.state.mkdir(parents=True, exist_ok=True)
         ledger_text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in units)
         atomic.write_text(self.state / LEDGER, ledger_text)
@@ -273,15 +319,17 @@ class ForkBuild:
                   "ledger": {"path": (self.state / LEDGER).relative_to(self.ctx.project_dir).as_posix(),
                              "sha256": hashlib.sha256(ledger_text.encode()).hexdigest(), "units": len(units)},
                   "installed": installed}
-        if before:
-            hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
-            record["ccache"] = {"hits": hits, "misses": misses,
-                                "hit_rate": round(hits / (hits + misses), 3) if hits + misses else None}
+        if self.ccache:
+            record["ccache"] = cache
         write_record(self.ctx.build_dir, record)
         if old:  # files the previous good build installed that this one does not: gone with it
             keep = {f["path"] for f in installed}
             retire(self.ctx.project_dir, [f for f in old.get("installed", []) if f["path"] not in keep])
         return record
+
+
+def warn(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 # --- the record of the last good build -----------------------------------------------------------------------------

@@ -1,0 +1,140 @@
+"""A compile cache shared between builders, for real: redis-server in its own network namespace (a second host,
+reached over a veth pair), ccache's remote storage behind the shim, two checkouts of the project at different paths
+with cold local caches. Faults: the server down, a server answering garbage, a server that never answers."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import make_project, run, scons, tool
+from netnslib import NamespaceHost, why_not_namespaces
+
+def _why_not() -> str:
+    why = why_not_namespaces()
+    if why:
+        return why
+    for prog in ("redis-server", "ccache"):
+        if not shutil.which(prog):
+            return f"{prog} is not installed (.ci/run installs it from Debian's packages)"
+    features = subprocess.run(["ccache", "--version"], capture_output=True, text=True).stdout
+    if "redis-storage" not in features:
+        return "this ccache has no redis-storage feature (ccache >= 4.4 built with hiredis)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+
+
+@pytest.fixture(scope="module")
+def server_host():
+    """A second host: a network namespace joined to this one by a veth pair."""
+    try:
+        with NamespaceHost(f"afx-cache-{os.getpid() % 100000}", "10.231.7") as host:
+            yield host
+    except OSError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def redis(server_host):
+    return server_host.redis()
+
+
+def build(project, cache, ccache_dir, variant="baseline"):
+    env = {"CCACHE_DIR": str(ccache_dir)}
+    return scons(project, f"variant={variant}", "fork=minifork", "fork_targets=llama-bench,llama-cli",
+                 f"cache={cache}", env=env)
+
+
+def record(project, variant="baseline"):
+    return json.loads((project / "build" / variant / "fork" / "amxforge-build.json").read_text())
+
+
+def ledger(project, variant="baseline"):
+    path = project / "build" / variant / "fork" / "ledger.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_second_builder_at_another_path_gets_remote_hits(redis, tmp_path):
+    first = make_project(tmp_path / "builder-one" / "deeper")
+    res = build(first, redis, tmp_path / "cache-one")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    units = ledger(first)
+    assert units and {u["cache"] for u in units} == {"miss"} and {u["where"] for u in units} == {"local"}
+    assert record(first)["ccache"]["remote"] == {"url": redis, "reachable": True}
+    second = make_project(tmp_path / "two")  # another path, another depth, an empty local cache
+    res = build(second, redis, tmp_path / "cache-two")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    units = ledger(second)
+    remote = [u for u in units if u["cache"] == "remote"]
+    assert len(remote) >= 0.95 * len(units), [(u["source"], u["cache"]) for u in units]
+    cc = record(second)["ccache"]
+    assert cc["remote_hits"] == len(remote) and cc["misses"] == 0
+    assert "remote" in res.stdout + res.stderr  # the summary line says where the hits came from
+    # the same objects: prefix maps make them independent of the checkout's path
+    one = {u["source"]: u["sha256"] for u in ledger(first)}
+    assert {u["source"]: u["sha256"] for u in units} == one
+
+
+def test_each_variant_has_its_own_namespace(redis, tmp_path):
+    project = make_project(tmp_path / "ns")
+    assert build(project, redis, tmp_path / "c1", "baseline").returncode == 0
+    res = build(project, redis, tmp_path / "c2", "avx512")  # other flags: never a hit from baseline's entries
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "remote" not in {u["cache"] for u in ledger(project, "avx512")}
+    assert record(project, "avx512")["ccache"]["namespace"] != record(project, "baseline")["ccache"]["namespace"]
+
+
+@pytest.mark.parametrize("server,why", [
+    (None, "unreachable"),
+    ("garbage", "not a Redis server"),
+    ("silent", "unreachable"),
+])
+def test_a_remote_cache_that_fails_leaves_the_local_cache(server_host, tmp_path, server, why):
+    port = {None: 6390, "garbage": 6391, "silent": 6392}[server]
+    ip = server_host.ip
+    if server == "garbage":  # answers anything with bytes that are not RESP
+        server_host.start("python3", "-c", "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,"
+                    "socket.SO_REUSEADDR,1);s.bind(('%s',%d));s.listen()\nwhile True:\n c,_=s.accept();c.recv(99);"
+                    "c.sendall(b'\\x00garbage\\r\\n');c.close()" % (ip, port))
+        server_host.wait_port(port)
+    elif server == "silent":  # accepts and never answers
+        server_host.start("python3", "-c", "import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,"
+                    "socket.SO_REUSEADDR,1);s.bind(('%s',%d));s.listen()\nkeep=[]\nwhile True:\n keep.append("
+                    "s.accept())" % (ip, port))
+        server_host.wait_port(port)
+    project = make_project(tmp_path / "p")
+    url = f"redis://{ip}:{port}"
+    res = build(project, url, tmp_path / "cache")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("amxforge: warning: remote cache")]
+    assert len(warnings) == 1 and why in warnings[0] and "building with the local cache" in warnings[0]
+    assert record(project)["ccache"]["remote"] == {"url": url, "reachable": False}
+    assert {u["cache"] for u in ledger(project)} == {"miss"}
+    # the local cache still works: a rebuild from a clean tree hits it
+    shutil.rmtree(project / "build" / "baseline" / "fork-work")
+    res = build(project, url, tmp_path / "cache")
+    assert res.returncode == 0 and {u["cache"] for u in ledger(project)} == {"local"}
+
+
+@pytest.mark.parametrize("value,expect", [
+    ("ftp://host/x", "give redis://HOST:PORT or http://HOST[:PORT]/PATH"),
+    ("redis://host:port", "the port is not a number"),
+    ("redis://h:1|operation-timeout=1", "no ccache attributes here"),
+])
+def test_bad_cache_values_are_one_line(tmp_path, value, expect):
+    project = make_project(tmp_path / "bad")
+    res = scons(project, "variant=baseline", "fork=minifork", f"cache={value}")
+    assert res.returncode == 2 and expect in res.stderr and "Traceback" not in res.stderr
+
+
+def test_dist_status_reports_the_cache(redis, server_host):
+    res = run([tool("amxforge"), "dist", "status", "--cache", redis, "--json"])
+    assert res.returncode == 0, res.stderr
+    status = json.loads(res.stdout)
+    assert status["cache"]["reachable"] is True and status["ccache"]["remote_storage"] is True
+    bad = run([tool("amxforge"), "dist", "status", "--cache", f"redis://{server_host.ip}:6399"])
+    assert bad.returncode == 1 and "unreachable" in bad.stdout
