@@ -2,11 +2,16 @@
  * Boring, total and logged:
  *
  *     amxforge-shim CONFIG <compiler> <args...>
+ *     AMXFORGE_SHIM_DRY_RUN=1 amxforge-shim CONFIG <compiler> <args...>   print the record (the rewritten command)
+ *                                                                         as one JSON line, run nothing
  *
  * Per compilation unit: classify the source by the policy's rules, remove the ISA flags the policy owns (-march=*,
  * -mtune=*, every -m<feature>/-mno-<feature>; for nvcc its arch options and the ISA flags inside -Xcompiler), add the
  * class's rendered flags, run the real compiler (through ccache when configured) and append one JSON line to the
- * ledger. The compiler's output and exit code pass through unchanged. Anything that is not a compilation runs as is.
+ * ledger. The compiler's output and exit code pass through unchanged. Anything that is not a compilation (a link, a
+ * preprocessing run, a version query) runs as is and leaves a ledger line too, with its mode. A config that does not
+ * fit the tables, a rule naming a class without flags, or a unit no rule matches is an error (exit 2), never a
+ * silent default or a truncation.
  * CONFIG is written by amxforge (fork/driver.py): one record per line, fields separated by tabs. Written in C because
  * it runs once per unit: a Python launcher cost ~39 ms per unit, 20 % of the fixture's build (measured). */
 
@@ -65,8 +70,10 @@ static void load_config(const char *path) {
         if (line[len - 1] == '\n') line[--len] = '\0';
         char *fields[512];
         int n = 0;
-        for (char *save = NULL, *tok = strtok_r(strdup(line), "\t", &save); tok && n < 512; tok = strtok_r(NULL, "\t", &save))
+        for (char *save = NULL, *tok = strtok_r(strdup(line), "\t", &save); tok; tok = strtok_r(NULL, "\t", &save)) {
+            if (n == 512) die("a config record has more than 512 fields", line);
             fields[n++] = tok;
+        }
         if (n == 0) continue;
         const char *key = fields[0];
         if (!strcmp(key, "variant") && n > 1) cfg.variant = fields[1];
@@ -84,11 +91,14 @@ static void load_config(const char *path) {
         else if (!strcmp(key, "scan") && n > 1) {
             if (regcomp(&cfg.scan, fields[1], REG_EXTENDED) != 0) die("bad content-scan regex", fields[1]);
             cfg.has_scan = 1;
-        } else if (!strcmp(key, "rule") && n == 5 && cfg.nrules < 256) {
+        } else if (!strcmp(key, "rule")) {
+            if (n != 5) die("a rule record needs id, class, glob and regex", line);
+            if (cfg.nrules == 256) die("more than 256 class rules", fields[1]);
             struct rule *r = &cfg.rules[cfg.nrules++];
             r->id = fields[1]; r->cls = fields[2]; r->glob = fields[3];
             if (regcomp(&r->re, fields[4], REG_EXTENDED | REG_NOSUB) != 0) die("bad rule regex", fields[4]);
-        } else if (!strcmp(key, "class") && n > 1 && cfg.nclasses < 16) {
+        } else if (!strcmp(key, "class") && n > 1) {
+            if (cfg.nclasses == 16) die("more than 16 unit classes", fields[1]);
             struct class_flags *c = &cfg.classes[cfg.nclasses++];
             c->name = fields[1];
             for (int i = 2; i < n; i++) push(&c->flags, fields[i]);
@@ -96,6 +106,11 @@ static void load_config(const char *path) {
     }
     fclose(f);
     if (!cfg.root || !cfg.ledger || !cfg.variant) die("config lacks root, ledger or variant", path);
+    for (int i = 0; i < cfg.nrules; i++) { /* every rule's class has flags (cuda units get the cuda record) */
+        int found = !strcmp(cfg.rules[i].cls, "cuda");
+        for (int c = 0; c < cfg.nclasses && !found; c++) found = !strcmp(cfg.classes[c].name, cfg.rules[i].cls);
+        if (!found) die("a rule names a class without flags (toolchain/classes.toml)", cfg.rules[i].id);
+    }
 }
 
 static int owned(const char *flag) {
@@ -212,26 +227,53 @@ static int scan_error(const char *path, const char *cls, const char *rule) {
     return 1;
 }
 
+static double since(const struct timespec *t0) {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* A link, a preprocessing run, a version query: run unchanged, and say so in the ledger (key "output", not "object":
+ * the ledger's readers take only compilations as units). */
+static int pass_through(const char *mode, char **argv, int argc, const char *output, int dry) {
+    struct buf b = {0};
+    char num[64];
+    puts_(&b, "{\"mode\": "); json_str(&b, mode);
+    puts_(&b, ", \"output\": "); if (output) json_str(&b, output); else puts_(&b, "null");
+    puts_(&b, ", \"command\": "); json_list(&b, argv, argc);
+    if (dry) { puts_(&b, "}\n"); fputs(b.s, stdout); return 0; }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = run(argv);
+    snprintf(num, sizeof num, ", \"rc\": %d, \"seconds\": %.3f", rc, since(&t0));
+    puts_(&b, num);
+    puts_(&b, ", \"variant\": "); json_str(&b, cfg.variant);
+    puts_(&b, "}\n");
+    append_ledger(b.s);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: amxforge-shim CONFIG <compiler> <args...>\n");
         return 2;
     }
+    const char *dry_env = getenv("AMXFORGE_SHIM_DRY_RUN");
+    int dry = dry_env && *dry_env && strcmp(dry_env, "0") != 0;
     char *compiler = argv[2];
     char **args = argv + 3;
-    int nargs = argc - 3, compiling = 0;
+    int nargs = argc - 3, compiling = 0, preprocessing = 0;
     const char *source = NULL, *object = NULL;
     for (int i = 0; i < nargs; i++) {
         if (!strcmp(args[i], "-c")) compiling = 1;
+        else if (!strcmp(args[i], "-E")) preprocessing = 1;
         else if (!strcmp(args[i], "-o") && i + 1 < nargs) object = args[i + 1];
         else if (!strncmp(args[i], "-o", 2) && args[i][2]) object = args[i] + 2;
         if (is_source(args[i])) source = args[i];
     }
-    if (!compiling || !source) { /* a link, a version query: untouched */
-        execvp(compiler, argv + 2);
-        die("cannot run the compiler", compiler);
-    }
     load_config(argv[1]);
+    if (!compiling || !source || preprocessing)
+        return pass_through(preprocessing ? "preprocess" : object ? "link" : "other", argv + 2, argc - 2, object, dry);
     const char *base = strrchr(compiler, '/');
     int nvcc = strncmp(base ? base + 1 : compiler, "nvcc", 4) == 0;
 
@@ -239,9 +281,14 @@ int main(int argc, char **argv) {
     if (!realpath(source, abs_src)) snprintf(abs_src, sizeof abs_src, "%s", source);
     size_t rootlen = strlen(cfg.root);
     const char *rel = strncmp(abs_src, cfg.root, rootlen) == 0 && abs_src[rootlen] == '/' ? abs_src + rootlen + 1 : abs_src;
-    const char *cls = "default", *rule = "none", *glob = "";
+    const char *cls = NULL, *rule = NULL, *glob = "";
     for (int i = 0; i < cfg.nrules; i++)
         if (regexec(&cfg.rules[i].re, rel, 0, NULL, 0) == 0) { cls = cfg.rules[i].cls; rule = cfg.rules[i].id; glob = cfg.rules[i].glob; break; }
+    if (!cls) {
+        fprintf(stderr, "amxforge-shim: no class rule matches %s; toolchain/classes.toml needs a rule for it (its last "
+                "rule is normally the catch-all glob \"**\")\n", rel);
+        return 2;
+    }
     if (scan_error(abs_src, cls, rule)) return 1;
 
     /* the new command line: [ccache] compiler kept... added... */
@@ -253,7 +300,8 @@ int main(int argc, char **argv) {
         char *eq = strchr(arg, '=');
         size_t namelen = eq ? (size_t)(eq - arg) : strlen(arg);
         char name[256];
-        snprintf(name, sizeof name, "%.*s", (int)(namelen < sizeof name ? namelen : sizeof name - 1), arg);
+        if (namelen >= sizeof name) namelen = 0; /* no owned flag is that long: compared as "", kept */
+        snprintf(name, sizeof name, "%.*s", (int)namelen, arg);
         if (nvcc && in_list(&cfg.nvcc_arch, name)) {
             push(&removed, arg);
             if (!eq && i + 1 < nargs) push(&removed, args[++i]);
@@ -264,8 +312,9 @@ int main(int argc, char **argv) {
             for (char *save = NULL, *tok = strtok_r(strdup(value), ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
                 if (owned(tok)) push(&removed, tok);
                 else {
-                    if (any) strncat(kept, ",", sizeof kept - strlen(kept) - 1);
-                    strncat(kept, tok, sizeof kept - strlen(kept) - 1);
+                    if (strlen(kept) + strlen(tok) + 2 > sizeof kept) die("an -Xcompiler list longer than 8 KiB", value);
+                    if (any) strcat(kept, ",");
+                    strcat(kept, tok);
                     any = 1;
                 }
             }
@@ -286,10 +335,10 @@ int main(int argc, char **argv) {
     push(&final, NULL);
     final.n--;
 
-    struct timespec t0, t1;
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rc = run(final.v);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int rc = dry ? 0 : run(final.v);
+    double seconds = dry ? 0.0 : since(&t0);
 
     if (!object || !realpath(object, abs_obj)) {
         if (object && object[0] != '/') {
@@ -299,7 +348,7 @@ int main(int argc, char **argv) {
     }
     struct buf b = {0};
     char num[64];
-    puts_(&b, "{\"source\": "); json_str(&b, rel);
+    puts_(&b, "{\"mode\": \"compile\", \"source\": "); json_str(&b, rel);
     puts_(&b, ", \"path\": "); json_str(&b, abs_src);
     puts_(&b, ", \"object\": "); if (object) json_str(&b, abs_obj); else puts_(&b, "null");
     puts_(&b, ", \"class\": "); json_str(&b, cls);
@@ -309,10 +358,10 @@ int main(int argc, char **argv) {
     puts_(&b, ", \"added\": "); json_list(&b, added->v, added->n);
     puts_(&b, ", \"flags_in\": "); json_list(&b, argv + 2, argc - 2);
     puts_(&b, ", \"command\": "); json_list(&b, final.v, final.n);
-    snprintf(num, sizeof num, ", \"rc\": %d, \"seconds\": %.3f", rc,
-             (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
-    puts_(&b, num);
     puts_(&b, ", \"variant\": "); json_str(&b, cfg.variant);
+    if (dry) { puts_(&b, "}\n"); fputs(b.s, stdout); return 0; } /* the rewritten command, nothing run or logged */
+    snprintf(num, sizeof num, ", \"rc\": %d, \"seconds\": %.3f", rc, seconds);
+    puts_(&b, num);
     puts_(&b, "}\n");
     append_ledger(b.s);
     return rc;

@@ -5,7 +5,6 @@ pinned; what the table must hold is computed from this host (which variants run,
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 

@@ -1,0 +1,119 @@
+"""amxforge-shim, table-driven, in milliseconds: the real shim (kernels/launcher/shim.c, compiled here) with the real
+config amxforge writes for tests/fixtures/minifork, in dry-run mode (AMXFORGE_SHIM_DRY_RUN=1: the rewritten command
+as one JSON line, nothing run); then a real link, which leaves a ledger line with its mode; and configs the shim must
+refuse instead of truncating or defaulting."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import FIXTURES, ROOT
+
+
+@pytest.fixture(scope="module")
+def shim(tmp_path_factory):
+    """(shim binary, its config path, the rendered class flags, the tree root) for variant baseline."""
+    from amxforge.context import VariantContext
+    from amxforge.fork.detect import detect_fork
+    from amxforge.fork.driver import ForkBuild
+
+    tmp = tmp_path_factory.mktemp("shim")
+    cc = shutil.which("gcc") or pytest.skip("gcc is not installed")
+    exe = tmp / "amxforge-shim"
+    subprocess.run([cc, "-O2", "-o", str(exe), str(ROOT / "kernels" / "launcher" / "shim.c")], check=True)
+    tree = tmp / "minifork"
+    shutil.copytree(FIXTURES / "minifork", tree)
+    ctx = VariantContext("baseline", project_dir=tmp)
+    build = ForkBuild(ctx, detect_fork(str(tree), base=str(tmp)), ["llama-bench"])
+    config = tmp / "shim.conf"
+    config.write_text(build.shim_config())
+    flags = {cls: list(ctx.class_flags(cls)) for cls in ctx.policy.classes.classes if cls != "cuda"}
+    return exe, config, flags, tree
+
+
+def dry(shim, *argv, config=None):
+    exe, conf, _, _ = shim
+    res = subprocess.run([str(exe), str(config or conf), *argv], capture_output=True, text=True,
+                         env=dict(os.environ, AMXFORGE_SHIM_DRY_RUN="1"))
+    return res
+
+
+CASES = [  # (source relative to the tree, extra args, class, flags it must remove)
+    ("ggml/src/ggml.c", ["-march=native", "-mavx2", "-O3"], "default", ["-march=native", "-mavx2"]),
+    ("ggml/src/ggml-cpu/amx/mmq.cpp", ["-mamx-tile", "-mavx512f"], "amx", ["-mamx-tile", "-mavx512f"]),
+    ("ggml/src/iqk/fa/iqk_fa_64_64.cpp", ["-mno-avx512f", "-mtune=native"], "protected",
+     ["-mno-avx512f", "-mtune=native"]),
+    ("tools/bench/bench.cpp", ["-march=x86-64-v4", "-DKEEP=1"], "default", ["-march=x86-64-v4"]),
+]
+
+
+@pytest.mark.parametrize("source,extra,cls,removed", CASES)
+def test_a_compile_is_rewritten_by_its_class(shim, source, extra, cls, removed):
+    _, _, flags, tree = shim
+    res = dry(shim, "g++", *extra, "-c", str(tree / source), "-o", "x.o")
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout)
+    assert rec["mode"] == "compile" and rec["class"] == cls and rec["source"] == source
+    assert rec["removed"] == removed and rec["added"] == flags[cls]
+    cmd = rec["command"]
+    assert not set(removed) & set(cmd) and cmd[-len(flags[cls]) - 1:] != []
+    assert [a for a in cmd if a in extra] == [a for a in extra if a not in removed]
+    assert "rc" not in rec  # nothing ran
+
+
+@pytest.mark.parametrize("argv,mode", [
+    (["g++", "a.o", "b.o", "-shared", "-o", "libx.so"], "link"),
+    (["gcc", "-E", "x.c"], "preprocess"),
+    (["gcc", "--version"], "other"),
+])
+def test_what_is_not_a_compilation_passes_unchanged(shim, argv, mode):
+    res = dry(shim, *argv)
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout)
+    assert rec["mode"] == mode and rec["command"] == argv
+
+
+def test_a_real_link_leaves_a_ledger_line_with_its_mode(shim, tmp_path):
+    exe, conf, _, _ = shim
+    ledger = next(line.split("\t")[1] for line in conf.read_text().splitlines() if line.startswith("ledger\t"))
+    os.makedirs(os.path.dirname(ledger), exist_ok=True)  # the driver makes CMake's binary dir
+    (tmp_path / "m.c").write_text("int main(void) { return 0; }\n")
+    res = subprocess.run([str(exe), str(conf), "gcc", str(tmp_path / "m.c"), "-o", str(tmp_path / "m")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    last = json.loads(open(ledger).read().splitlines()[-1])
+    assert last["mode"] == "link" and last["rc"] == 0 and last["output"] == str(tmp_path / "m")
+    assert "object" not in last  # never taken for a unit
+
+
+def test_nvcc_loses_its_arch_and_host_isa_flags(shim):
+    _, _, _, tree = shim
+    res = dry(shim, "nvcc", "-arch=sm_90", "-Xcompiler=-march=native,-O3", "-c",
+              str(tree / "ggml/src/ggml-cuda/add.cu"), "-o", "add.o")
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout)
+    assert "-arch=sm_90" in rec["removed"] and "-march=native" in rec["removed"]
+    assert "-Xcompiler=-O3" in rec["command"] and rec["command"][0] == "nvcc"
+
+
+def _altered(shim, tmp_path, edit):
+    _, conf, _, _ = shim
+    lines = conf.read_text().splitlines()
+    path = tmp_path / "altered.conf"
+    path.write_text("\n".join(edit(lines)) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda ls: [x for x in ls if not (x.startswith("rule\t") and "\t**\t" in x)], "no class rule matches"),
+    (lambda ls: [x for x in ls if not x.startswith("class\tprotected")], "a rule names a class without flags"),
+    (lambda ls: ls + ["owned" + "\t-mx" * 600], "more than 512 fields"),
+    (lambda ls: ls + ["rule\tbroken\tdefault"], "a rule record needs id, class, glob and regex"),
+])
+def test_configs_that_do_not_fit_are_refused(shim, tmp_path, edit, message):
+    _, _, _, tree = shim
+    res = dry(shim, "gcc", "-c", str(tree / "ggml/src/ggml.c"), "-o", "x.o", config=_altered(shim, tmp_path, edit))
+    assert res.returncode == 2 and message in res.stderr and res.stdout == ""
