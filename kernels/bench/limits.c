@@ -53,6 +53,10 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 double akf_limit_read_bw(size_t bytes, int threads, int reps) {
+    return akf_limit_read_bw_each(bytes, threads, reps, NULL);
+}
+
+double akf_limit_read_bw_each(size_t bytes, int threads, int reps, double *each) {
     char msg[256];
     if (akf_guard(msg, sizeof msg) != AKF_OK || threads < 1 || reps < 1) return -1.0;
     bytes = AKF_ROUNDUP(bytes, (size_t)threads * 4096);
@@ -81,6 +85,7 @@ double akf_limit_read_bw(size_t bytes, int threads, int reps) {
             sink ^= read_chunk(buf + (size_t)t * share, share);
         }
         gbps[r] = (double)bytes / (akf_now() - t0) / 1e9;
+        if (each) each[r] = gbps[r];
     }
     qsort(gbps, (size_t)reps, sizeof *gbps, cmp_double);
     double median = gbps[reps / 2];

@@ -93,6 +93,8 @@ int akf_spmm_int8(int impl, int M, const int8_t *A, const float *a_scale, const 
  * judged against), zeros=1: all-zero operands, which the multiplier runs faster (information only). */
 double akf_limit_tile_peak(int dtype, int zeros, int threads, double seconds);
 double akf_limit_read_bw(size_t bytes, int threads, int reps);      /* GB/s of a streaming read of `bytes` */
+/* The same, with every repetition's GB/s written to each[reps] (the median is returned). */
+double akf_limit_read_bw_each(size_t bytes, int threads, int reps, double *each);
 /* fp32 FMA peak in GFLOP/s (independent VFMADD231PS chains on every thread), <0 when this variant has no FMA unit:
  * what the AVX2 kernels' bf16 prefill (widened to fp32) is judged against. */
 double akf_limit_fma_peak(int threads, double seconds);

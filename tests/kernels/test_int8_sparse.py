@@ -206,6 +206,9 @@ def test_bench_cli_reports_limits_fractions_and_speedups(kernel_project):
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     limits = {r["limit"] for r in rows if "limit" in r}
     assert "read_bw" in limits
+    for lim in (r for r in rows if "limit" in r):  # each limit: a median of repetitions, with their spread
+        value = lim.get("gflops", lim.get("gbps"))
+        assert lim["reps"] >= 3 and lim["min"] <= value <= lim["max"] and lim["spread_pct"] >= 0
     dense, sparse, prefill = [r for r in rows if r.get("record") == "case"]
     assert {r["impl"] for r in (dense, sparse, prefill)} == {impl} and dense["variant"] == variant
     for r in (dense, sparse):
@@ -251,3 +254,22 @@ def test_plot_draws_speedup_against_the_ceiling(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     with pytest.raises(AmxforgeError, match="nothing to plot"):
         kb.plot([r for r in rows if r.get("kernel") != "sparse"], out)
+
+
+def test_a_fraction_against_an_unstable_limit_is_flagged():
+    """Limits carry the spread of their repetitions; above 10 % the fractions judged against them are marked."""
+    from amxforge.bench import kernels as kb
+    case = {"record": "case", "kernel": "dense", "impl": "avx2", "dtype": "bf16", "M": 512, "N": 64, "K": 64,
+            "sparsity": 0.0, "threads": 1, "seconds": 1e-3, "weight_bytes": 8192, "flops": 2 * 512 * 64 * 64,
+            "copies": 1}
+    steady = {"record": "limit", "limit": "fma_peak_fp32", "gflops": 100.0, "spread_pct": 4.0, "reps": 5,
+              "threads": 1}
+    shaky = dict(steady, spread_pct=25.0)
+    bw = {"record": "limit", "limit": "read_bw", "gbps": 14.0, "spread_pct": 2.0, "reps": 5, "threads": 1}
+    good = [r for r in kb.derive([steady, bw, case]) if r.get("record") == "case"][0]
+    bad = [r for r in kb.derive([shaky, bw, case]) if r.get("record") == "case"][0]
+    assert good["unstable_limits"] == [] and bad["unstable_limits"] == ["fma_peak_fp32"]
+    assert good["peak_fraction"] == bad["peak_fraction"]
+    text = kb.table(kb.derive([shaky, bw, case]))
+    assert "UNSTABLE" in text and f"{100 * bad['peak_fraction']:.0f}!" in text
+    assert "UNSTABLE" not in kb.table(kb.derive([steady, bw, case]))

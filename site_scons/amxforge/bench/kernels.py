@@ -10,6 +10,7 @@ from ..errors import AmxforgeError
 from ..implementations import kernel_table
 
 MASK_BYTES_PER_WEIGHT = 0.125  # one mask bit per weight (32-bit mask per 32 bf16, 64-bit per 64 int8)
+UNSTABLE_LIMIT_PCT = 10.0  # a limit whose repetitions spread more than this judges nothing: its fractions are flagged
 
 
 def ceiling(dtype: str, sparsity: float) -> float:
@@ -73,6 +74,9 @@ def derive(records: list) -> list:
         bw = limits.get(("read_bw", c["threads"]))
         c["peak_fraction"] = c["gflops"] / peak["gflops"] if peak else None
         c["bw_fraction"] = c["gbps"] / bw["gbps"] if bw else None
+        # which limits judging this case were unstable in this run (spread of their repetitions over 10 %)
+        c["unstable_limits"] = [lim["limit"] for lim in (peak, bw) if lim and (lim.get("spread_pct") or 0.0)
+                                > UNSTABLE_LIMIT_PCT]
         if c["kernel"] == "sparse":
             dense = best_dense.get((c["dtype"], c["M"], c["N"], c["K"], c["threads"]))
             c["speedup_vs_dense"] = dense / c["seconds"] if dense else None
@@ -103,6 +107,8 @@ def aggregate(rounds: list) -> list:
     out = []
     for items in groups.values():
         row = dict(items[0], rounds=len(items))
+        if "kernel" in row:  # a limit unstable in any round makes the case's fraction doubtful
+            row["unstable_limits"] = sorted({lim for r in items for lim in r.get("unstable_limits") or ()})
         for field in ("seconds", "gflops", "gbps", *RATIOS):
             values = [r[field] for r in items if r.get(field) is not None]
             if values:
@@ -118,19 +124,25 @@ def table(rows: list) -> str:
     for r in rows:
         if "limit" in r:
             value = f"{r['gflops']:.0f} GFLOP/s" if "gflops" in r else f"{r['gbps']:.1f} GB/s"
-            lines.append(f"limit  {r['limit']:<15} threads={r['threads']}  {value}")
+            spread = r.get("spread_pct")
+            shaky = spread is not None and spread > UNSTABLE_LIMIT_PCT
+            lines.append(f"limit  {r['limit']:<15} threads={r['threads']}  {value}" +
+                         (f"  spread {spread:.1f} % over {r.get('reps')} reps" if spread is not None else "") +
+                         ("  UNSTABLE: fractions against it are marked !" if shaky else ""))
     head = (f"{'kernel':<7}{'impl':<7}{'dtype':<6}{'M':>5}{'N':>7}{'K':>7}{'sp':>5}{'thr':>4}{'ms':>9}{'GFLOP/s':>9}"
             f"{'GB/s':>7}{'%peak':>7}{'%bw':>6}{'speedup':>9}{'ceiling':>9}")
     lines += ["", head, "-" * len(head)]
     for r in rows:
         if "kernel" not in r:
             continue
-        pct = lambda v: f"{100 * v:.0f}" if v is not None else "-"  # noqa: E731
+        shaky = set(r.get("unstable_limits") or ())
+        pct = lambda v, lim="": (f"{100 * v:.0f}" + ("!" if lim in shaky else "")) if v is not None else "-"  # noqa: E731
         sp = f"{r['speedup_vs_dense']:.2f}x" if r.get("speedup_vs_dense") else "-"
         ce = f"{r['ceiling']:.2f}x" if r.get("ceiling") else "-"
         lines.append(f"{r['kernel']:<7}{r['impl']:<7}{r['dtype']:<6}{r['M']:>5}{r['N']:>7}{r['K']:>7}"
                      f"{100 * r['sparsity']:>4.0f}%{r['threads']:>4}{1e3 * r['seconds']:>9.3f}{r['gflops']:>9.0f}"
-                     f"{r['gbps']:>7.1f}{pct(r['peak_fraction']):>7}{pct(r['bw_fraction']):>6}{sp:>9}{ce:>9}")
+                     f"{r['gbps']:>7.1f}{pct(r['peak_fraction'], r.get('peak_limit')):>7}{pct(r['bw_fraction'], 'read_bw'):>6}"
+                     f"{sp:>9}{ce:>9}")
     return "\n".join(lines)
 
 
