@@ -20,6 +20,32 @@ double akf_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+double akf_time_chains(float (*chains)(long iters, float seed), int threads, double seconds, long *iters_out) {
+    static int warm = 0;
+    long iters = 100000;
+    double elapsed = 0.0;
+    volatile float sink = 0.0f;
+    for (int pass = 0; pass < 3; pass++) {
+        double t0 = 0.0, t_end = 0.0;
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+        {
+#pragma omp barrier
+#pragma omp single
+            t0 = akf_now();
+            sink += chains(iters, 1.0f);
+#pragma omp barrier
+#pragma omp single
+            t_end = akf_now();
+        }
+        elapsed = t_end - t0;
+        const double target = pass == 0 && !warm ? 0.5 : seconds;
+        if (pass < 2) iters = (long)(iters * (target / (elapsed > 1e-6 ? elapsed : 1e-6))) + 1;
+    }
+    warm = 1;
+    *iters_out = iters;
+    return elapsed;
+}
+
 static uint64_t read_chunk(const char *p, size_t n) {
 #if defined(__AVX512F__)
     __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
@@ -108,4 +134,9 @@ double akf_limit_tile_peak(int dtype, int zeros, int threads, double seconds) {
 double akf_limit_fma_peak(int threads, double seconds) {
     if (!runs_here("avx2") || threads < 1) return -1.0;
     return akf_fma_peak(threads, seconds);
+}
+
+double akf_limit_avx512_peak(int dtype, int threads, double seconds) {
+    if (!runs_here("avx512") || dtype < 1 || dtype > AKF_DTYPE_COUNT || threads < 1) return -1.0;
+    return akf_avx512_peak(dtype, threads, seconds);
 }

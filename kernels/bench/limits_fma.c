@@ -24,27 +24,8 @@ static __attribute__((noinline)) float chains(long iters, float seed) {
 }
 
 double akf_fma_peak(int threads, double seconds) {
-    static int warm = 0;
-    long iters = 100000;
-    double elapsed = 0.0;
-    volatile float sink = 0.0f;
-    for (int pass = 0; pass < 3; pass++) {
-        double t0 = 0.0, t_end = 0.0;
-#pragma omp parallel num_threads(threads) reduction(+ : sink)
-        {
-#pragma omp barrier
-#pragma omp single
-            t0 = akf_now();
-            sink += chains(iters, 1.0f);
-#pragma omp barrier
-#pragma omp single
-            t_end = akf_now();
-        }
-        elapsed = t_end - t0;
-        const double target = pass == 0 && !warm ? 0.5 : seconds;
-        if (pass < 2) iters = (long)(iters * (target / (elapsed > 1e-6 ? elapsed : 1e-6))) + 1;
-    }
-    warm = 1;
+    long iters = 0;
+    const double elapsed = akf_time_chains(chains, threads, seconds, &iters);
     return (double)iters * CHAINS * 8 * 2 * threads / elapsed / 1e9;
 }
 #else

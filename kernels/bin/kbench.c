@@ -179,6 +179,12 @@ static void limits(const struct opts *o, int threads) {
             for (int r = 0; r < reps && ok; r++) ok = (v[r] = akf_limit_tile_peak(d == 0 ? AKF_BF16 : AKF_INT8, z, threads, secs)) > 0;
             if (ok) limit_record(names[d][z], "gflops", v, reps, threads, 0);
         }
+    static const char *avx512[2] = {"avx512_peak_bf16", "avx512_peak_int8"};
+    for (int d = 0; d < 2; d++) {
+        int ok = 1;
+        for (int r = 0; r < reps && ok; r++) ok = (v[r] = akf_limit_avx512_peak(d == 0 ? AKF_BF16 : AKF_INT8, threads, secs)) > 0;
+        if (ok) limit_record(avx512[d], "gflops", v, reps, threads, 0);
+    }
     int ok = 1;
     for (int r = 0; r < reps && ok; r++) ok = (v[r] = akf_limit_fma_peak(threads, secs)) > 0;
     if (ok) limit_record("fma_peak_fp32", "gflops", v, reps, threads, 0);

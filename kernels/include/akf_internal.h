@@ -90,6 +90,11 @@ AKF_IMPLEMENTATIONS(AKF_DECLARE_ENTRY_POINTS)
     }
 double akf_tile_peak_amx(int dtype, int zeros, int threads, double seconds);
 double akf_fma_peak(int threads, double seconds);
+double akf_avx512_peak(int dtype, int threads, double seconds);
+/* A register-only peak loop: chains(iters, seed) on every thread at once, iters calibrated so the timed pass lasts
+ * `seconds` (the first call of a process warms up for 0.5 s: a cold core runs slower); returns the timed pass's
+ * seconds and the iterations in *iters. */
+double akf_time_chains(float (*chains)(long iters, float seed), int threads, double seconds, long *iters);
 
 akf_sparse *akf_sparse_alloc(int dtype, int K, int N, uint64_t nnz);
 akf_sparse *akf_sparse_clone(const akf_sparse *S);

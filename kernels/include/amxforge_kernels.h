@@ -98,6 +98,9 @@ double akf_limit_read_bw_each(size_t bytes, int threads, int reps, double *each)
 /* fp32 FMA peak in GFLOP/s (independent VFMADD231PS chains on every thread), <0 when this variant has no FMA unit:
  * what the AVX2 kernels' bf16 prefill (widened to fp32) is judged against. */
 double akf_limit_fma_peak(int threads, double seconds);
+/* AVX-512 dot-product peak in GFLOP/s (bf16: independent VDPBF16PS chains) or GOP/s (int8: VPDPBUSD), <0 where the
+ * avx512 implementation is not built or cannot run: what the avx512 kernels' prefill is judged against. */
+double akf_limit_avx512_peak(int dtype, int threads, double seconds);
 double akf_now(void);                                               /* monotonic seconds */
 
 #ifdef __cplusplus
