@@ -12,7 +12,9 @@ The server's reachability is checked once before the build: when it is down, the
 and says so in one line (ccache itself also degrades to local on errors and timeouts during the build). Which units
 hit which cache is read back from ccache's stats log."""
 
+import shutil
 import socket
+import subprocess
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -104,8 +106,6 @@ def read_statslog(path: Path) -> dict:
 
 def ccache_facts() -> dict:
     """The installed ccache: its path, version and whether it can talk to remote storage."""
-    import shutil
-    import subprocess
     exe = shutil.which("ccache")
     if not exe:
         return {"path": None, "version": None, "remote_storage": False}
@@ -116,14 +116,14 @@ def ccache_facts() -> dict:
 
 
 def last_builds(project: Path) -> list:
-    """The cache totals of each variant's last fork build (build/*/fork/amxforge-build.json)."""
-    import json
+    """The cache totals of each variant's last fork build (its validated record, build/VARIANT/fork/)."""
+    from .fork.driver import load_record
     out = []
-    for rec in sorted(Path(project).glob("build/*/fork/amxforge-build.json")):
+    for build_dir in sorted(Path(project).glob("build/*/")):
         try:
-            data = json.loads(rec.read_text())
-        except (OSError, ValueError):
+            record = load_record(build_dir)
+        except (FileNotFoundError, AmxforgeError):
             continue
-        if isinstance(data, dict) and isinstance(data.get("ccache"), dict):
-            out.append({"variant": data.get("variant"), **data["ccache"]})
+        if isinstance(record.get("ccache"), dict):
+            out.append({"variant": record.get("variant"), **record["ccache"]})
     return out

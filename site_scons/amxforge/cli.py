@@ -56,6 +56,21 @@ def resolve_variant(variant) -> str:
 VARIANT_HELP = "variant name (see `amxforge probe`); default: the one `auto` picks on this host"
 
 
+def _csv(text) -> list:
+    """A comma-separated option as its non-empty items."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _counts(text: str, name: str, example: str) -> list:
+    """A comma-separated list of positive counts (thread counts), or one line naming the fix."""
+    try:
+        counts = [int(t) for t in _csv(text)]
+        assert counts and all(t > 0 for t in counts)
+    except (ValueError, AssertionError):
+        raise AmxforgeError(f"{name} {text!r}: give positive counts like {example}") from None
+    return counts
+
+
 @cli.command()
 @click.option("--variant", "-v", default=None, help=VARIANT_HELP)
 @click.option("--cc", default=None, help="compiler to render for (default: $CC or gcc)")
@@ -126,11 +141,7 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
     same run. Decode cases stream more than 1 GB of weights so that the L3 cannot hide DRAM."""
     from .bench import kernels as kb
 
-    try:
-        counts = [int(t) for t in threads.split(",")]
-        assert counts and all(t > 0 for t in counts)
-    except (ValueError, AssertionError):
-        raise AmxforgeError(f"--threads {threads!r}: give positive counts like 1,2") from None
+    counts = _counts(threads, "--threads", "1,2")
     exe = kb.kbench_path(resolve_variant(variant), Path(project))
     per_round = []
     for n in range(rounds):
@@ -161,13 +172,6 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
         click.echo(f"plot written to {plot_path}", err=True)
 
 
-def _counts(text: str, name: str, example: str) -> list:
-    try:
-        counts = [int(t) for t in text.split(",") if t.strip()]
-        assert counts and all(t > 0 for t in counts)
-    except (ValueError, AssertionError):
-        raise AmxforgeError(f"{name} {text!r}: give positive counts like {example}") from None
-    return list(dict.fromkeys(counts))
 
 
 @bench.command("fork")
@@ -227,9 +231,8 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
     can_plot = importlib.util.find_spec("matplotlib") is not None
     if plot_path and not can_plot:
         raise AmxforgeError("--plot needs matplotlib: pip install -e '.[bench]'")
-    chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else (
-        [] if packages and not forks else [resolve_variant(None)])
-    qtypes = [t.strip() for t in types.split(",") if t.strip()] if types else []
+    chosen = _csv(variants) or ([] if packages and not forks else [resolve_variant(None)])
+    qtypes = _csv(types)
     try:
         shape = tuple(int(x) for x in synth_shape.lower().split("x"))
         assert len(shape) == 3 and all(x > 0 for x in shape)
@@ -237,7 +240,7 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
         raise AmxforgeError(f"--synth {synth_shape!r}: give LAYERSxDIMxFF, e.g. 8x2048x5632") from None
     out_dir = Path(out) if Path(out).is_absolute() else project / out
     req = fb.Request(forks=list(forks), packages=[Path(p).resolve() for p in packages], variants=chosen,
-                     threads=_counts(threads, "--threads", "1,2,4"), types=qtypes,
+                     threads=list(dict.fromkeys(_counts(threads, "--threads", "1,2,4"))), types=qtypes,
                      model=Path(model).resolve() if model else None, amx=amx, pp=pp, tg=tg, reps=reps, warmup=warmup,
                      tool=tool, numa=numa, timeout=timeout, out=out_dir, project=project, jobs=jobs, prefer=prefer,
                      shape=shape)
@@ -266,8 +269,8 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
         click.echo("amxforge: bench fork: no plot (matplotlib is not installed: pip install -e '.[bench]')", err=True)
     saved = None
     if save_preference:
-        note = (f"amxforge bench fork {__import__('time').strftime('%Y-%m-%d')}: by {prefer} t/s "
-                f"({written['summary']})")
+        import time
+        note = f"amxforge bench fork {time.strftime('%Y-%m-%d')}: by {prefer} t/s ({written['summary']})"
         saved = fb.save_preference(result["summary"]["preference"], note)
     if as_json:
         for rec in result["cells"]:
@@ -328,10 +331,10 @@ def package(variants, out, fork, fork_targets, name, version_, force, jobs, proj
     forces one), OUT/manifest.json names each variant's CPU and OS needs, and OUT.tar.gz is reproducible."""
     from .package import Request, make_package
 
-    targets = [t.strip() for t in fork_targets.split(",") if t.strip()]
+    targets = _csv(fork_targets)
     if fork and not targets:
         raise AmxforgeError("--fork-targets is empty; name at least one, e.g. --fork-targets llama-bench")
-    req = Request([v.strip() for v in variants.split(",") if v.strip()], Path(out).resolve(), Path(project).resolve(),
+    req = Request(_csv(variants), Path(out).resolve(), Path(project).resolve(),
                   fork, targets, name, version_, force, jobs)
     summary = make_package(req, log=lambda line: click.echo(line, err=True))
     if as_json:

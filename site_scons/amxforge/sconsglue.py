@@ -90,7 +90,8 @@ def configure(env):
         if env["fork"]:
             from .fork.detect import detect_fork
             fork = detect_fork(env["fork"], base=env.Dir("#").abspath)
-            if not [t for t in env["fork_targets"].split(",") if t.strip()]:
+            from .forkstep import fork_targets
+            if not fork_targets(env):
                 raise AmxforgeError("fork_targets is empty; name at least one, e.g. fork_targets=llama-bench")
         if env["cache"]:
             from .cache import parse_cache_url

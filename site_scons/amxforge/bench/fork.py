@@ -153,13 +153,18 @@ def unique_labels(paths) -> list:
 
 
 # --- what a tool takes ---------------------------------------------------------------------------------------------
-def help_text(argv0: str, env: dict) -> str:
+def _ask(argv: list, env: dict):
+    """A short query of a tool (--help, --version): its CompletedProcess, or None when it would not run."""
     try:
-        res = subprocess.run([argv0, "--help"], capture_output=True, text=True, timeout=60,
-                             env=dict(os.environ, **env), stdin=subprocess.DEVNULL)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=dict(os.environ, **env),
+                              stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return res.stdout + res.stderr
+        return None
+
+
+def help_text(argv0: str, env: dict) -> str:
+    res = _ask([argv0, "--help"], env)
+    return res.stdout + res.stderr if res else ""
 
 
 def takes(help_out: str, option: str) -> bool:
@@ -173,12 +178,8 @@ def accepts(argv0: str, env: dict, option: str, help_out: str) -> bool:
     if takes(help_out, option):
         return True
     flag = [a.format(numa="distribute") for a in bench_tools()["runtime_options"][option]["flag"]]
-    try:
-        res = subprocess.run([argv0, *flag, "--version"], capture_output=True, text=True, timeout=60,
-                             env=dict(os.environ, **env), stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return res.returncode == 0
+    res = _ask([argv0, *flag, "--version"], env)
+    return res is not None and res.returncode == 0
 
 
 # --- the host's CPUs -----------------------------------------------------------------------------------------------
@@ -193,21 +194,28 @@ def _cpulist(text: str) -> list:
     return cpus
 
 
-def cpu_order(sysfs: Path = Path("/sys/devices/system/cpu")) -> list:
+CPU_SYSFS = Path("/sys/devices/system/cpu")
+
+
+def _core_key(cpu: int, sysfs: Path) -> int:
+    """The physical core a CPU belongs to: the lowest of its SMT siblings."""
+    try:
+        return min(_cpulist((sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text()))
+    except OSError:
+        return cpu
+
+
+def cpu_order(sysfs: Path = CPU_SYSFS) -> list:
     """The CPUs this process may use, one per physical core first (by NUMA node, then core), then SMT siblings."""
-    allowed = sorted(os.sched_getaffinity(0))
     first, second, seen = [], [], set()
-    for cpu in allowed:
-        try:
-            siblings = _cpulist((sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text())
-        except OSError:
-            siblings = [cpu]
-        key = min(siblings)
+    for cpu in sorted(os.sched_getaffinity(0)):
+        key = _core_key(cpu, sysfs)
         (second if key in seen else first).append(cpu)
         seen.add(key)
     return sorted(first, key=lambda c: (node_of(c), c)) + second
 
 
+@lru_cache(maxsize=None)
 def node_of(cpu: int, sysfs: Path = Path("/sys/devices/system/node")) -> int:
     for node in sorted(sysfs.glob("node[0-9]*")):
         try:
@@ -218,24 +226,17 @@ def node_of(cpu: int, sysfs: Path = Path("/sys/devices/system/node")) -> int:
     return 0
 
 
-def physical_cores() -> int:
-    allowed = sorted(os.sched_getaffinity(0))
-    keys = set()
-    for cpu in allowed:
-        try:
-            keys.add(min(_cpulist(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
-                                  .read_text())))
-        except OSError:
-            keys.add(cpu)
-    return len(keys)
+def physical_cores(sysfs: Path = CPU_SYSFS) -> int:
+    return len({_core_key(cpu, sysfs) for cpu in os.sched_getaffinity(0)})
 
 
-def pinning(threads: int, order: list) -> dict:
-    """Which CPUs a cell of `threads` threads runs on; above the CPUs this process may use: unpinned, marked."""
+def pinning(threads: int, order: list, cores: int) -> dict:
+    """Which CPUs a cell of `threads` threads runs on (order: cpu_order(); cores: physical_cores()); above the CPUs
+    this process may use: unpinned, marked."""
     if threads > len(order):
         return {"cpus": None, "nodes": sorted({node_of(c) for c in order}), "oversubscribed": True}
     cpus = sorted(order[:threads])
-    return {"cpus": cpus, "nodes": sorted({node_of(c) for c in cpus}), "oversubscribed": threads > physical_cores()}
+    return {"cpus": cpus, "nodes": sorted({node_of(c) for c in cpus}), "oversubscribed": threads > cores}
 
 
 def cpus_text(cpus) -> str:
@@ -257,7 +258,7 @@ def cpus_text(cpus) -> str:
 class Column:
     source: Source
     variant: str
-    amx: bool = None  # None: the tool is not given --amx at all (the tree's tools do not take it)
+    amx: bool = False  # the AMX branch's --amx runtime option given to the tool
 
     def label(self, many_sources: bool) -> str:
         text = f"{self.source.label}/{self.variant}" if many_sources else self.variant
@@ -395,11 +396,9 @@ class Request:
     shape: tuple = (4, 1024, 2816)  # synthetic models: layers, embedding, feed-forward
 
 
-def variant_verdicts(req: Request, variants, build: bool = True) -> tuple:
-    """(variants that run here, and build here when they are to be built; {variant: why not}) from the planner,
-    judged with the build's compiler."""
-    from ..context import VariantContext
-    plan = VariantContext("baseline", project_dir=req.project).plan
+def variant_verdicts(plan: dict, variants, build: bool = True) -> tuple:
+    """(variants that run here, and build here when they are to be built; {variant: why not}) from the planner's
+    plan, judged with the build's compiler."""
     ok, why = [], {}
     for v in variants:
         entry = plan.get(v)
@@ -432,8 +431,7 @@ def check_model(path: Path) -> None:
 def make_models(req: Request, quantizer, log) -> dict:
     """type -> model file: --model as it is (type "model"), else one synthetic model per --types, kept in
     OUT/models/ (the fork's llama-quantize writes the types gguf cannot)."""
-    if req.model:
-        check_model(req.model)
+    if req.model:  # checked by run_bench before anything was built
         return {"model": req.model}
     from ..model.synth import ModelShape, check_type, gguf_cannot, synth
     layers, dim, ff = req.shape
@@ -524,14 +522,15 @@ def run_bench(req: Request, log, progress=None) -> dict:
     if req.model and req.types:
         raise AmxforgeError("--types makes synthetic models; with --model the type is the model's: give one of them")
     req.types = req.types or (["q8_0"] if not req.model else [])
-    from ..model.synth import type_table
+    from ..model.synth import check_known
     for qtype in req.types:  # bad input is refused before anything is built
-        if qtype not in type_table():
-            raise AmxforgeError(f"--type {qtype}: choose one of {', '.join(type_table())}")
+        check_known(qtype)
     if req.model:
         check_model(req.model)
     req.out.mkdir(parents=True, exist_ok=True)
-    ok, why_not = variant_verdicts(req, req.variants) if req.variants else ([], {})
+    from ..context import VariantContext
+    plan = VariantContext("baseline", project_dir=req.project).plan
+    ok, why_not = variant_verdicts(plan, req.variants) if req.variants else ([], {})
     sources = []
     labels = unique_labels(list(req.forks) + list(req.packages))
     from ..fork.detect import detect_fork
@@ -549,7 +548,7 @@ def run_bench(req: Request, log, progress=None) -> dict:
         rel.label = label
         wanted = req.variants or rel.variants
         rel.skipped.update({v: "not in this release" for v in wanted if v not in rel.variants})
-        rel.variants, why_rel = variant_verdicts(req, [v for v in rel.variants if v in wanted], build=False)
+        rel.variants, why_rel = variant_verdicts(plan, [v for v in rel.variants if v in wanted], build=False)
         rel.skipped.update(why_rel)
         sources.append(rel)
     if req.forks and not ok:
@@ -564,11 +563,11 @@ def run_bench(req: Request, log, progress=None) -> dict:
         quantizer = next((str(first.target_path(v, "llama-quantize")) for v in first.variants
                           if first.target_path(v, "llama-quantize").is_file()), None)
         if quantizer is None:
-            from ..model.synth import type_table
+            from ..model.synth import writable_types
             why = first.extra_failed or "no variant of it was built"
             raise AmxforgeError(f"--types {','.join(t for t in req.types if gguf_cannot(t))}: gguf cannot write "
                                 f"them and {first.label} could not build its llama-quantize ({why}); choose types "
-                                f"gguf writes: {', '.join(t for t in type_table() if not gguf_cannot(t))}")
+                                f"gguf writes: {', '.join(writable_types())}")
     models = make_models(req, quantizer, log)
     helps = {}
     for src in sources:
@@ -584,16 +583,17 @@ def run_bench(req: Request, log, progress=None) -> dict:
     if not columns:
         raise AmxforgeError("nothing can run here: " + ("; ".join(skipped) or "no variants"))
     tool, passed_over = choose_tool(req, columns, helps)
-    order = cpu_order()
-    cells = [Cell(col, t, qtype, model, pinning(t, order)) for qtype, model in models.items()
+    order, cores = cpu_order(), physical_cores()
+    cells = [Cell(col, t, qtype, model, pinning(t, order, cores)) for qtype, model in models.items()
              for t in req.threads for col in columns]
     for t in req.threads:
-        if t > physical_cores():
-            log(f"amxforge: bench fork: warning: {t} threads is more than this host's {physical_cores()} physical "
+        if t > cores:
+            log(f"amxforge: bench fork: warning: {t} threads is more than this host's {cores} physical "
                 f"cores ({len(order)} CPUs allowed); those cells run and are marked")
     fair = [c for c in cells if not c.pin["oversubscribed"]] or cells
     ref_at = max(c.threads for c in fair)
-    reference = Cell(columns[0], ref_at, next(iter(models)), next(iter(models.values())), pinning(ref_at, order))
+    reference = Cell(columns[0], ref_at, next(iter(models)), next(iter(models.values())),
+                     pinning(ref_at, order, cores))
     ref_runs = []
     plan = list(schedule(cells, req.reps, req.warmup, reference))
     started = time.monotonic()
@@ -624,10 +624,12 @@ def finish(req, sources, columns, cells, reference, ref_runs, tool, passed_over,
     for m in METRICS:
         st = stats([r[m] for r in ref_runs if m in r])
         noise[m] = st["spread_pct"] if st else None
+    summary_of = {id(c): {m: None if c.error else stats([r[m] for r in c.runs if m in r]) for m in METRICS}
+                  for c in cells}
+    firsts = {(c.threads, c.qtype): c for c in cells if c.column is columns[0]}
     records = []
     for cell in cells:
-        first = next(c for c in cells if c.column is columns[0] and c.threads == cell.threads and
-                     c.qtype == cell.qtype)
+        first = firsts[(cell.threads, cell.qtype)]
         rec = {"record": "cell", "type": cell.qtype, "model": str(cell.model), "tree": cell.column.source.label,
                "variant": cell.column.variant, "amx": cell.column.amx, "column": cell.column.label(many),
                "threads": cell.threads, "cpus": cpus_text(cell.pin["cpus"]), "nodes": cell.pin["nodes"],
@@ -636,9 +638,8 @@ def finish(req, sources, columns, cells, reference, ref_runs, tool, passed_over,
                "amx_buffer": any(r.get("amx_buffer") for r in cell.runs) if cell.runs else None,
                "foreign_lines": max((r.get("foreign_lines", 0) for r in cell.runs), default=0)}
         for m in METRICS:
-            st = stats([r[m] for r in cell.runs if m in r]) if not cell.error else None
+            st, base = summary_of[id(cell)][m], summary_of[id(first)][m]
             rec[m] = st
-            base = stats([r[m] for r in first.runs if m in r]) if not first.error else None
             if st and base and cell is not first:
                 diff = 100.0 * (st["median"] - base["median"]) / base["median"]
                 rec[f"{m}_diff_pct"] = diff
@@ -657,7 +658,7 @@ def finish(req, sources, columns, cells, reference, ref_runs, tool, passed_over,
                                        for r in records if r["status"] != "ok"],
         "seconds": round(seconds, 1),
         "recommendation": recommend(records, noise),
-        "preference": preference_lines(records, sources, columns, many, req.prefer),
+        "preference": preference_lines(records, sources, req.prefer),
     }
     return {"cells": records, "summary": summary}
 
@@ -681,7 +682,7 @@ def recommend(records, noise) -> dict:
     return out
 
 
-def preference_lines(records, sources, columns, many, metric) -> dict:
+def preference_lines(records, sources, metric) -> dict:
     """package name -> its variants best first by `metric` (each variant at its best thread count and --amx mode):
     what the package selector's host preference file takes."""
     lines = {}

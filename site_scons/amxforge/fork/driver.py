@@ -58,6 +58,9 @@ class ForkBuild:
         self.ccache = shutil.which("ccache")
         self.statslog = self.dir / "ccache-stats.log"  # which cache each compilation of this build hit
         self.cache_remote = None  # {"url", "reachable"} once build() has looked
+        # a namespace only when sharing beyond this builder: locally, identical units of two variants (the protected
+        # ones) should keep hitting each other's entries
+        self.cache_namespace = self.namespace() if self.cache else None
         config = self.shim_config()
         # named by its content: a policy change changes every compile command, so ninja recompiles what it affects
         self.config_path = self.dir / f"amxforge-shim-{hashlib.sha256(config.encode()).hexdigest()[:12]}.conf"
@@ -214,7 +217,7 @@ class ForkBuild:
         if not self.ccache:
             if self.cache:
                 warn(f"amxforge: warning: cache={self.cache} needs ccache (>= 4.4): apt install ccache; "
-                         f"building without a cache")
+                     f"building without a cache")
             return {}
         url = None
         if self.cache:
@@ -224,12 +227,10 @@ class ForkBuild:
                 url = self.cache
             else:
                 warn(f"amxforge: warning: remote cache {self.cache} is unreachable or unusable ({why}); "
-                         f"building with the local cache only")
+                     f"building with the local cache only")
         self.statslog.unlink(missing_ok=True)
         base = Path(os.path.commonpath([self.ctx.project_dir, self.fork.root]))
-        # a namespace only when sharing beyond this builder: locally, identical units of two variants (the protected
-        # ones) should keep hitting each other's entries
-        return ccache_env(url, self.namespace() if self.cache else None, base, self.statslog)
+        return ccache_env(url, self.cache_namespace, base, self.statslog)
 
     def cache_outcomes(self, units: list, old: list) -> dict:
         """Each unit's cache outcome in this build (remote, local, miss; a unit not compiled now keeps the last good
@@ -248,7 +249,7 @@ class ForkBuild:
         hits = counts["remote"] + counts["local"]
         return {"hits": hits, "misses": counts["miss"], "remote_hits": counts["remote"], "local_hits": counts["local"],
                 "uncached": counts["uncached"], "hit_rate": round(hits / (hits + counts["miss"]), 3)
-                if hits + counts["miss"] else None, "namespace": self.namespace() if self.cache else None,
+                if hits + counts["miss"] else None, "namespace": self.cache_namespace,
                 "remote": self.cache_remote}
 
     def repair_objects(self) -> None:

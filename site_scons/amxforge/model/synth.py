@@ -26,6 +26,7 @@ def type_table() -> dict:
     return types
 
 
+@lru_cache(maxsize=None)
 def gguf_cannot(qtype: str):
     """None when the installed gguf package quantizes qtype itself, else why not (asked of gguf, one block)."""
     try:
@@ -42,15 +43,22 @@ def gguf_cannot(qtype: str):
     return None
 
 
+def writable_types() -> list:
+    """The types the installed gguf quantizes itself."""
+    return [t for t in type_table() if not gguf_cannot(t)]
+
+
+def check_known(qtype: str) -> None:
+    if qtype not in type_table():
+        raise AmxforgeError(f"--type {qtype}: choose one of {', '.join(type_table())}")
+
+
 def check_type(qtype: str, quantize_with=None) -> None:
-    known = type_table()
-    if qtype not in known:
-        raise AmxforgeError(f"--type {qtype}: choose one of {', '.join(known)}")
+    check_known(qtype)
     why = gguf_cannot(qtype)
     if why and not quantize_with:
-        writable = [t for t in known if not gguf_cannot(t)]
         raise AmxforgeError(f"--type {qtype} cannot be written here: {why}; add --quantize-with PATH/llama-quantize "
-                            f"(a fork's own quantizer) or choose one of {', '.join(writable)}")
+                            f"(a fork's own quantizer) or choose one of {', '.join(writable_types())}")
 
 BLOCK = 32  # q8_0/q4_0 quantize rows in blocks of 32 values
 
