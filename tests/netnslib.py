@@ -22,24 +22,59 @@ def _sh(*cmd, check=True):
     return subprocess.run(cmd, capture_output=True, text=True, check=check)
 
 
-class NamespaceHost:
-    """with NamespaceHost("afx-x", "10.231.7") as host: host.start("redis-server", ...); host.ip"""
+def _add_netns(name: str) -> None:
+    res = _sh("ip", "netns", "add", name, check=False)
+    if res.returncode != 0:
+        raise OSError(f"network namespaces are refused here: {res.stderr.strip()}")
+
+
+class Switch:
+    """A bridge in a namespace of its own: the hosts joined to it reach each other at their addresses, and nothing
+    else (this namespace's routes are untouched). with Switch("afx-sw", "10.231.8") as sw: sw.host("afx-a", 2)"""
 
     def __init__(self, name: str, subnet: str):
-        self.name, self.ip, self.peer_ip = name, f"{subnet}.2", f"{subnet}.1"
+        self.name, self.subnet = name, subnet
+
+    def __enter__(self):
+        _add_netns(self.name)
+        try:
+            _sh("ip", "netns", "exec", self.name, "ip", "link", "add", "br0", "type", "bridge")
+            _sh("ip", "netns", "exec", self.name, "ip", "link", "set", "br0", "up")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def host(self, name: str, index: int) -> "NamespaceHost":
+        return NamespaceHost(name, self.subnet, switch=self, index=index)
+
+    def __exit__(self, *exc):
+        _sh("ip", "netns", "del", self.name, check=False)
+
+
+class NamespaceHost:
+    """with NamespaceHost("afx-x", "10.231.7") as host: host.start("redis-server", ...); host.ip
+    Joined to this namespace by a veth pair, or with switch= to a Switch's bridge (then only to its other hosts)."""
+
+    def __init__(self, name: str, subnet: str, switch: Switch = None, index: int = 2):
+        self.name, self.ip, self.peer_ip, self.switch = name, f"{subnet}.{index}", f"{subnet}.1", switch
         tag = name[-8:]
         self.veth = (f"h{tag}", f"n{tag}")
         self.procs = []
 
     def __enter__(self):
-        res = _sh("ip", "netns", "add", self.name, check=False)
-        if res.returncode != 0:
-            raise OSError(f"network namespaces are refused here: {res.stderr.strip()}")
+        _add_netns(self.name)
         try:
             _sh("ip", "link", "add", self.veth[0], "type", "veth", "peer", "name", self.veth[1])
             _sh("ip", "link", "set", self.veth[1], "netns", self.name)
-            _sh("ip", "addr", "add", f"{self.peer_ip}/24", "dev", self.veth[0])
-            _sh("ip", "link", "set", self.veth[0], "up")
+            if self.switch is None:
+                _sh("ip", "addr", "add", f"{self.peer_ip}/24", "dev", self.veth[0])
+                _sh("ip", "link", "set", self.veth[0], "up")
+            else:
+                _sh("ip", "link", "set", self.veth[0], "netns", self.switch.name)
+                for cmd in (("ip", "link", "set", self.veth[0], "master", "br0"),
+                            ("ip", "link", "set", self.veth[0], "up")):
+                    _sh("ip", "netns", "exec", self.switch.name, *cmd)
             for cmd in (("ip", "addr", "add", f"{self.ip}/24", "dev", self.veth[1]),
                         ("ip", "link", "set", self.veth[1], "up"), ("ip", "link", "set", "lo", "up")):
                 _sh("ip", "netns", "exec", self.name, *cmd)
@@ -48,11 +83,30 @@ class NamespaceHost:
             raise
         return self
 
-    def start(self, *cmd) -> subprocess.Popen:
-        proc = subprocess.Popen(["ip", "netns", "exec", self.name, *cmd], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    def start(self, *cmd, private=(), log=None) -> subprocess.Popen:
+        """Run cmd in this host; `private` directories get a tmpfs of their own first (a mount namespace of the
+        process's own), so that two daemons that both use e.g. /run/icecc do not meet there. Returns the process
+        (its pid is the command's: everything execs)."""
+        if private:
+            mounts = " && ".join(f"mkdir -p {d} && mount -t tmpfs tmpfs {d}" for d in private)
+            cmd = ("unshare", "-m", "--propagation", "private", "sh", "-c", f'{mounts} && exec "$@"', "sh", *cmd)
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        proc = subprocess.Popen(["ip", "netns", "exec", self.name, *cmd], stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
+
+    def power_off(self) -> None:
+        """Every process of this host killed at once (a daemon and the compile jobs it forked), as when it dies."""
+        pids = _sh("ip", "netns", "pids", self.name, check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+
+    def command(self, proc: subprocess.Popen, cwd, *cmd) -> list:
+        """cmd as run inside this host in cwd, in the network and mount namespaces of one of its processes."""
+        return ["nsenter", "-t", str(proc.pid), "-m", "-n", f"--wd={cwd}", *cmd]
 
     def redis(self, port: int = 6379) -> str:
         self.start("redis-server", "--bind", self.ip, "--port", str(port), "--save", "", "--appendonly", "no",
@@ -75,4 +129,5 @@ class NamespaceHost:
             proc.kill()
             proc.wait()
         _sh("ip", "netns", "del", self.name, check=False)
-        _sh("ip", "link", "del", self.veth[0], check=False)
+        if self.switch is None:
+            _sh("ip", "link", "del", self.veth[0], check=False)

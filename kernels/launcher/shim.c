@@ -7,11 +7,11 @@
  *
  * Per compilation unit: classify the source by the policy's rules, remove the ISA flags the policy owns (-march=*,
  * -mtune=*, every -m<feature>/-mno-<feature>; for nvcc its arch options and the ISA flags inside -Xcompiler), add the
- * class's rendered flags, run the real compiler (through ccache when configured) and append one JSON line to the
- * ledger. The compiler's output and exit code pass through unchanged. Anything that is not a compilation (a link, a
- * preprocessing run, a version query) runs as is and leaves a ledger line too, with its mode. A config that does not
- * fit the tables, a rule naming a class without flags, or a unit no rule matches is an error (exit 2), never a
- * silent default or a truncation.
+ * class's rendered flags, run the real compiler (through ccache when configured, and icecc under dist=icecc) and
+ * append one JSON line to the ledger. The compiler's output and exit code pass through unchanged. Anything that is
+ * not a compilation (a link, a preprocessing run, a version query) runs as is and leaves a ledger line too, with its
+ * mode. A config that does not fit the tables, a rule naming a class without flags, or a unit no rule matches is an
+ * error (exit 2), never a silent default or a truncation.
  * CONFIG is written by amxforge (fork/driver.py): one record per line, fields separated by tabs. Written in C because
  * it runs once per unit: a Python launcher cost ~39 ms per unit, 20 % of the fixture's build (measured). */
 
@@ -291,9 +291,30 @@ int main(int argc, char **argv) {
     }
     if (scan_error(abs_src, cls, rule)) return 1;
 
-    /* the new command line: [ccache] compiler kept... added... */
+    /* the new command line: [ccache | icecc] compiler kept... added... The chain beyond ccache comes from the
+     * environment the driver builds with: AMXFORGE_ICECC (icecc's path, dist=icecc) makes icecc ccache's prefix (or
+     * the launcher itself without ccache) and asks icecc for a per-unit debug log in AMXFORGE_ICECC_LOGS, from which
+     * the driver reads where the unit compiled. icecream distributes gcc and clang only: CUDA units are cached, and
+     * compiled here. */
     static struct list final, removed;
-    if (cfg.ccache && !nvcc) push(&final, cfg.ccache);
+    const char *icecc = getenv("AMXFORGE_ICECC"), *icecc_logs = getenv("AMXFORGE_ICECC_LOGS");
+    int dist = icecc && *icecc && !nvcc;
+    char icecc_log[PATH_MAX] = "";
+    if (nvcc) unsetenv("CCACHE_PREFIX");
+    if (dist) {
+        if (cfg.ccache) setenv("CCACHE_PREFIX", icecc, 1);
+        if (icecc_logs && *icecc_logs) {
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            if (snprintf(icecc_log, sizeof icecc_log, "%s/%ld-%ld.log", icecc_logs, (long)getpid(),
+                         (long)now.tv_nsec) >= (int)sizeof icecc_log)
+                die("AMXFORGE_ICECC_LOGS is too long a path", icecc_logs);
+            setenv("ICECC_DEBUG", "debug", 1);
+            setenv("ICECC_LOGFILE", icecc_log, 1);
+        }
+    }
+    if (cfg.ccache) push(&final, cfg.ccache);
+    else if (dist) push(&final, (char *)icecc);
     push(&final, compiler);
     for (int i = 0; i < nargs; i++) {
         char *arg = args[i];
@@ -359,6 +380,10 @@ int main(int argc, char **argv) {
     puts_(&b, ", \"flags_in\": "); json_list(&b, argv + 2, argc - 2);
     puts_(&b, ", \"command\": "); json_list(&b, final.v, final.n);
     puts_(&b, ", \"variant\": "); json_str(&b, cfg.variant);
+    if (icecc && *icecc) { /* dist=icecc: how this unit went (the driver turns the log into where it compiled) */
+        puts_(&b, ", \"dist\": "); json_str(&b, nvcc ? "local: icecream distributes gcc/clang only" : "icecc");
+        puts_(&b, ", \"icecc_log\": "); if (icecc_log[0]) json_str(&b, icecc_log); else puts_(&b, "null");
+    }
     if (dry) { puts_(&b, "}\n"); fputs(b.s, stdout); return 0; } /* the rewritten command, nothing run or logged */
     snprintf(num, sizeof num, ", \"rc\": %d, \"seconds\": %.3f", rc, seconds);
     puts_(&b, num);

@@ -63,6 +63,32 @@ def reachable(value: str, timeout: float = 2.0):
     return True, None
 
 
+_checked = {}
+
+
+def usable_remote(url: str, warn):
+    """The remote cache for this run: `url` when it answers now, else None after one warning line (checked once per
+    process: the kernels' and the fork's compiles of one build share the answer). Returns (url or None, record)."""
+    if url not in _checked:
+        ok, why = reachable(url)
+        _checked[url] = ok
+        if not ok:
+            warn(f"amxforge: warning: remote cache {url} is unreachable or unusable ({why}); "
+                 f"building with the local cache only")
+    return (url if _checked[url] else None), {"url": url, "reachable": _checked[url]}
+
+
+def namespace(ctx) -> str:
+    """The cache namespace of a variant: its name and a hash of every class's rendered flags (never a path), so two
+    checkouts of one policy share entries, another policy never sees them, and `native` differs per host."""
+    import hashlib
+    import json
+    flags = {cls: list(ctx.class_flags(cls)) for cls in ctx.policy.classes.classes
+             if cls != "cuda" or ctx.variant.cuda}
+    digest = hashlib.sha256(json.dumps(flags, sort_keys=True).encode()).hexdigest()[:16]
+    return f"amxforge-{ctx.name}-{digest}"
+
+
 def ccache_env(url, namespace: str, base_dir: Path, statslog: Path) -> dict:
     """The environment ccache runs with, under the shim, for one fork build."""
     env = {"CCACHE_COMPILERCHECK": "content", "CCACHE_BASEDIR": str(base_dir), "CCACHE_NOHASHDIR": "1",
@@ -116,7 +142,8 @@ def ccache_facts() -> dict:
 
 
 def last_builds(project: Path) -> list:
-    """The cache totals of each variant's last fork build (its validated record, build/VARIANT/fork/)."""
+    """The cache totals and where the units compiled, for each variant's last fork build (its validated record,
+    build/VARIANT/fork/)."""
     from .fork.driver import load_record
     out = []
     for build_dir in sorted(Path(project).glob("build/*/")):
@@ -124,6 +151,7 @@ def last_builds(project: Path) -> list:
             record = load_record(build_dir)
         except (FileNotFoundError, AmxforgeError):
             continue
-        if isinstance(record.get("ccache"), dict):
-            out.append({"variant": record.get("variant"), **record["ccache"]})
+        if isinstance(record.get("ccache"), dict) or isinstance(record.get("dist"), dict):
+            out.append({"variant": record.get("variant"), **(record.get("ccache") or {}),
+                        "dist": record.get("dist") or {}})
     return out

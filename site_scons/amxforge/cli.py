@@ -353,40 +353,42 @@ def package(variants, out, fork, fork_targets, name, version_, force, jobs, proj
 
 @cli.group()
 def dist():
-    """Builds past one machine: the shared compile cache (scons ... cache=redis://HOST:PORT)."""
+    """Builds past one machine: the shared compile cache (scons ... cache=redis://HOST:PORT) and compiles on other
+    hosts through icecream (scons ... dist=icecc dist_scheduler=HOST)."""
 
 
 @dist.command("status")
 @click.option("--cache", default=None, metavar="URL",
               help="the remote cache to check, as given to scons cache= (default: $AMXFORGE_CACHE_URL)")
+@click.option("--scheduler", default=None, metavar="HOST[:PORT]",
+              help="the icecream scheduler to check, as given to scons dist_scheduler= (default: $ICECC_SCHEDULER)")
 @click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
               help="the project whose last fork builds' hit rates to show (default: here)")
 @click.option("--json", "as_json", is_flag=True)
-def dist_status(cache, project, as_json):
-    """Is the remote cache reachable, can this ccache use it, and how often did the last fork builds hit it.
-    Exit 1 when a configured cache does not answer."""
+def dist_status(cache, scheduler, project, as_json):
+    """Is the remote cache reachable and can this ccache use it; is the icecream scheduler there, which daemons
+    (and slots) it lists, does it know this host, which pinned toolchains are made; how the last fork builds hit the
+    cache and where their units compiled. Exit 1 when a configured cache or scheduler cannot be used."""
     import os
+    from . import dist as icecream
     from .cache import ccache_facts, last_builds, parse_cache_url, reachable
 
     cache = cache or os.environ.get("AMXFORGE_CACHE_URL")
-    status = {"ccache": ccache_facts(), "cache": None, "builds": last_builds(Path(project))}
+    scheduler = icecream.scheduler_option(scheduler or "")
+    status = {"ccache": ccache_facts(), "cache": None, "scheduler": None, "builds": last_builds(Path(project)),
+              "toolchains": icecream.toolchains()}
     if cache:
         ok, why = reachable(parse_cache_url(cache))
         status["cache"] = {"url": cache, "reachable": ok, "why": why}
+    if scheduler:
+        status["scheduler"] = icecream.check(scheduler)
     if as_json:
         click.echo(json.dumps(status))
     else:
-        cc = status["ccache"]
-        click.echo(f"ccache   {cc['path'] or 'not installed (apt install ccache)'} {cc['version'] or ''}"
-                   f"{'' if cc['remote_storage'] or not cc['path'] else ' (built without remote storage)'}")
-        c = status["cache"]
-        click.echo("cache    " + ("none configured (scons ... cache=redis://HOST:PORT)" if c is None else
-                                  f"{c['url']}: " + ("reachable" if c["reachable"] else f"unreachable ({c['why']})")))
-        for b in status["builds"]:
-            rate = "-" if b.get("hit_rate") is None else f"{100 * b['hit_rate']:.0f} %"
-            click.echo(f"build    {b['variant']}: {b.get('hits', 0)} hits ({b.get('remote_hits', 0)} remote), "
-                       f"{b.get('misses', 0)} misses, hit rate {rate}, namespace {b.get('namespace', '-')}")
-    if status["cache"] and not status["cache"]["reachable"]:
+        from .report import dist_status_report
+        click.echo(dist_status_report(status))
+    if (status["cache"] and not status["cache"]["reachable"]) or (status["scheduler"] and
+                                                                 not status["scheduler"]["usable"]):
         sys.exit(1)
 
 

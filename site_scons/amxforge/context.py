@@ -37,6 +37,7 @@ class VariantContext:
             self.cuda_archs = arch_specific(self.cuda_archs,
                                             load_toml(toolchain_dir() / "cuda.toml").get("arch_specific", []))
         self.build_dir = self.project_dir / "build" / self.name
+        self.kernel_statslog = None  # ccache's log of the kernels' compiles, under cache= or dist=
         self.units = []
         self.launcher = None  # the SCons node of libexec/amxforge-launch (the launcher site tool)
         self.object_nodes = []  # SCons nodes, for the progress line

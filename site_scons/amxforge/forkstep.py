@@ -32,7 +32,8 @@ def fork_step(env):
         except AmxforgeError:
             record = {"installed": [], "sha256": "damaged"}
         return env.Command(f"{out}/retired.json", Value(record["sha256"]), Action(_retire, None))
-    build = ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs"), cache=env["cache"] or None)
+    build = ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs"), cache=env["cache"] or None,
+                      dist=env["AMXFORGE_DIST"])
     # what the step would produce, deterministically; it runs again only when that changes or the state is stale
     desired = json.dumps({"stamp": build.stamp(), "config": build.shim_config(), "targets": build.targets},
                          sort_keys=True)
@@ -56,11 +57,18 @@ def _run(target, source, env) -> int:
     from .fork.driver import ForkBuild
 
     ctx = env["AMXFORGE"]
-    record = ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs"), cache=env["cache"] or None).run()
+    record = ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs"), cache=env["cache"] or None,
+                      dist=env["AMXFORGE_DIST"]).run()
     cc = record.get("ccache")
     if cc:
         where = f" ({cc['remote_hits']} from the remote cache)" if cc.get("remote") else ""
         print(f"amxforge: ccache: {cc['hits']} hits{where}, {cc['misses']} misses in this fork build")
+    dist = record.get("dist") or {}
+    if dist.get("engine"):
+        hosts = ", ".join(f"{host} {n}" for host, n in sorted(dist["hosts"].items())) or "none"
+        print(f"amxforge: icecc: {dist['compiled_remote']} units compiled remotely ({hosts}), "
+              f"{dist['compiled_local']} here, {dist['retried_local']} retried here after a remote failure, "
+              f"{dist['cache_hits']} cache hits")
     return 0
 
 

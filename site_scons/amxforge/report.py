@@ -15,7 +15,15 @@ def build_summary(ctx) -> str:
     bins = sorted(p.relative_to(ctx.project_dir).as_posix() for p in (ctx.build_dir / "bin").glob("*")
                   if p.is_file())
     by_class = dict(sorted(Counter(u["unit_class"] for u in doc["units"]).items()))
-    return _render("summary.j2", d=doc, by_class=by_class, build=build, binaries=bins)
+    cached = None
+    if ctx.kernel_statslog is not None:  # cache= or dist=: what ccache did with the kernels' compiles
+        from .cache import read_statslog
+        cached = Counter(read_statslog(ctx.kernel_statslog).values())
+    return _render("summary.j2", d=doc, by_class=by_class, build=build, binaries=bins, cached=cached)
+
+
+def dist_status_report(status: dict) -> str:
+    return _render("dist_status.j2", s=status)
 
 
 def audit_report(result) -> str:

@@ -63,8 +63,11 @@ def variables(arguments) -> Variables:
                       "llama.cpp)", "")
     vars_.Add("fork_targets", "comma-separated fork targets to build and install", "llama-bench")
     vars_.Add("jobs", "parallel compile jobs (default: CPU count)", str(os.cpu_count() or 1))
-    vars_.Add("cache", "a compile cache shared between builders, for fork builds: redis://HOST:PORT or "
+    vars_.Add("cache", "a compile cache shared between builders, for kernel and fork builds: redis://HOST:PORT or "
                        "http://HOST[:PORT]/PATH (ccache remote storage; namespaced by the flag policy)", "")
+    vars_.Add("dist", "compile on other hosts: icecc (icecream, through ccache; needs a local iceccd; CUDA units "
+                      "compile here); jobs then defaults to this host's CPUs plus the scheduler's remote slots", "")
+    vars_.Add("dist_scheduler", "the icecream scheduler, HOST[:PORT] (default: $ICECC_SCHEDULER)", "")
     vars_.Add("CC", "C compiler (gcc or clang)", os.environ.get("CC", "gcc"))
     vars_.Add("CXX", "C++ compiler", os.environ.get("CXX", "g++"))
     vars_.Add(BoolVariable("verbose", "print full compiler command lines", False))
@@ -77,7 +80,8 @@ def configure(env):
 
     if GetOption("help"):
         return None
-    known = {"variant", "cuda_arch", "jobs", "CC", "CXX", "verbose", "fork", "fork_targets", "cache"}
+    known = {"variant", "cuda_arch", "jobs", "CC", "CXX", "verbose", "fork", "fork_targets", "cache", "dist",
+             "dist_scheduler"}
     unknown = sorted(set(env["AMXFORGE_ARGS"]) - known)
     if unknown:
         fail(f"unknown variable(s) {', '.join(unknown)}; `scons -h` lists them")
@@ -101,7 +105,15 @@ def configure(env):
         ctx.check_compiler_accepts()
     except AmxforgeError as exc:
         fail(str(exc))
+    try:
+        dist_state = _dist(env, ctx)
+    except AmxforgeError as exc:
+        fail(str(exc))
+    if dist_state and "jobs" not in env["AMXFORGE_ARGS"]:
+        jobs = (os.cpu_count() or 1) + dist_state["slots"]
     SetOption("num_jobs", max(1, jobs))
+    env["AMXFORGE_DIST"] = dist_state
+    _kernel_chain(env, ctx, dist_state)
     env.Append(CCFLAGS=ctx.reproducible_flags(ctx.project_dir, "."))
     _progress(env, ctx)
     env["AMXFORGE"] = ctx
@@ -115,6 +127,64 @@ def configure(env):
     if not runnable and not GetOption("clean"):
         print(f"amxforge: note: variant {ctx.name} builds here, but its binaries will not run on this host: {why}")
     return ctx
+
+
+def _dist(env, ctx):
+    """dist=icecc checked once: the scheduler's state when compiling on other hosts works now; None otherwise (when it
+    was asked for but cannot work: one warning line, and the build compiles here)."""
+    from . import dist
+    if not dist.parse_dist(env["dist"]):
+        if env["dist_scheduler"]:
+            raise AmxforgeError("dist_scheduler= without dist=icecc: pass dist=icecc too")
+        return None
+    state = dist.check(dist.scheduler_option(env["dist_scheduler"]))
+    if state["usable"]:
+        try:  # the pinned toolchain every host compiles with: made once per compiler
+            state["toolchain"] = dist.toolchain(ctx.compiler.path, ctx.cxx.path, ctx.compiler.family,
+                                                dist.toolchain_home())
+        except AmxforgeError as exc:
+            state.update(usable=False, why=str(exc))
+    if not state["usable"]:
+        print(f"amxforge: warning: dist=icecc: {state['why']}; compiling on this host", file=sys.stderr)
+        return None
+    print(f"amxforge: dist=icecc: scheduler {state['scheduler']}, {state['slots']} remote slots on "
+          f"{sum(d['remote'] for d in state['daemons'])} hosts; this host is {state['this_host']}")
+    return state
+
+
+COMS = ("CCCOM", "SHCCCOM", "CXXCOM", "SHCXXCOM")
+
+
+def _kernel_chain(env, ctx, dist_state):
+    """cache= and dist= for the kernels' own compiles: ccache (with the variant's namespace and the remote storage)
+    and icecc as its prefix, in front of every compile command; its statistics go to build/VARIANT/ccache-stats.log
+    for the summary. Without cache= or dist=, compiles run as before (no ccache)."""
+    import shutil
+    from .cache import ccache_env, namespace, usable_remote
+    env["AMXFORGE_LAUNCH"] = []
+    if not env["cache"] and not dist_state:
+        return
+    ccache = shutil.which("ccache")
+    launch, chain = [], {}
+    if ccache:
+        url = usable_remote(env["cache"], lambda line: print(line, file=sys.stderr))[0] if env["cache"] else None
+        ctx.kernel_statslog = ctx.build_dir / "ccache-stats.log"
+        ctx.kernel_statslog.unlink(missing_ok=True)
+        chain = ccache_env(url, namespace(ctx) if env["cache"] else None, ctx.project_dir, ctx.kernel_statslog)
+        launch.append(ccache)
+    elif env["cache"]:
+        print(f"amxforge: warning: cache={env['cache']} needs ccache (>= 4.4): apt install ccache; building without "
+              f"a cache", file=sys.stderr)
+    if dist_state:
+        chain["ICECC_VERSION"] = dist_state["toolchain"]["path"]
+        if ccache:
+            chain["CCACHE_PREFIX"] = dist_state["icecc"]
+        else:
+            launch.append(dist_state["icecc"])
+    env["ENV"].update(chain)
+    env["AMXFORGE_LAUNCH"] = launch
+    for com in COMS:
+        env[com] = "$AMXFORGE_LAUNCH " + env[com]
 
 
 def policy_object(env, source, shared=False):
@@ -227,7 +297,8 @@ def finish(env):
     top = env.Dir("#").abspath
     entries = sorted(({"directory": top, "file": src.abspath, "output": obj.abspath,
                        "arguments": [str(a) for a in obj.get_build_env().subst_list(com, target=[obj],
-                                                                                     source=[src])[0]]}
+                                                                                     source=[src])[0]]
+                       [len(env["AMXFORGE_LAUNCH"]):]}  # the compiler's command, without ccache or icecc
                       for obj, src, com in ctx.compile_commands), key=lambda e: e["file"])
     kernels_db = json.dumps(entries, indent=2) + "\n"
     if ctx.fork is None:

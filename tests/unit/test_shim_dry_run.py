@@ -96,7 +96,40 @@ def test_nvcc_loses_its_arch_and_host_isa_flags(shim):
     assert res.returncode == 0, res.stderr
     rec = json.loads(res.stdout)
     assert "-arch=sm_90" in rec["removed"] and "-march=native" in rec["removed"]
-    assert "-Xcompiler=-O3" in rec["command"] and rec["command"][0] == "nvcc"
+    cmd = rec["command"][1:] if rec["command"][0] == shutil.which("ccache") else rec["command"]
+    assert "-Xcompiler=-O3" in cmd and cmd[0] == "nvcc"  # cached like every unit (when ccache is there)
+
+
+def _no_ccache(lines):
+    return [x for x in lines if not x.startswith("ccache\t")]
+
+
+@pytest.mark.parametrize("compiler,source,ccache,expect_head,expect_dist", [
+    ("g++", "tools/bench/bench.cpp", True, ["ccache", "g++"], "icecc"),  # icecc is ccache's prefix
+    ("g++", "tools/bench/bench.cpp", False, ["/usr/bin/icecc", "g++"], "icecc"),  # icecc is the launcher
+    ("nvcc", "ggml/src/ggml-cuda/add.cu", True, ["ccache", "nvcc"], "local: icecream distributes gcc/clang only"),
+    ("nvcc", "ggml/src/ggml-cuda/add.cu", False, ["nvcc"], "local: icecream distributes gcc/clang only"),
+])
+def test_dist_icecc_chains_icecc_for_gcc_units_only(shim, tmp_path, compiler, source, ccache, expect_head,
+                                                     expect_dist):
+    """Under dist=icecc the driver sets AMXFORGE_ICECC and AMXFORGE_ICECC_LOGS; the shim puts icecc after ccache
+    (CCACHE_PREFIX) or in front of the compiler, asks for a per-unit icecc log, and leaves CUDA units to this host."""
+    _, _, _, tree = shim
+    if ccache and not shutil.which("ccache"):
+        pytest.skip("ccache is not installed: the config has no ccache record")
+    config = _altered(shim, tmp_path, lambda ls: ls if ccache else _no_ccache(ls))
+    env = dict(os.environ, AMXFORGE_SHIM_DRY_RUN="1", AMXFORGE_ICECC="/usr/bin/icecc",
+               AMXFORGE_ICECC_LOGS=str(tmp_path))
+    res = subprocess.run([str(shim[0]), str(config), compiler, "-c", str(tree / source), "-o", "x.o"],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout)
+    head = [os.path.basename(a) if a == shutil.which("ccache") else a for a in rec["command"][:len(expect_head)]]
+    assert head == expect_head and rec["dist"] == expect_dist
+    if expect_dist == "icecc":
+        assert rec["icecc_log"].startswith(str(tmp_path) + "/") and rec["icecc_log"].endswith(".log")
+    else:
+        assert rec["icecc_log"] is None
 
 
 def _altered(shim, tmp_path, edit):

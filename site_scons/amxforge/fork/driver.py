@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .. import atomic
+from ..cache import namespace as cache_namespace
 from ..errors import AmxforgeError
 from ..paths import toolchain_dir
 from ..tomlfile import load_toml
@@ -44,13 +45,18 @@ def tree_id(fork: ForkInfo) -> str:
 
 
 class ForkBuild:
-    def __init__(self, ctx, fork: ForkInfo, targets, jobs: int = None, log=print, cache: str = None):
+    def __init__(self, ctx, fork: ForkInfo, targets, jobs: int = None, log=print, cache: str = None, dist=None):
         from ..cache import parse_cache_url
         self.ctx, self.fork, self.targets = ctx, fork, list(targets)
         self.cache = parse_cache_url(cache) if cache else None  # a shared (remote) compile cache: ccache's
+        # dist.check() of a usable icecream scheduler, with the pinned toolchain (made when the build was configured)
+        self.dist = dist if dist and dist.get("usable") else None
+        self.icecc_logs = self.dir_for(ctx, fork) / "icecc-logs"  # one debug log per unit icecc ran for
+        self.toolchain = None  # the pinned icecream toolchain, once build() has made or found it
+        self.ledger_offset = 0  # the live ledger's size when this build started
         self.jobs = jobs or os.cpu_count() or 1
         self.state = ctx.build_dir / "fork"  # the last good build's ledger and record
-        self.dir = ctx.build_dir / "fork-work" / tree_id(fork)  # CMake's binary dir for this tree
+        self.dir = self.dir_for(ctx, fork)  # CMake's binary dir for this tree
         self.ledger = self.dir / LIVE_LEDGER
         self.shim = ctx.build_dir / "libexec" / "amxforge-shim"  # kernels/launcher/shim.c, built by SCons first
         self.launcher = ctx.build_dir / "libexec" / "amxforge-launch"
@@ -60,11 +66,15 @@ class ForkBuild:
         self.cache_remote = None  # {"url", "reachable"} once build() has looked
         # a namespace only when sharing beyond this builder: locally, identical units of two variants (the protected
         # ones) should keep hitting each other's entries
-        self.cache_namespace = self.namespace() if self.cache else None
+        self.cache_namespace = cache_namespace(ctx) if self.cache else None
         config = self.shim_config()
         # named by its content: a policy change changes every compile command, so ninja recompiles what it affects
         self.config_path = self.dir / f"amxforge-shim-{hashlib.sha256(config.encode()).hexdigest()[:12]}.conf"
         self._config_text = config
+
+    @staticmethod
+    def dir_for(ctx, fork: ForkInfo) -> Path:
+        return ctx.build_dir / "fork-work" / tree_id(fork)
 
     # --- what the shim needs, precomputed (one record per line, tab-separated: see kernels/launcher/shim.c) ---
     def shim_config(self) -> str:
@@ -198,22 +208,15 @@ class ForkBuild:
             shown = ", ".join(t for t in known if not t.startswith("test-"))[:600]
             raise AmxforgeError(f"fork target(s) {', '.join(missing)} not in {self.fork.root}; its targets: {shown}")
         self.repair_objects()
+        self.ledger_offset = self.ledger.stat().st_size if self.ledger.is_file() else 0
         cmd = [tool("cmake"), "--build", str(self.dir), "--target", *self.targets, "--", f"-j{self.jobs}"]
-        if subprocess.run(cmd, env=dict(os.environ, **self.cache_env())).returncode != 0:
+        if subprocess.run(cmd, env=dict(os.environ, **self.cache_env(), **self.dist_env())).returncode != 0:
             raise AmxforgeError(f"the fork build failed (compiler output above; ledger: {self.ledger}); the last "
                                 f"good build is untouched")
 
-    def namespace(self) -> str:
-        """The cache namespace: the variant and a hash of every class's rendered flags (never a path), so two
-        checkouts of one policy share entries, another policy never sees them, and `native` differs per host."""
-        flags = {cls: list(self.ctx.class_flags(cls)) for cls in self.ctx.policy.classes.classes
-                 if cls != "cuda" or self.ctx.variant.cuda}
-        digest = hashlib.sha256(json.dumps(flags, sort_keys=True).encode()).hexdigest()[:16]
-        return f"amxforge-{self.ctx.name}-{digest}"
-
     def cache_env(self) -> dict:
         """ccache's settings for this build; the remote cache only when it answers now (else one warning line)."""
-        from ..cache import ccache_env, reachable
+        from ..cache import ccache_env, usable_remote
         if not self.ccache:
             if self.cache:
                 warn(f"amxforge: warning: cache={self.cache} needs ccache (>= 4.4): apt install ccache; "
@@ -221,16 +224,51 @@ class ForkBuild:
             return {}
         url = None
         if self.cache:
-            ok, why = reachable(self.cache)
-            self.cache_remote = {"url": self.cache, "reachable": ok}
-            if ok:
-                url = self.cache
-            else:
-                warn(f"amxforge: warning: remote cache {self.cache} is unreachable or unusable ({why}); "
-                     f"building with the local cache only")
+            url, self.cache_remote = usable_remote(self.cache, warn)
         self.statslog.unlink(missing_ok=True)
         base = Path(os.path.commonpath([self.ctx.project_dir, self.fork.root]))
         return ccache_env(url, self.cache_namespace, base, self.statslog)
+
+    def dist_env(self) -> dict:
+        """The shim's settings for compiling on the scheduler's hosts (dist=icecc), with the pinned toolchain."""
+        shutil.rmtree(self.icecc_logs, ignore_errors=True)
+        if not self.dist:
+            return {}
+        self.toolchain = self.dist["toolchain"]
+        self.icecc_logs.mkdir(parents=True, exist_ok=True)
+        return {"AMXFORGE_ICECC": self.dist["icecc"], "AMXFORGE_ICECC_LOGS": str(self.icecc_logs),
+                "ICECC_VERSION": self.toolchain["path"]}
+
+    def dist_outcomes(self, units: list, compiled_now: set, old: list) -> dict:
+        """Where each unit compiled (remote host, here, here after a remote failure, or nowhere: a cache hit); a unit
+        not compiled in this build keeps the last good build's. Returns the totals for the record."""
+        from .. import dist
+        before = {e["object"]: {k: e[k] for k in ("where", "host", "retried") if k in e} for e in old}
+        names = {d["ip"]: d["name"] for d in (self.dist or {}).get("daemons", [])}
+        counts = {"remote": 0, "local": 0, "retried": 0, "cache": 0}
+        hosts = {}
+        for unit in units:
+            for key in ("where", "host", "retried"):
+                unit.pop(key, None)
+            mode = unit.get("dist")
+            now = None
+            if mode == "icecc":
+                log = unit.get("icecc_log")
+                now = (dist.where(log) if log and Path(log).is_file() else None) or \
+                    ({"where": "cache"} if unit["object"] in compiled_now else None)
+            elif mode or unit["object"] in compiled_now:
+                now = {"where": "local"}  # nvcc units (icecream distributes gcc/clang only) and builds without dist
+            unit.update(now or before.get(unit["object"]) or {"where": "local"})
+            if now and now.get("host") in names:
+                unit["host"] = now["host"] = f"{names[now['host']]} ({now['host']})"
+            if now:
+                counts["retried" if now.get("retried") else now["where"]] += 1
+                if now.get("host"):
+                    hosts[unit["host"]] = hosts.get(unit["host"], 0) + 1
+        return {"engine": "icecc" if self.dist else None, "scheduler": (self.dist or {}).get("scheduler"),
+                "compiled_remote": counts["remote"], "compiled_local": counts["local"],
+                "retried_local": counts["retried"], "cache_hits": counts["cache"], "hosts": hosts,
+                "toolchain": self.toolchain}
 
     def cache_outcomes(self, units: list, old: list) -> dict:
         """Each unit's cache outcome in this build (remote, local, miss; a unit not compiled now keeps the last good
@@ -243,7 +281,6 @@ class ForkBuild:
             how = now.get(os.path.normpath(unit["path"])) if "path" in unit else None
             unit["cache"] = how or before.get(unit["object"]) or ("not compiled in this build" if self.ccache
                                                                    else "no ccache")
-            unit["where"] = "local"
             if how:
                 counts[how] += 1
         hits = counts["remote"] + counts["local"]
@@ -261,6 +298,10 @@ class ForkBuild:
                 self.log(f"amxforge: {obj.relative_to(self.ctx.project_dir)} does not match the last good build: "
                          f"compiling it again")
                 obj.unlink()
+
+    def compiled_now(self) -> set:
+        """The objects compiled in this build: the live ledger's lines written since build() started."""
+        return {e["object"] for e in read_ledger(self.ledger, offset=self.ledger_offset)}
 
     def units(self) -> list:
         """The live ledger's last good entry for every object the targets link, with each object's size and hash."""
@@ -310,7 +351,9 @@ class ForkBuild:
             old = load_record(self.ctx.build_dir)
         except (FileNotFoundError, AmxforgeError):
             pass
-        cache = self.cache_outcomes(units, read_snapshot(self.state / LEDGER, missing_ok=True) if old else [])
+        old_units = read_snapshot(self.state / LEDGER, missing_ok=True) if old else []
+        cache = self.cache_outcomes(units, old_units)
+        dist = self.dist_outcomes(units, self.compiled_now(), old_units)
         installed = self.install()
         self.state.mkdir(parents=True, exist_ok=True)
         ledger_text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in units)
@@ -322,6 +365,7 @@ class ForkBuild:
                   "installed": installed}
         if self.ccache:
             record["ccache"] = cache
+        record["dist"] = dist
         write_record(self.ctx.build_dir, record)
         if old:  # files the previous good build installed that this one does not: gone with it
             keep = {f["path"] for f in installed}

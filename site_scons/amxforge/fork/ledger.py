@@ -11,13 +11,16 @@ LEDGER = "ledger.jsonl"  # in build/VARIANT/fork/: the last good build's units
 RECORD = "amxforge-build.json"  # in build/VARIANT/fork/: the last good build's record
 
 
-def read_ledger(path: Path) -> list:
+def read_ledger(path: Path, offset: int = 0) -> list:
     """A live ledger's latest successful entry per object (a line cut short by a killed build is skipped: that unit is
-    compiled, and logged, again on resume)."""
+    compiled, and logged, again on resume); from byte `offset` on: the entries of the build that started there."""
     if not Path(path).is_file():
         return []
     latest = {}
-    for line in Path(path).read_text(errors="replace").splitlines():
+    with open(path, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    for line in text.splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
