@@ -74,6 +74,7 @@ def test_a_second_builder_at_another_path_gets_remote_hits(redis, tmp_path):
     assert len(remote) >= 0.95 * len(units), [(u["source"], u["cache"]) for u in units]
     cc = record(second)["ccache"]
     assert cc["remote_hits"] == len(remote) and cc["misses"] == 0
+    assert {u["where"] for u in remote} == {"cache"}  # compiled nowhere in this build
     assert "remote" in res.stdout + res.stderr  # the summary line says where the hits came from
     # the same objects: prefix maps make them independent of the checkout's path
     one = {u["source"]: u["sha256"] for u in ledger(first)}
@@ -139,3 +140,43 @@ def test_dist_status_reports_the_cache(redis, server_host):
     assert status["cache"]["reachable"] is True and status["ccache"]["remote_storage"] is True
     bad = run([tool("amxforge"), "dist", "status", "--cache", f"redis://{server_host.ip}:6399"])
     assert bad.returncode == 1 and "unreachable" in bad.stdout
+
+
+HTTP_STORAGE = '''
+import http.server, sys
+store = {}
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_HEAD(self):
+        self.send_response(200 if self.path in store else 404); self.send_header("Content-Length", "0")
+        self.end_headers()
+    def do_GET(self):
+        body = store.get(self.path)
+        self.send_response(200 if body is not None else 404)
+        self.send_header("Content-Length", str(len(body or b""))); self.end_headers(); self.wfile.write(body or b"")
+    def do_PUT(self):
+        store[self.path] = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(201); self.send_header("Content-Length", "0"); self.end_headers()
+    def do_DELETE(self):
+        store.pop(self.path, None); self.send_response(204); self.end_headers()
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+'''
+
+
+def test_an_http_cache_is_shared_too(server_host, tmp_path):
+    """cache=http://: ccache's HTTP storage (GET/HEAD/PUT per entry) against a real HTTP server in the namespace."""
+    features = subprocess.run(["ccache", "--version"], capture_output=True, text=True).stdout
+    if "http-storage" not in features:
+        pytest.skip("this ccache has no http-storage feature")
+    server_host.start("python3", "-c", HTTP_STORAGE, server_host.ip, "8087")
+    server_host.wait_port(8087)
+    url = f"http://{server_host.ip}:8087/cache"
+    first = make_project(tmp_path / "h1")
+    res = build(first, url, tmp_path / "c1")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert {u["cache"] for u in ledger(first)} == {"miss"} and record(first)["ccache"]["remote"]["reachable"]
+    second = make_project(tmp_path / "h2" / "deeper")
+    res = build(second, url, tmp_path / "c2")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert {u["cache"] for u in ledger(second)} == {"remote"}

@@ -52,7 +52,7 @@ class ForkBuild:
         # dist.check() of a usable icecream scheduler, with the pinned toolchain (made when the build was configured)
         self.dist = dist if dist and dist.get("usable") else None
         self.icecc_logs = self.dir_for(ctx, fork) / "icecc-logs"  # one debug log per unit icecc ran for
-        self.toolchain = None  # the pinned icecream toolchain, once build() has made or found it
+        self.toolchain = None  # the pinned icecream toolchain this build used (dist=icecc)
         self.ledger_offset = 0  # the live ledger's size when this build started
         self.jobs = jobs or os.cpu_count() or 1
         self.state = ctx.build_dir / "fork"  # the last good build's ledger and record
@@ -250,9 +250,10 @@ class ForkBuild:
         for unit in units:
             for key in ("where", "host", "retried"):
                 unit.pop(key, None)
-            mode = unit.get("dist")
-            now = None
-            if mode == "icecc":
+            mode, now = unit.get("dist"), None
+            if unit["object"] in compiled_now and unit.get("cache") in ("remote", "local"):
+                now = {"where": "cache"}  # from ccache: compiled nowhere in this build
+            elif mode == "icecc":
                 log = unit.get("icecc_log")
                 now = (dist.where(log) if log and Path(log).is_file() else None) or \
                     ({"where": "cache"} if unit["object"] in compiled_now else None)
