@@ -64,6 +64,18 @@ def reachable(value: str, timeout: float = 2.0):
 
 
 _checked = {}
+_warned = set()
+
+
+def warn_once(line: str, warn) -> None:
+    """One warning line per process: the kernels' and the fork's compiles of one build say a thing once."""
+    if line not in _warned:
+        _warned.add(line)
+        warn(line)
+
+
+def no_ccache_warning(url: str) -> str:
+    return f"amxforge: warning: cache={url} needs ccache (>= 4.4): apt install ccache; building without a cache"
 
 
 def usable_remote(url: str, warn):

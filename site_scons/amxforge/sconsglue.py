@@ -160,7 +160,7 @@ def _kernel_chain(env, ctx, dist_state):
     and icecc as its prefix, in front of every compile command; its statistics go to build/VARIANT/ccache-stats.log
     for the summary. Without cache= or dist=, compiles run as before (no ccache)."""
     import shutil
-    from .cache import ccache_env, namespace, usable_remote
+    from .cache import ccache_env, namespace, no_ccache_warning, usable_remote, warn_once
     env["AMXFORGE_LAUNCH"] = []
     if not env["cache"] and not dist_state:
         return
@@ -173,8 +173,7 @@ def _kernel_chain(env, ctx, dist_state):
         chain = ccache_env(url, namespace(ctx) if env["cache"] else None, ctx.project_dir, ctx.kernel_statslog)
         launch.append(ccache)
     elif env["cache"]:
-        print(f"amxforge: warning: cache={env['cache']} needs ccache (>= 4.4): apt install ccache; building without "
-              f"a cache", file=sys.stderr)
+        warn_once(no_ccache_warning(env["cache"]), lambda line: print(line, file=sys.stderr))
     if dist_state:
         chain["ICECC_VERSION"] = dist_state["toolchain"]["path"]
         if ccache:

@@ -216,11 +216,10 @@ class ForkBuild:
 
     def cache_env(self) -> dict:
         """ccache's settings for this build; the remote cache only when it answers now (else one warning line)."""
-        from ..cache import ccache_env, usable_remote
+        from ..cache import ccache_env, no_ccache_warning, usable_remote, warn_once
         if not self.ccache:
             if self.cache:
-                warn(f"amxforge: warning: cache={self.cache} needs ccache (>= 4.4): apt install ccache; "
-                     f"building without a cache")
+                warn_once(no_ccache_warning(self.cache), warn)
             return {}
         url = None
         if self.cache:
