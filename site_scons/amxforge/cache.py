@@ -74,10 +74,6 @@ def warn_once(line: str, warn) -> None:
         warn(line)
 
 
-def no_ccache_warning(url: str) -> str:
-    return f"amxforge: warning: cache={url} needs ccache (>= 4.4): apt install ccache; building without a cache"
-
-
 def usable_remote(url: str, warn):
     """The remote cache for this run: `url` when it answers now, else None after one warning line (checked once per
     process: the kernels' and the fork's compiles of one build share the answer). Returns (url or None, record)."""
@@ -101,15 +97,26 @@ def namespace(ctx) -> str:
     return f"amxforge-{ctx.name}-{digest}"
 
 
-def ccache_env(url, namespace: str, base_dir: Path, statslog: Path) -> dict:
-    """The environment ccache runs with, under the shim, for one fork build."""
+def ccache_settings(ccache, url, namespace, base_dir: Path, statslog: Path, warn) -> tuple:
+    """The environment ccache runs with for one build (the kernels' or a fork's) and the remote cache's record:
+    ({} and None without ccache, after one warning when cache= asked for it); the remote storage only when it answers
+    now (else one warning line); a fresh stats log."""
+    if not ccache:
+        if url:
+            warn_once(f"amxforge: warning: cache={url} needs ccache (>= 4.4): apt install ccache; building without a "
+                      f"cache", warn)
+        return {}, None
+    remote = None
+    if url:
+        url, remote = usable_remote(url, warn)
+    statslog.unlink(missing_ok=True)
     env = {"CCACHE_COMPILERCHECK": "content", "CCACHE_BASEDIR": str(base_dir), "CCACHE_NOHASHDIR": "1",
            "CCACHE_STATSLOG": str(statslog)}
     if namespace:
         env["CCACHE_NAMESPACE"] = namespace
     if url:
         env["CCACHE_REMOTE_STORAGE"] = f"{url}|{ATTRIBUTES[urllib.parse.urlsplit(url).scheme]}"
-    return env
+    return env, remote
 
 
 # ccache's stats-log counters, by what they say about one compilation

@@ -172,8 +172,6 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
         click.echo(f"plot written to {plot_path}", err=True)
 
 
-
-
 @bench.command("fork")
 @click.option("--fork", "forks", multiple=True, type=click.Path(), metavar="PATH",
               help="a fork tree, built here for each variant through the normal build (repeatable: tree against tree)")

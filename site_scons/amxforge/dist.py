@@ -173,10 +173,10 @@ def toolchains() -> list:
     return out
 
 
-def toolchain_key(cc: str, cxx: str, family: str) -> str:
+def toolchain_key(files: list) -> str:
     """Changes when any compiler file changes (path, size, mtime): a new compiler gets a new tarball."""
     parts = []
-    for path in _compiler_files(cc, cxx, family):
+    for path in files:
         st = os.stat(path)
         parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
@@ -186,8 +186,8 @@ def toolchain(cc: str, cxx: str, family: str, out_dir: Path, log=print) -> dict:
     """The pinned toolchain tarball for this compiler (made once by icecc-create-env, reused while the compiler is
     the same): {"path", "key", "sha256", "made"}. A tarball whose size or mtime differs from its manifest's is made
     again."""
-    out_dir = Path(out_dir)
-    key = toolchain_key(cc, cxx, family)
+    out_dir, files = Path(out_dir), _compiler_files(cc, cxx, family)
+    key = toolchain_key(files)
     tarball, manifest = out_dir / f"toolchain-{key}.tar.gz", out_dir / f"toolchain-{key}.json"
     try:
         meta = atomic.read_json(manifest, "icecream toolchain manifest")
@@ -212,7 +212,7 @@ def toolchain(cc: str, cxx: str, family: str, out_dir: Path, log=print) -> dict:
         os.replace(made[0], tarball)
     digest, st = atomic.file_sha256(tarball), tarball.stat()
     atomic.write_json(manifest, {"key": key, "sha256": digest, "stat": [st.st_size, st.st_mtime_ns],
-                                 "compilers": _compiler_files(cc, cxx, family)})
+                                 "compilers": files})
     return {"path": str(tarball), "key": key, "sha256": digest, "made": True}
 
 

@@ -18,9 +18,18 @@ def fork_targets(env) -> list:
     return [t.strip() for t in env["fork_targets"].split(",") if t.strip()]
 
 
+def fork_build(env):
+    """The fork build the variables ask for (the step's signature and its action build the same one)."""
+    from .fork.driver import ForkBuild
+
+    ctx = env["AMXFORGE"]
+    return ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs"), cache=env["cache"] or None,
+                     dist=env["AMXFORGE_DIST"])
+
+
 def fork_step(env):
     """The fork step's node (None without fork=): ctx.fork built into build/VARIANT/, its record the target."""
-    from .fork.driver import ForkBuild, load_record
+    from .fork.driver import load_record
 
     ctx = env["AMXFORGE"]
     out = f"#build/{ctx.name}/fork"
@@ -32,8 +41,7 @@ def fork_step(env):
         except AmxforgeError:
             record = {"installed": [], "sha256": "damaged"}
         return env.Command(f"{out}/retired.json", Value(record["sha256"]), Action(_retire, None))
-    build = ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs"), cache=env["cache"] or None,
-                      dist=env["AMXFORGE_DIST"])
+    build = fork_build(env)
     # what the step would produce, deterministically; it runs again only when that changes or the state is stale
     desired = json.dumps({"stamp": build.stamp(), "config": build.shim_config(), "targets": build.targets},
                          sort_keys=True)
@@ -54,11 +62,7 @@ def fork_step(env):
 # and a closure over an object would sign its address, which changes every run (so nothing would be up to date).
 @scons_action
 def _run(target, source, env) -> int:
-    from .fork.driver import ForkBuild
-
-    ctx = env["AMXFORGE"]
-    record = ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs"), cache=env["cache"] or None,
-                      dist=env["AMXFORGE_DIST"]).run()
+    record = fork_build(env).run()
     cc = record.get("ccache")
     if cc:
         where = f" ({cc['remote_hits']} from the remote cache)" if cc.get("remote") else ""

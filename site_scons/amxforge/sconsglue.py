@@ -103,9 +103,6 @@ def configure(env):
         ctx = VariantContext(env["variant"], cc=env["CC"], cuda_arch=env["cuda_arch"] or None,
                              project_dir=Path(env.Dir("#").abspath), cxx=env["CXX"], fork=fork)
         ctx.check_compiler_accepts()
-    except AmxforgeError as exc:
-        fail(str(exc))
-    try:
         dist_state = _dist(env, ctx)
     except AmxforgeError as exc:
         fail(str(exc))
@@ -160,20 +157,15 @@ def _kernel_chain(env, ctx, dist_state):
     and icecc as its prefix, in front of every compile command; its statistics go to build/VARIANT/ccache-stats.log
     for the summary. Without cache= or dist=, compiles run as before (no ccache)."""
     import shutil
-    from .cache import ccache_env, namespace, no_ccache_warning, usable_remote, warn_once
+    from .cache import ccache_settings, namespace
     env["AMXFORGE_LAUNCH"] = []
     if not env["cache"] and not dist_state:
         return
     ccache = shutil.which("ccache")
-    launch, chain = [], {}
-    if ccache:
-        url = usable_remote(env["cache"], lambda line: print(line, file=sys.stderr))[0] if env["cache"] else None
-        ctx.kernel_statslog = ctx.build_dir / "ccache-stats.log"
-        ctx.kernel_statslog.unlink(missing_ok=True)
-        chain = ccache_env(url, namespace(ctx) if env["cache"] else None, ctx.project_dir, ctx.kernel_statslog)
-        launch.append(ccache)
-    elif env["cache"]:
-        warn_once(no_ccache_warning(env["cache"]), lambda line: print(line, file=sys.stderr))
+    ctx.kernel_statslog = ctx.build_dir / "ccache-stats.log" if ccache else None
+    chain, _ = ccache_settings(ccache, env["cache"] or None, namespace(ctx) if env["cache"] else None,
+                               ctx.project_dir, ctx.kernel_statslog, lambda line: print(line, file=sys.stderr))
+    launch = [ccache] if ccache else []
     if dist_state:
         chain["ICECC_VERSION"] = dist_state["toolchain"]["path"]
         if ccache:

@@ -51,12 +51,11 @@ class ForkBuild:
         self.cache = parse_cache_url(cache) if cache else None  # a shared (remote) compile cache: ccache's
         # dist.check() of a usable icecream scheduler, with the pinned toolchain (made when the build was configured)
         self.dist = dist if dist and dist.get("usable") else None
-        self.icecc_logs = self.dir_for(ctx, fork) / "icecc-logs"  # one debug log per unit icecc ran for
-        self.toolchain = None  # the pinned icecream toolchain this build used (dist=icecc)
         self.ledger_offset = 0  # the live ledger's size when this build started
         self.jobs = jobs or os.cpu_count() or 1
         self.state = ctx.build_dir / "fork"  # the last good build's ledger and record
-        self.dir = self.dir_for(ctx, fork)  # CMake's binary dir for this tree
+        self.dir = ctx.build_dir / "fork-work" / tree_id(fork)  # CMake's binary dir for this tree
+        self.icecc_logs = self.dir / "icecc-logs"  # one debug log per unit icecc ran for
         self.ledger = self.dir / LIVE_LEDGER
         self.shim = ctx.build_dir / "libexec" / "amxforge-shim"  # kernels/launcher/shim.c, built by SCons first
         self.launcher = ctx.build_dir / "libexec" / "amxforge-launch"
@@ -71,10 +70,6 @@ class ForkBuild:
         # named by its content: a policy change changes every compile command, so ninja recompiles what it affects
         self.config_path = self.dir / f"amxforge-shim-{hashlib.sha256(config.encode()).hexdigest()[:12]}.conf"
         self._config_text = config
-
-    @staticmethod
-    def dir_for(ctx, fork: ForkInfo) -> Path:
-        return ctx.build_dir / "fork-work" / tree_id(fork)
 
     # --- what the shim needs, precomputed (one record per line, tab-separated: see kernels/launcher/shim.c) ---
     def shim_config(self) -> str:
@@ -216,27 +211,20 @@ class ForkBuild:
 
     def cache_env(self) -> dict:
         """ccache's settings for this build; the remote cache only when it answers now (else one warning line)."""
-        from ..cache import ccache_env, no_ccache_warning, usable_remote, warn_once
-        if not self.ccache:
-            if self.cache:
-                warn_once(no_ccache_warning(self.cache), warn)
-            return {}
-        url = None
-        if self.cache:
-            url, self.cache_remote = usable_remote(self.cache, warn)
-        self.statslog.unlink(missing_ok=True)
+        from ..cache import ccache_settings
         base = Path(os.path.commonpath([self.ctx.project_dir, self.fork.root]))
-        return ccache_env(url, self.cache_namespace, base, self.statslog)
+        env, self.cache_remote = ccache_settings(self.ccache, self.cache, self.cache_namespace, base, self.statslog,
+                                                 warn)
+        return env
 
     def dist_env(self) -> dict:
         """The shim's settings for compiling on the scheduler's hosts (dist=icecc), with the pinned toolchain."""
         shutil.rmtree(self.icecc_logs, ignore_errors=True)
         if not self.dist:
             return {}
-        self.toolchain = self.dist["toolchain"]
         self.icecc_logs.mkdir(parents=True, exist_ok=True)
         return {"AMXFORGE_ICECC": self.dist["icecc"], "AMXFORGE_ICECC_LOGS": str(self.icecc_logs),
-                "ICECC_VERSION": self.toolchain["path"]}
+                "ICECC_VERSION": self.dist["toolchain"]["path"]}
 
     def dist_outcomes(self, units: list, compiled_now: set, old: list) -> dict:
         """Where each unit compiled (remote host, here, here after a remote failure, or nowhere: a cache hit); a unit
@@ -268,7 +256,7 @@ class ForkBuild:
         return {"engine": "icecc" if self.dist else None, "scheduler": (self.dist or {}).get("scheduler"),
                 "compiled_remote": counts["remote"], "compiled_local": counts["local"],
                 "retried_local": counts["retried"], "cache_hits": counts["cache"], "hosts": hosts,
-                "toolchain": self.toolchain}
+                "toolchain": (self.dist or {}).get("toolchain")}
 
     def cache_outcomes(self, units: list, old: list) -> dict:
         """Each unit's cache outcome in this build (remote, local, miss; a unit not compiled now keeps the last good
