@@ -1,18 +1,32 @@
-"""Shared by the peer benchmarks: run build/VARIANT/bin/amxforge-kbench on one case and return its case record and
+"""Shared by the peer benchmarks: run build/VARIANT/bin/amxforge-kbench on cases and return their case records and
 the limits it measured in the same process ({limit name: GFLOP/s or GB/s})."""
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The CPUs this process may use before a peer library loads: an OpenMP runtime started with OMP_PROC_BIND binds the
+# calling thread to one core, and every child would inherit that one core.
+CPUS = os.sched_getaffinity(0)
+
+
+def kbench_cases(variant: str, cases, threads: int, min_bytes: float, limits=None):
+    """Case records in the order given, and the limits (only those named in `limits`, when given)."""
+    exe = ROOT / "build" / variant / "bin" / "amxforge-kbench"
+    cmd = [str(exe), "--threads", str(threads), "--min-bytes", str(min_bytes)]
+    for case in cases:
+        cmd += ["--case", case]
+    if limits:
+        cmd += ["--limits", ",".join(limits)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, CPUS)).stdout
+    records = [json.loads(line) for line in out.splitlines()]
+    found = {r["limit"]: r.get("gflops", r.get("gbps")) for r in records if r.get("record") == "limit"}
+    return [r for r in records if r.get("record") == "case"], found
 
 
 def kbench(variant: str, case: str, threads: int, min_bytes: float):
-    exe = ROOT / "build" / variant / "bin" / "amxforge-kbench"
-    out = subprocess.run([str(exe), "--threads", str(threads), "--case", case, "--min-bytes", str(min_bytes)],
-                         capture_output=True, text=True, check=True).stdout
-    records = [json.loads(line) for line in out.splitlines()]
-    case_rec = next(r for r in records if r.get("record") == "case")
-    limits = {r["limit"]: r.get("gflops", r.get("gbps")) for r in records if r.get("record") == "limit"}
-    return case_rec, limits
+    recs, found = kbench_cases(variant, [case], threads, min_bytes)
+    return recs[0], found

@@ -2,7 +2,8 @@
  * thread, all threads at once. The operands are random values like the kernels see: the multiplier's power, and so
  * its clock, depends on the data: zeros ran about 20 % faster than random bf16 here (so `zeros` is reported as
  * information only). The unit needs a warm-up: a measurement after 0.2 s of tile work read 1079-1608 GFLOP/s where
- * a warm one reads 2290-2750, so the first measurement in a process first runs the loop for a full second. What the
+ * a warm one reads 2290-2750, so the first measurement in a process, and the first with more threads than before,
+ * first runs the loop for a full second. What the
  * dense kernels are measured against, in the same run. */
 #include <string.h>
 
@@ -30,8 +31,9 @@ static void loop(int dt, long iters) {
 }
 
 double akf_tile_peak_amx(int dtype, int zeros, int threads, double seconds) {
-    /* warm up (a second, once per process), calibrate (about `seconds`), then time all threads for about `seconds` */
-    static int warm = 0;
+    /* warm up (a second, when more threads than ever before run it), calibrate (about `seconds`), then time all
+     * threads for about `seconds` */
+    static int warm = 0; /* the most threads warmed up so far: more threads bring cold cores */
     long iters = 2000;
     double elapsed = 0.0, per_op = 16.0 * 16 * AKF_DTYPE[dtype].tile_k * 2;
     for (int pass = 0; pass < 3; pass++) {
@@ -65,10 +67,10 @@ double akf_tile_peak_amx(int dtype, int zeros, int threads, double seconds) {
             _tile_release();
         }
         elapsed = t_end - t0;
-        const double target = pass == 0 && !warm ? 1.0 : seconds;
+        const double target = pass == 0 && threads > warm ? 1.0 : seconds;
         if (pass < 2) iters = (long)(iters * (target / (elapsed > 1e-6 ? elapsed : 1e-6))) + 1;
     }
-    warm = 1;
+    warm = threads > warm ? threads : warm;
     return (double)iters * 6 * per_op * threads / elapsed / 1e9;
 }
 #else

@@ -3,12 +3,17 @@
  * Derived figures (GFLOP/s, fractions of the limits, sparse speedups) are computed by `amxforge bench kernels`.
  *
  *   amxforge-kbench [--threads 1,2] [--quick] [--reps R] [--min-bytes B] [--only dense|sparse|limits]
+ *                   [--limits NAME,...] [--case KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY]]...
  *
  * Decode shapes (M <= 16) stream at least --min-bytes (default 1.1 GB) of distinct weight copies per rep, so that
- * the 300 MB L3 cannot hide DRAM. */
+ * the 300 MB L3 cannot hide DRAM. Threads are pinned one per core (OMP_PROC_BIND=close, OMP_PLACES=cores; the
+ * program sets them and starts itself again) unless OMP_PROC_BIND is already set: an unpinned thread that moves
+ * lands on a core whose AMX unit is cold. Every record says whether the threads were pinned. */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "akf_internal.h"
 
@@ -16,8 +21,16 @@
 #include <omp.h>
 #endif
 
-struct opts { int threads[8], nthreads, quick, reps, count_only, ncases; double min_bytes; const char *only; char *cases[8]; };
+struct opts { int threads[8], nthreads, quick, reps, count_only, ncases; double min_bytes; const char *only, *limits; char *cases[8]; };
 static int planned = 0;
+
+static int pinned(void) {
+#ifdef _OPENMP
+    return omp_get_proc_bind() != omp_proc_bind_false;
+#else
+    return 0;
+#endif
+}
 
 static int dtype_id(const char *name) {
     for (int d = 1; d <= AKF_DTYPE_COUNT; d++)
@@ -148,9 +161,9 @@ static void run_case(const struct opts *o, const char *kernel, int dtype, int im
     qsort(times, (size_t)reps, sizeof *times, cmp_double);
     printf("{\"record\": \"case\", \"kernel\": \"%s\", \"impl\": \"%s\", \"dtype\": \"%s\", \"M\": %d, \"N\": %d, \"K\": %d, "
            "\"sparsity\": %.2f, \"threads\": %d, \"seconds\": %.9g, \"reps\": %d, \"copies\": %d, \"weight_bytes\": %zu, "
-           "\"flops\": %.6g}\n",
+           "\"flops\": %.6g, \"min_seconds\": %.9g, \"max_seconds\": %.9g, \"pinned\": %s}\n",
            kernel, akf_impl_name(impl), AKF_DTYPE[dtype].name, M, N, K, sparsity, threads, times[reps / 2], reps,
-           w.copies, w.bytes_each, 2.0 * M * N * K);
+           w.copies, w.bytes_each, 2.0 * M * N * K, times[0], times[reps - 1], pinned() ? "true" : "false");
     fflush(stdout);
     free(times); free(A); free(as); free(bs); akf_free(C);
     free_weights(&w);
@@ -162,10 +175,20 @@ static void limit_record(const char *name, const char *unit, double *v, int reps
     qsort(v, (size_t)reps, sizeof *v, cmp_double);
     double med = v[reps / 2];
     printf("{\"record\": \"limit\", \"limit\": \"%s\", \"%s\": %.2f, \"min\": %.2f, \"max\": %.2f, "
-           "\"spread_pct\": %.1f, \"reps\": %d, \"threads\": %d, \"warmup\": true, \"pinned\": false",
-           name, unit, med, v[0], v[reps - 1], med > 0 ? 100.0 * (v[reps - 1] - v[0]) / med : 0.0, reps, threads);
+           "\"spread_pct\": %.1f, \"reps\": %d, \"threads\": %d, \"warmup\": true, \"pinned\": %s",
+           name, unit, med, v[0], v[reps - 1], med > 0 ? 100.0 * (v[reps - 1] - v[0]) / med : 0.0, reps, threads,
+           pinned() ? "true" : "false");
     if (bytes) printf(", \"bytes\": %zu", bytes);
     printf("}\n");
+}
+
+/* whether --limits (a comma list of limit names; all when absent) asks for this one */
+static int wanted(const struct opts *o, const char *name) {
+    if (!o->limits) return 1;
+    const size_t n = strlen(name);
+    for (const char *p = o->limits; (p = strstr(p, name)); p += n)
+        if ((p == o->limits || p[-1] == ',') && (p[n] == ',' || p[n] == '\0')) return 1;
+    return 0;
 }
 
 static void limits(const struct opts *o, int threads) {
@@ -175,26 +198,26 @@ static void limits(const struct opts *o, int threads) {
     static const char *names[2][2] = {{"tile_peak_bf16", "tile_peak_bf16_zeros"}, {"tile_peak_int8", "tile_peak_int8_zeros"}};
     for (int d = 0; d < 2; d++)
         for (int z = 0; z < 2; z++) {
-            int ok = 1;
+            int ok = wanted(o, names[d][z]);
             for (int r = 0; r < reps && ok; r++) ok = (v[r] = akf_limit_tile_peak(d == 0 ? AKF_BF16 : AKF_INT8, z, threads, secs)) > 0;
             if (ok) limit_record(names[d][z], "gflops", v, reps, threads, 0);
         }
     static const char *avx512[2] = {"avx512_peak_bf16", "avx512_peak_int8"};
     for (int d = 0; d < 2; d++) {
-        int ok = 1;
+        int ok = wanted(o, avx512[d]);
         for (int r = 0; r < reps && ok; r++) ok = (v[r] = akf_limit_avx512_peak(d == 0 ? AKF_BF16 : AKF_INT8, threads, secs)) > 0;
         if (ok) limit_record(avx512[d], "gflops", v, reps, threads, 0);
     }
-    int ok = 1;
+    int ok = wanted(o, "fma_peak_fp32");
     for (int r = 0; r < reps && ok; r++) ok = (v[r] = akf_limit_fma_peak(threads, secs)) > 0;
     if (ok) limit_record("fma_peak_fp32", "gflops", v, reps, threads, 0);
     size_t bytes = o->min_bytes > 1.2e9 ? (size_t)o->min_bytes : (size_t)1.2e9;
-    if (akf_limit_read_bw_each(bytes, threads, reps, v) > 0) limit_record("read_bw", "gbps", v, reps, threads, bytes);
+    if (wanted(o, "read_bw") && akf_limit_read_bw_each(bytes, threads, reps, v) > 0) limit_record("read_bw", "gbps", v, reps, threads, bytes);
     fflush(stdout);
 }
 
 static int parse(int argc, char **argv, struct opts *o) {
-    *o = (struct opts){{1}, 1, 0, 0, 0, 0, 1.1e9, NULL, {NULL}};
+    *o = (struct opts){{1}, 1, 0, 0, 0, 0, 1.1e9, NULL, NULL, {NULL}};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) o->quick = 1;
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
@@ -207,10 +230,12 @@ static int parse(int argc, char **argv, struct opts *o) {
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o->reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--min-bytes") && i + 1 < argc) o->min_bytes = atof(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) o->only = argv[++i];
+        else if (!strcmp(argv[i], "--limits") && i + 1 < argc) o->limits = argv[++i];
         else if (!strcmp(argv[i], "--case") && i + 1 < argc && o->ncases < 8) o->cases[o->ncases++] = argv[++i];
         else {
             fprintf(stderr, "usage: amxforge-kbench [--threads 1,2] [--quick] [--reps R] [--min-bytes B] "
                             "[--only dense|sparse|limits]\n"
+                            "       [--limits tile_peak_bf16,read_bw,...]   measure only these limits\n"
                             "       [--case KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY]]   e.g. dense:bf16:amx:512:4096:4096\n");
             return 0;
         }
@@ -221,7 +246,20 @@ static int parse(int argc, char **argv, struct opts *o) {
 int main(int argc, char **argv) {
     char msg[512];
     struct opts o;
+    if (!getenv("OMP_PROC_BIND")) { /* libgomp reads these when it loads: set them, then start again */
+        setenv("OMP_PROC_BIND", "close", 1);
+        setenv("OMP_PLACES", "cores", 1);
+        execv("/proc/self/exe", argv); /* if that fails, run unpinned (the records say so) */
+    }
     if (!parse(argc, argv, &o)) return 2;
+    cpu_set_t mask;
+    if (sched_getaffinity(0, sizeof mask, &mask) == 0)
+        for (int i = 0; i < o.nthreads; i++)
+            if (o.threads[i] > CPU_COUNT(&mask)) { /* e.g. started by a process whose OpenMP bound it to one core */
+                fprintf(stderr, "amxforge-kbench: warning: %d threads asked for, but this process may run on %d CPUs "
+                                "only (its affinity mask): threads will share cores\n", o.threads[i], CPU_COUNT(&mask));
+                break;
+            }
     if (akf_guard(msg, sizeof msg) != AKF_OK) {
         fprintf(stderr, "amxforge-kbench: variant %s cannot run on this host: %s\n", akf_variant(), msg);
         return AKF_EXIT_UNSUPPORTED;

@@ -1,7 +1,8 @@
 /* AMX dense GEMM, bf16 (TDPBF16PS) and int8 (TDPBSSD), class `amx`.
  * Blocking: 2x2 output tiles (32 rows x 32 columns) in tmm0-3, two A tiles in tmm4-5, two B tiles in tmm6-7; the
  * tile config is loaded once per thread; each output tile is stored once, after the whole K loop (TILEZERO first).
- * A is copied once into tile blocks (contiguous 1 KB tiles); B is prepacked. Threads split the 32-column blocks;
+ * A is copied into tile blocks (contiguous 1 KB tiles) by all threads at once, into scratch kept between calls;
+ * B is prepacked. Threads split the 32-column blocks;
  * within a thread a group of column blocks that fits L2 is swept for every 32-row block. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,18 +22,35 @@ struct tile_config {
     uint8_t rows[16];
 };
 
-static void load_full_config(void) {
+/* C tiles 0-3 and A tiles 4-5 hold `rows` rows: fewer than 16 for a decode of fewer rows (the tile op then does
+ * less work); B tiles 6-7 always 16 rows of k groups. */
+static void load_config(int rows) {
     struct tile_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+    for (int t = 0; t < 8; t++) { cfg.rows[t] = t < 6 ? (uint8_t)rows : 16; cfg.colsb[t] = 64; }
     _tile_loadconfig(&cfg);
 }
 
+/* Decode (one or two row blocks) streams B once: software prefetch this many bytes ahead in each of the two B
+ * panels, by thread count (rows: up to that many threads). AKF_DECODE_PF=BYTES overrides it for tuning runs.
+ * benchmarks/tune_blocking.py on the EMR guest, M=1, 4096x4096, over 1.1 GB: without prefetch 10.1 / 35.4 / 104
+ * GB/s at 1 / 4 / 16 threads (bf16), with 2048 / 4096 / 8192 bytes 12.2 / 44.1 / 124 GB/s; int8 alike. */
+static const int DECODE_PF[][2] = {{1, 2048}, {4, 4096}, {1 << 30, 8192}};
+static int decode_prefetch(int nt) {
+    const char *env = getenv("AKF_DECODE_PF");
+    if (env && *env) return atoi(env) > 0 ? atoi(env) : 0;
+    int i = 0;
+    while (nt > DECODE_PF[i][0]) i++;
+    return DECODE_PF[i][1];
+}
+
 enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
-/* K chunk (tiles), column blocks sharing an A chunk (GA), row blocks sharing a B chunk (GB), per dtype. */
-static const int BLOCKING[][3] = {[BF16] = {64, 4, 16}, /* bf16: 2048 values of k per chunk */
-                                  [INT8] = {8, 8, 16}}; /* int8: 512 values of k per chunk */
+/* K chunk (tiles), column blocks sharing an A chunk (GA), row blocks sharing a B chunk (GB), per dtype, for teams
+ * of up to BLOCKING_FEW threads and for larger ones. */
+enum { BLOCKING_FEW = 4 };
+static const int BLOCKING[][2][3] = {[BF16] = {{32, 4, 16}, {32, 2, 16}},   /* bf16: 1024 values of k per chunk */
+                                     [INT8] = {{64, 4, 16}, {128, 2, 16}}}; /* int8: 4096 or 8192 */
 
 /* One block: nm (1|2) A tile streams x nn (1|2) B panel streams, KT tiles deep. The accumulators start from
  * zero (first K chunk) or from the partial sums kept in `acc` (tile-contiguous, 1 KB per tile). Each k-step also
@@ -115,31 +133,37 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
      * keeps its partial sums (4 KB per block) and the current K chunk of its B in L2, so per k-step L3 supplies
      * 2 KB/GA of A (prefetched a row pair ahead) + 2 KB/GB of B. One or two row blocks (decode) have no reuse to
      * win: K is not split and partial sums never leave the tiles. */
-    /* BLOCKING: best of 3 sweeps on the 16-core EMR guest (1 thread, M=512, K=4096 and 14336, warm AMX unit).
-     * bf16 liked long K chunks (few partial-sum round trips) with a narrow column group; int8, whose tiles are
-     * twice as deep and whose tile ops need twice the operand bandwidth, liked short chunks that keep the A chunk
-     * in L1. AKF_TUNE="KC,GA,GB" overrides them for tuning runs on other CPUs. */
-    int KC = BLOCKING[dt][0], GA = BLOCKING[dt][1], GB = BLOCKING[dt][2];
+    /* BLOCKING: benchmarks/tune_blocking.py on the 16-core EMR guest (pinned, M=512, 4096x4096, warm AMX unit;
+     * 1 and 16 threads): every row pair of the 512 shares a B chunk; large teams, whose threads own 8 column
+     * pairs each, liked column groups of 2. The sweep's points spread up to 50 % from one process to the next on
+     * that host, so only the clear winners were taken. AKF_TUNE="KC,GA,GB" overrides them for tuning runs. */
+    int team = 1;
+#ifdef _OPENMP
+    team = omp_get_max_threads();
+#endif
+    const int *bl = BLOCKING[dt][team > BLOCKING_FEW];
+    int KC = bl[0], GA = bl[1], GB = bl[2];
     const char *tune = getenv("AKF_TUNE");
-    if (tune && sscanf(tune, "%d,%d,%d", &KC, &GA, &GB) != 3) { KC = BLOCKING[dt][0]; GA = BLOCKING[dt][1]; GB = BLOCKING[dt][2]; }
+    if (tune && sscanf(tune, "%d,%d,%d", &KC, &GA, &GB) != 3) { KC = bl[0]; GA = bl[1]; GB = bl[2]; }
     KC = KC > 0 ? KC : 1; GA = GA > 0 ? GA : 1; GB = GB > 0 ? GB : 1;
     const int MP = (MB + 1) / 2;
     if (MB <= 2) { KC = KT; GA = pairs; GB = 1; }
     KC = AKF_MIN(KT, KC);
     const int chunks = (KT + KC - 1) / KC;
-    char *Ap = aligned_alloc(64, AKF_ROUNDUP(akf_tile_a_bytes(M, K, kt, esize), 64));
-    char *acc = chunks > 1 ? aligned_alloc(64, (size_t)MB * panels * 1024) : NULL;
-    if (!Ap || (chunks > 1 && !acc)) { free(Ap); free(acc); return AKF_ERR_ARG; }
-    akf_tile_a(M, K, kt, esize, A, Ap);
+    char *Ap = akf_scratch(AKF_SCRATCH_A, akf_tile_a_bytes(M, K, kt, esize));
+    char *acc = chunks > 1 ? akf_scratch(AKF_SCRATCH_ACC, (size_t)MB * panels * 1024) : NULL;
+    if (!Ap || (chunks > 1 && !acc)) return AKF_ERR_ARG;
     const char *B = Bp;
 #pragma omp parallel
     {
-        load_full_config();
+        akf_tile_a_share(M, K, kt, esize, A, Ap);
+        load_config(MB == 1 ? M : 16);
         int nt = 1, t = 0;
 #ifdef _OPENMP
         nt = omp_get_num_threads();
         t = omp_get_thread_num();
 #endif
+        const int dpf = MB <= 2 ? decode_prefetch(nt) : 0;
         const int q0 = (int)((long)pairs * t / nt), q1 = (int)((long)pairs * (t + 1) / nt);
         for (int g = q0; g < q1; g += GA)
             for (int mg = 0; mg < MP; mg += GB)
@@ -163,7 +187,11 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
     else block(DT, 1, 1, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step);
                             const char *pf = Ap;
                             int pf_stride = 0, pf_per_step = 0;
-                            if (MB > 2) {
+                            if (dpf) { /* decode: this pair's B panels, dpf bytes ahead, a tile per k-step */
+                                pf = b0 + dpf;
+                                pf_stride = (int)panel_bytes;
+                                pf_per_step = 16;
+                            } else if (MB > 2) {
                                 /* the next row pair's A chunk, this block's share of it, spread over its k-steps */
                                 const int next_mp = mp + 1 < mg + nmp ? mp + 1 : mg, next_ch = mp + 1 < mg + nmp ? ch : ch + 1;
                                 if (next_ch < chunks) {
@@ -186,8 +214,6 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
                 }
         _tile_release();
     }
-    free(Ap);
-    free(acc);
     return AKF_OK;
 }
 

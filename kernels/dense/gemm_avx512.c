@@ -1,6 +1,7 @@
 /* AVX-512 dense GEMM for the avx512 variant (class `default`; real code only with the complete AVX-512 set):
  * bf16 with VDPBF16PS, int8 with VNNI VPDPBUSD (A is shifted to u8 by +128, and 128 * column sum of B is taken
- * back off). Register blocking: up to 8 rows x 2 panels (16 accumulators); B panels come from the packed layout. */
+ * back off). Register blocking: up to 8 rows x 2 panels (16 accumulators); B panels come from the packed layout,
+ * A from a copy as 32-bit groups (broadcast from memory by the dot-product instruction itself). */
 #include <string.h>
 
 #include "akf_internal.h"
@@ -30,8 +31,10 @@ static inline uint32_t group_of(int dt, const void *A, int K, int row, int g) {
     return v ^ 0x80808080u;
 }
 
-static inline __attribute__((always_inline)) void rows_x_panels(int dt, int R, int nn, int G, const void *A, int K,
-                                                                 int r0, const char *b0, const char *b1, __m512 *out) {
+/* R rows x nn panels over all K: per group of k, one or two B vector loads and R x nn dot products whose A operand
+ * is a 32-bit broadcast straight from memory (folded into the instruction as {1to16}: no shuffle-port uop). */
+static inline __attribute__((always_inline)) void rows_x_panels(int dt, int R, int nn, int G, const uint32_t *Ag,
+                                                                 const char *b0, const char *b1, __m512 *out) {
     __m512i acci[8][2];
     __m512 accf[8][2];
     for (int r = 0; r < R; r++)
@@ -40,7 +43,7 @@ static inline __attribute__((always_inline)) void rows_x_panels(int dt, int R, i
         __m512i v0 = _mm512_loadu_si512(b0 + (size_t)g * 64), v1 = v0;
         if (nn > 1) v1 = _mm512_loadu_si512(b1 + (size_t)g * 64);
         for (int r = 0; r < R; r++) {
-            __m512i a = _mm512_set1_epi32((int)group_of(dt, A, K, r0 + r, g));
+            __m512i a = _mm512_set1_epi32((int)Ag[(size_t)r * G + g]);
             if (dt == BF16) {
                 accf[r][0] = _mm512_dpbf16_ps(accf[r][0], (__m512bh)a, (__m512bh)v0);
                 if (nn > 1) accf[r][1] = _mm512_dpbf16_ps(accf[r][1], (__m512bh)a, (__m512bh)v1);
@@ -77,26 +80,36 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
     const size_t panel_bytes = (size_t)Kp * 16 * AKF_DTYPE[dt].elem_bytes;
     const int32_t *colsum = dt == INT8 ? (const int32_t *)((const char *)Bp + (size_t)Kp * panels * 16) : NULL;
     const int RB = 8, row_blocks = (M + RB - 1) / RB;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int q = 0; q < pairs; q++)
-        for (int rb = 0; rb < row_blocks; rb++) {
-            const int p = 2 * q, nn = p + 1 < panels ? 2 : 1, r0 = rb * RB, R = AKF_MIN(RB, M - r0);
-            const char *b0 = (const char *)Bp + (size_t)p * panel_bytes, *b1 = b0 + panel_bytes;
-            __m512 acc[16];
+    /* A as groups (one 32-bit word per pair / quad, int8 already shifted), copied by all threads into scratch */
+    uint32_t *Ag = akf_scratch(AKF_SCRATCH_A, sizeof(uint32_t) * (size_t)M * G);
+    if (!Ag) return AKF_ERR_ARG;
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (int r = 0; r < M; r++)
+            for (int g = 0; g < G; g++) Ag[(size_t)r * G + g] = group_of(dt, A, K, r, g);
+#pragma omp for collapse(2) schedule(static)
+        for (int q = 0; q < pairs; q++)
+            for (int rb = 0; rb < row_blocks; rb++) {
+                const int p = 2 * q, nn = p + 1 < panels ? 2 : 1, r0 = rb * RB, R = AKF_MIN(RB, M - r0);
+                const char *b0 = (const char *)Bp + (size_t)p * panel_bytes, *b1 = b0 + panel_bytes;
+                const uint32_t *ag = Ag + (size_t)r0 * G;
+                __m512 acc[16];
 #define CASE(RR)                                                                                 \
     case RR:                                                                                     \
         if (dt == BF16) {                                                                        \
-            if (nn == 2) rows_x_panels(BF16, RR, 2, G, A, K, r0, b0, b1, acc);                   \
-            else rows_x_panels(BF16, RR, 1, G, A, K, r0, b0, b1, acc);                           \
+            if (nn == 2) rows_x_panels(BF16, RR, 2, G, ag, b0, b1, acc);                         \
+            else rows_x_panels(BF16, RR, 1, G, ag, b0, b1, acc);                                 \
         } else {                                                                                 \
-            if (nn == 2) rows_x_panels(INT8, RR, 2, G, A, K, r0, b0, b1, acc);                   \
-            else rows_x_panels(INT8, RR, 1, G, A, K, r0, b0, b1, acc);                           \
+            if (nn == 2) rows_x_panels(INT8, RR, 2, G, ag, b0, b1, acc);                         \
+            else rows_x_panels(INT8, RR, 1, G, ag, b0, b1, acc);                                 \
         }                                                                                        \
         break;
-            switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) default: CASE(8) }
+                switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) default: CASE(8) }
 #undef CASE
-            finish(dt, R, nn, M, N, r0, p, acc, C, as, bs, colsum);
-        }
+                finish(dt, R, nn, M, N, r0, p, acc, C, as, bs, colsum);
+            }
+    }
     return AKF_OK;
 }
 

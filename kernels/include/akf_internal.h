@@ -92,8 +92,8 @@ double akf_tile_peak_amx(int dtype, int zeros, int threads, double seconds);
 double akf_fma_peak(int threads, double seconds);
 double akf_avx512_peak(int dtype, int threads, double seconds);
 /* A register-only peak loop: chains(iters, seed) on every thread at once, iters calibrated so the timed pass lasts
- * `seconds` (the first call of a process warms up for 0.5 s: a cold core runs slower); returns the timed pass's
- * seconds and the iterations in *iters. */
+ * `seconds` (a call with more threads than any before warms up for 0.5 s: a cold core runs slower); returns the
+ * timed pass's seconds and the iterations in *iters. */
 double akf_time_chains(float (*chains)(long iters, float seed), int threads, double seconds, long *iters);
 
 akf_sparse *akf_sparse_alloc(int dtype, int K, int N, uint64_t nnz);
@@ -105,7 +105,14 @@ size_t akf_bf16_packed_index(int K, int k, int n);
 size_t akf_int8_packed_index(int K, int k, int n);
 /* A rows copied into tile blocks: [M/16 blocks][Kp/kt tiles][16 rows][64 bytes], zero padded. */
 size_t akf_tile_a_bytes(int M, int K, int kt_elems, int elem_size);
-void akf_tile_a(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap);
+void akf_tile_a_blocks(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap, int b0, int b1);
+/* Inside an OpenMP parallel region: each thread of the team tiles its share of the row blocks, then all wait for
+ * the whole of A (a serial copy of a 4 MB A costs as much as the multiply itself at 16 threads). */
+void akf_tile_a_share(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap);
+/* Scratch of the calling thread kept between calls (A tiles, partial sums), 64-byte aligned, 2 MB pages from
+ * 4 MB; NULL when out of memory. Valid until the next call with the same slot on this thread. */
+enum { AKF_SCRATCH_A, AKF_SCRATCH_ACC, AKF_SCRATCH_SLOTS };
+void *akf_scratch(int slot, size_t bytes);
 /* Row `row` of A widened for the AVX2 kernels, zero padded to Kp: fp32 (bf16) or s16 (int8) values. */
 void akf_widen_a_row(int dtype, const void *A, int K, int Kp, int row, void *out);
 /* Thread t's panel range [p0, p1) of a sparse matrix, balanced by nonzeros. */

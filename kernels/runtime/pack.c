@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include "akf_internal.h"
@@ -77,18 +78,60 @@ size_t akf_tile_a_bytes(int M, int K, int kt_elems, int elem_size) {
     return (size_t)AKF_ROUNDUP(M, 16) * (size_t)AKF_ROUNDUP(K, kt_elems) * (size_t)elem_size;
 }
 
-void akf_tile_a(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap) {
-    const int ktiles = AKF_ROUNDUP(K, kt_elems) / kt_elems, blocks = AKF_ROUNDUP(M, 16) / 16;
+void akf_tile_a_blocks(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap, int b0, int b1) {
+    /* every byte of the blocks written once: rows past M and k past K as zeros (no memset of the whole first) */
+    const int ktiles = AKF_ROUNDUP(K, kt_elems) / kt_elems;
     const char *a = A;
     char *out = Ap;
-    memset(out, 0, akf_tile_a_bytes(M, K, kt_elems, elem_size));
-    for (int b = 0; b < blocks; b++)
+    for (int b = b0; b < b1; b++)
         for (int t = 0; t < ktiles; t++)
-            for (int r = 0; r < 16 && b * 16 + r < M; r++) {
-                int k0 = t * kt_elems, n = AKF_MIN(kt_elems, K - k0);
-                memcpy(out + (((size_t)b * ktiles + t) * 16 + r) * 64, a + ((size_t)(b * 16 + r) * K + k0) * elem_size,
-                       (size_t)n * elem_size);
+            for (int r = 0; r < 16; r++) {
+                char *row = out + (((size_t)b * ktiles + t) * 16 + r) * 64;
+                const int k0 = t * kt_elems, n = b * 16 + r < M ? AKF_MIN(kt_elems, K - k0) : 0;
+                if (n) memcpy(row, a + ((size_t)(b * 16 + r) * K + k0) * elem_size, (size_t)n * elem_size);
+                if (n < kt_elems) memset(row + (size_t)n * elem_size, 0, (size_t)(kt_elems - n) * elem_size);
             }
+}
+
+void akf_tile_a_share(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap) {
+    int nt = 1, t = 0;
+#ifdef _OPENMP
+    nt = omp_get_num_threads();
+    t = omp_get_thread_num();
+#endif
+    const int blocks = AKF_ROUNDUP(M, 16) / 16, b0 = (int)((long)blocks * t / nt), b1 = (int)((long)blocks * (t + 1) / nt);
+    akf_tile_a_blocks(M, K, kt_elems, elem_size, A, Ap, b0, b1);
+#pragma omp barrier
+}
+
+/* Scratch kept per calling thread between kernel calls, one buffer per slot, grown when too small and freed when
+ * the thread ends: a call does not pay for fresh pages (page faults on megabytes of A tiles and partial sums) and
+ * two threads calling the kernels at once do not share one. */
+struct scratch { void *p[AKF_SCRATCH_SLOTS]; size_t n[AKF_SCRATCH_SLOTS]; };
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static void scratch_free(void *v) {
+    struct scratch *s = v;
+    for (int i = 0; i < AKF_SCRATCH_SLOTS; i++) free(s->p[i]);
+    free(s);
+}
+static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+void *akf_scratch(int slot, size_t bytes) {
+    if (slot < 0 || slot >= AKF_SCRATCH_SLOTS) return NULL;
+    pthread_once(&scratch_once, scratch_init);
+    struct scratch *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s))) return NULL;
+        pthread_setspecific(scratch_key, s);
+    }
+    if (s->n[slot] < bytes) {
+        free(s->p[slot]);
+        s->n[slot] = 0;
+        if (!(s->p[slot] = akf_alloc(bytes))) return NULL;
+        s->n[slot] = bytes;
+    }
+    return s->p[slot];
 }
 
 /* ---- sparse format ---------------------------------------------------------------------------------------- */

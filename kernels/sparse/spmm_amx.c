@@ -63,11 +63,11 @@ static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse 
     const int kt = AKF_DTYPE[dt].tile_k, esize = AKF_DTYPE[dt].elem_bytes;
     const int KT = S->ktiles, MB = AKF_ROUNDUP(M, 16) / 16, N = S->N;
     const size_t mask_size = AKF_DTYPE[dt].mask_bytes;
-    char *Ap = aligned_alloc(64, AKF_ROUNDUP(akf_tile_a_bytes(M, S->K, kt, esize), 64));
+    char *Ap = akf_scratch(AKF_SCRATCH_A, akf_tile_a_bytes(M, S->K, kt, esize));
     if (!Ap) return AKF_ERR_ARG;
-    akf_tile_a(M, S->K, kt, esize, A, Ap);
 #pragma omp parallel
     {
+        akf_tile_a_share(M, S->K, kt, esize, A, Ap);
         int p0, p1;
         akf_sparse_thread_panels(S, &p0, &p1);
         load_config(MB == 1 ? M : 16);
@@ -116,7 +116,6 @@ static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse 
         }
         _tile_release();
     }
-    free(Ap);
     return AKF_OK;
 }
 

@@ -49,10 +49,24 @@ def test_edge_columns_and_depth(library_for, impl, N, K):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_prefill_shape_with_several_k_blocks(library_for, impl):
-    """Rows and depth large enough for every kernel's blocked path (several K blocks, several row blocks)."""
+@pytest.mark.parametrize("K", [1100, 2100])
+def test_prefill_shape_with_several_k_blocks(library_for, impl, K):
+    """Rows and depth large enough for every kernel's blocked path (several K blocks, several row blocks; at 2100
+    the AMX kernel's bf16 K chunk of 2048 leaves partial sums between chunks)."""
     lib, _ = library_for(impl)
-    check(lib, impl, 70, 100, 1100, seed=3)
+    check(lib, impl, 70, 100, K, seed=3)
+
+
+@pytest.mark.parametrize("impl", [i for i in IMPLS if i != "ref"])
+def test_callers_on_two_threads_at_once_get_exact_results(library_for, impl):
+    """The kernels keep scratch (A tiles, partial sums) per calling thread between calls: two threads calling at
+    once (ctypes lets go of the GIL), with shapes that grow and shrink it, each get their own and right results."""
+    from concurrent.futures import ThreadPoolExecutor
+    lib, _ = library_for(impl)
+    shapes = [(70, 100, 2100), (5, 33, 77), (40, 64, 600), (1, 45, 1100), (33, 17, 3000), (16, 16, 32)] * 2
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda s: check(lib, impl, *s, seed=s[0] + s[2]).shape, shapes))
+    assert done == [(M, N) for M, N, _ in shapes]
 
 
 @pytest.mark.parametrize("impl", IMPLS)

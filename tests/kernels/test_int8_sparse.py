@@ -1,7 +1,9 @@
 """int8 GEMM (exact), the sparse format (pack, unpack, file, validation) and sparse kernels against references."""
 
 import json
+import os
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -224,6 +226,29 @@ def test_bench_cli_reports_limits_fractions_and_speedups(kernel_project):
         assert peak in limits and prefill["peak_limit"] == peak
     bad = run([tool("amxforge"), "bench", "kernels", "--case", "dense:fp64:avx2:1:1:1"], cwd=project)
     assert bad.returncode == 2 and "want KERNEL:DTYPE:IMPL" in bad.stderr
+
+
+def test_kbench_pins_its_threads_and_measures_the_limits_asked_for(kernel_project):
+    """amxforge-kbench pins one thread per core unless OMP_PROC_BIND says otherwise, and says so in every record;
+    --limits measures only the limits named; asked for more threads than its CPUs, it warns that they share cores."""
+    from conftest import HOST_PROBE
+    variant = HOST_PROBE["variants"]["auto"]["picks"]
+    if variant is None:
+        pytest.skip("no variant can run on this host")
+    exe = str(kernel_project(variant) / "build" / variant / "bin" / "amxforge-kbench")
+    res = run([exe, "--threads", "1", "--only", "limits", "--limits", "read_bw"], check=True)
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["limit"] for r in records if r["record"] == "limit"] == ["read_bw"]
+    assert records[-1]["pinned"] is True and records[-1]["gbps"] > 0
+    unpinned = run([exe, "--threads", "1", "--case", "dense:bf16:ref:2:16:32", "--limits", "none", "--min-bytes", "0"],
+                   env={"OMP_PROC_BIND": "false"}, check=True)
+    records = [json.loads(line) for line in unpinned.stdout.splitlines()]
+    assert [r["record"] for r in records] == ["plan", "case"] and records[1]["pinned"] is False
+    assert records[1]["min_seconds"] <= records[1]["seconds"] <= records[1]["max_seconds"]
+    one_cpu = subprocess.run([exe, "--threads", "2", "--only", "limits", "--limits", "none"], capture_output=True,
+                             text=True, preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+    assert one_cpu.returncode == 0
+    assert "2 threads asked for, but this process may run on 1 CPUs only" in one_cpu.stderr
 
 
 def test_kbench_refuses_on_a_host_without_the_variants_features(kernel_project):
