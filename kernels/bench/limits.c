@@ -142,7 +142,12 @@ static int runs_here(const char *impl) {
 
 double akf_limit_tile_peak(int dtype, int zeros, int threads, double seconds) {
     if (!runs_here("amx") || dtype < 1 || dtype > AKF_DTYPE_COUNT || threads < 1) return -1.0;
-    return akf_tile_peak_amx(dtype, zeros, threads, seconds);
+    return akf_tile_peak_amx(dtype, zeros ? AKF_TILE_ZEROS : AKF_TILE_RANDOM, threads, seconds);
+}
+
+double akf_limit_tile_block(int dtype, int threads, double seconds) {
+    if (!runs_here("amx") || dtype < 1 || dtype > AKF_DTYPE_COUNT || threads < 1) return -1.0;
+    return akf_tile_peak_amx(dtype, AKF_TILE_BLOCK, threads, seconds);
 }
 
 double akf_limit_fma_peak(int threads, double seconds) {

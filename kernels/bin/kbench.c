@@ -24,6 +24,16 @@
 struct opts { int threads[8], nthreads, quick, reps, count_only, ncases; double min_bytes; const char *only, *limits; char *cases[8]; };
 static int planned = 0;
 
+/* CPUs the threads may use: the OpenMP places when they are bound (the runtime has by now bound this thread to
+ * the first place, so the affinity mask would say one), else the affinity mask; 0 when unknown. */
+static int usable_cpus(void) {
+#ifdef _OPENMP
+    if (omp_get_proc_bind() != omp_proc_bind_false) return omp_get_num_places();
+#endif
+    cpu_set_t mask;
+    return sched_getaffinity(0, sizeof mask, &mask) == 0 ? CPU_COUNT(&mask) : 0;
+}
+
 static int pinned(void) {
 #ifdef _OPENMP
     return omp_get_proc_bind() != omp_proc_bind_false;
@@ -202,6 +212,12 @@ static void limits(const struct opts *o, int threads) {
             for (int r = 0; r < reps && ok; r++) ok = (v[r] = akf_limit_tile_peak(d == 0 ? AKF_BF16 : AKF_INT8, z, threads, secs)) > 0;
             if (ok) limit_record(names[d][z], "gflops", v, reps, threads, 0);
         }
+    static const char *block[2] = {"tile_block_bf16", "tile_block_int8"};
+    for (int d = 0; d < 2; d++) {
+        int ok = wanted(o, block[d]);
+        for (int r = 0; r < reps && ok; r++) ok = (v[r] = akf_limit_tile_block(d == 0 ? AKF_BF16 : AKF_INT8, threads, secs)) > 0;
+        if (ok) limit_record(block[d], "gflops", v, reps, threads, 0);
+    }
     static const char *avx512[2] = {"avx512_peak_bf16", "avx512_peak_int8"};
     for (int d = 0; d < 2; d++) {
         int ok = wanted(o, avx512[d]);
@@ -252,14 +268,13 @@ int main(int argc, char **argv) {
         execv("/proc/self/exe", argv); /* if that fails, run unpinned (the records say so) */
     }
     if (!parse(argc, argv, &o)) return 2;
-    cpu_set_t mask;
-    if (sched_getaffinity(0, sizeof mask, &mask) == 0)
-        for (int i = 0; i < o.nthreads; i++)
-            if (o.threads[i] > CPU_COUNT(&mask)) { /* e.g. started by a process whose OpenMP bound it to one core */
-                fprintf(stderr, "amxforge-kbench: warning: %d threads asked for, but this process may run on %d CPUs "
-                                "only (its affinity mask): threads will share cores\n", o.threads[i], CPU_COUNT(&mask));
-                break;
-            }
+    const int cpus = usable_cpus();
+    for (int i = 0; i < o.nthreads; i++)
+        if (cpus > 0 && o.threads[i] > cpus) { /* e.g. started by a process whose OpenMP bound it to one core */
+            fprintf(stderr, "amxforge-kbench: warning: %d threads asked for, but this process may run on %d CPUs "
+                            "only (its affinity mask): threads will share cores\n", o.threads[i], cpus);
+            break;
+        }
     if (akf_guard(msg, sizeof msg) != AKF_OK) {
         fprintf(stderr, "amxforge-kbench: variant %s cannot run on this host: %s\n", akf_variant(), msg);
         return AKF_EXIT_UNSUPPORTED;

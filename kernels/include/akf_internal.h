@@ -88,7 +88,9 @@ AKF_IMPLEMENTATIONS(AKF_DECLARE_ENTRY_POINTS)
         (void)M; (void)A; (void)as; (void)B; (void)bs; (void)C;                                            \
         return AKF_ERR_NOT_BUILT;                                                                          \
     }
-double akf_tile_peak_amx(int dtype, int zeros, int threads, double seconds);
+/* modes of the tile peak loop: random operands, zero operands, the dense kernel's 2x2 step with its tile loads */
+enum { AKF_TILE_RANDOM, AKF_TILE_ZEROS, AKF_TILE_BLOCK };
+double akf_tile_peak_amx(int dtype, int mode, int threads, double seconds);
 double akf_fma_peak(int threads, double seconds);
 double akf_avx512_peak(int dtype, int threads, double seconds);
 /* A register-only peak loop: chains(iters, seed) on every thread at once, iters calibrated so the timed pass lasts

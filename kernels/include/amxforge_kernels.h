@@ -92,6 +92,9 @@ int akf_spmm_int8(int impl, int M, const int8_t *A, const float *a_scale, const 
 /* Tile peak in GFLOP/s (bf16) or GOP/s (int8), <0 without AMX; zeros=0: random operands (the limit kernels are
  * judged against), zeros=1: all-zero operands, which the multiplier runs faster (information only). */
 double akf_limit_tile_peak(int dtype, int zeros, int threads, double seconds);
+/* The AMX dense kernel's 2x2 step (four tile loads, four tile ops) on operands that stay in L1, same units, <0
+ * without AMX: how much of the tile peak the step itself can reach (information: nothing is judged against it). */
+double akf_limit_tile_block(int dtype, int threads, double seconds);
 double akf_limit_read_bw(size_t bytes, int threads, int reps);      /* GB/s of a streaming read of `bytes` */
 /* The same, with every repetition's GB/s written to each[reps] (the median is returned). */
 double akf_limit_read_bw_each(size_t bytes, int threads, int reps, double *each);

@@ -245,6 +245,9 @@ def test_kbench_pins_its_threads_and_measures_the_limits_asked_for(kernel_projec
     records = [json.loads(line) for line in unpinned.stdout.splitlines()]
     assert [r["record"] for r in records] == ["plan", "case"] and records[1]["pinned"] is False
     assert records[1]["min_seconds"] <= records[1]["seconds"] <= records[1]["max_seconds"]
+    if len(os.sched_getaffinity(0)) >= 2:  # pinned, two threads on two CPUs: no warning
+        two = run([exe, "--threads", "2", "--only", "limits", "--limits", "none"], check=True)
+        assert "warning" not in two.stderr
     one_cpu = subprocess.run([exe, "--threads", "2", "--only", "limits", "--limits", "none"], capture_output=True,
                              text=True, preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
     assert one_cpu.returncode == 0
