@@ -140,22 +140,29 @@ static int runs_here(const char *impl) {
     return id > 0 && (akf_runnable_impls() & (1u << (id - 1)));
 }
 
+int akf_limit_runs_here(const char *name) {
+    static const char *const needs[][2] = {{"tile_", "amx"}, {"avx512_", "avx512"}, {"fma_", "avx2"}};
+    for (size_t i = 0; i < sizeof needs / sizeof *needs; i++)
+        if (!strncmp(name, needs[i][0], strlen(needs[i][0]))) return runs_here(needs[i][1]);
+    return 1; /* read_bw: plain loads, any host */
+}
+
 double akf_limit_tile_peak(int dtype, int zeros, int threads, double seconds) {
-    if (!runs_here("amx") || dtype < 1 || dtype > AKF_DTYPE_COUNT || threads < 1) return -1.0;
+    if (!akf_limit_runs_here("tile_peak") || dtype < 1 || dtype > AKF_DTYPE_COUNT || threads < 1) return -1.0;
     return akf_tile_peak_amx(dtype, zeros ? AKF_TILE_ZEROS : AKF_TILE_RANDOM, threads, seconds);
 }
 
 double akf_limit_tile_block(int dtype, int threads, double seconds) {
-    if (!runs_here("amx") || dtype < 1 || dtype > AKF_DTYPE_COUNT || threads < 1) return -1.0;
+    if (!akf_limit_runs_here("tile_block") || dtype < 1 || dtype > AKF_DTYPE_COUNT || threads < 1) return -1.0;
     return akf_tile_peak_amx(dtype, AKF_TILE_BLOCK, threads, seconds);
 }
 
 double akf_limit_fma_peak(int threads, double seconds) {
-    if (!runs_here("avx2") || threads < 1) return -1.0;
+    if (!akf_limit_runs_here("fma_peak") || threads < 1) return -1.0;
     return akf_fma_peak(threads, seconds);
 }
 
 double akf_limit_avx512_peak(int dtype, int threads, double seconds) {
-    if (!runs_here("avx512") || dtype < 1 || dtype > AKF_DTYPE_COUNT || threads < 1) return -1.0;
+    if (!akf_limit_runs_here("avx512_peak") || dtype < 1 || dtype > AKF_DTYPE_COUNT || threads < 1) return -1.0;
     return akf_avx512_peak(dtype, threads, seconds);
 }

@@ -201,34 +201,39 @@ static int wanted(const struct opts *o, const char *name) {
     return 0;
 }
 
+/* The limits, in the order they are measured, and what measures each. */
+enum { TILE, TILE_ZEROS, TILE_BLOCK, AVX512, FMA, READ_BW };
+static const struct { const char *name; int kind, dtype; } LIMITS[] = {
+    {"tile_peak_bf16", TILE, AKF_BF16}, {"tile_peak_bf16_zeros", TILE_ZEROS, AKF_BF16},
+    {"tile_peak_int8", TILE, AKF_INT8}, {"tile_peak_int8_zeros", TILE_ZEROS, AKF_INT8},
+    {"tile_block_bf16", TILE_BLOCK, AKF_BF16}, {"tile_block_int8", TILE_BLOCK, AKF_INT8},
+    {"avx512_peak_bf16", AVX512, AKF_BF16}, {"avx512_peak_int8", AVX512, AKF_INT8},
+    {"fma_peak_fp32", FMA, 0}, {"read_bw", READ_BW, 0},
+};
+
+static double peak(int kind, int dtype, int threads, double secs) {
+    switch (kind) {
+    case TILE: case TILE_ZEROS: return akf_limit_tile_peak(dtype, kind == TILE_ZEROS, threads, secs);
+    case TILE_BLOCK: return akf_limit_tile_block(dtype, threads, secs);
+    case AVX512: return akf_limit_avx512_peak(dtype, threads, secs);
+    default: return akf_limit_fma_peak(threads, secs);
+    }
+}
+
 static void limits(const struct opts *o, int threads) {
-    if (o->count_only) { planned++; return; }
-    double secs = o->quick ? 0.2 : 0.5, v[8];
+    const double secs = o->quick ? 0.2 : 0.5;
     const int reps = o->quick ? 3 : 5;
-    static const char *names[2][2] = {{"tile_peak_bf16", "tile_peak_bf16_zeros"}, {"tile_peak_int8", "tile_peak_int8_zeros"}};
-    for (int d = 0; d < 2; d++)
-        for (int z = 0; z < 2; z++) {
-            int ok = wanted(o, names[d][z]);
-            for (int r = 0; r < reps && ok; r++) ok = (v[r] = akf_limit_tile_peak(d == 0 ? AKF_BF16 : AKF_INT8, z, threads, secs)) > 0;
-            if (ok) limit_record(names[d][z], "gflops", v, reps, threads, 0);
-        }
-    static const char *block[2] = {"tile_block_bf16", "tile_block_int8"};
-    for (int d = 0; d < 2; d++) {
-        int ok = wanted(o, block[d]);
-        for (int r = 0; r < reps && ok; r++) ok = (v[r] = akf_limit_tile_block(d == 0 ? AKF_BF16 : AKF_INT8, threads, secs)) > 0;
-        if (ok) limit_record(block[d], "gflops", v, reps, threads, 0);
+    const size_t bytes = o->min_bytes > 1.2e9 ? (size_t)o->min_bytes : (size_t)1.2e9;
+    double v[8];
+    for (size_t i = 0; i < sizeof LIMITS / sizeof *LIMITS; i++) {
+        if (!wanted(o, LIMITS[i].name) || !akf_limit_runs_here(LIMITS[i].name)) continue;
+        if (o->count_only) { planned++; continue; }
+        int ok = 1;
+        if (LIMITS[i].kind == READ_BW) ok = akf_limit_read_bw_each(bytes, threads, reps, v) > 0;
+        else for (int r = 0; r < reps && ok; r++) ok = (v[r] = peak(LIMITS[i].kind, LIMITS[i].dtype, threads, secs)) > 0;
+        if (ok) limit_record(LIMITS[i].name, LIMITS[i].kind == READ_BW ? "gbps" : "gflops", v, reps, threads,
+                             LIMITS[i].kind == READ_BW ? bytes : 0);
     }
-    static const char *avx512[2] = {"avx512_peak_bf16", "avx512_peak_int8"};
-    for (int d = 0; d < 2; d++) {
-        int ok = wanted(o, avx512[d]);
-        for (int r = 0; r < reps && ok; r++) ok = (v[r] = akf_limit_avx512_peak(d == 0 ? AKF_BF16 : AKF_INT8, threads, secs)) > 0;
-        if (ok) limit_record(avx512[d], "gflops", v, reps, threads, 0);
-    }
-    int ok = wanted(o, "fma_peak_fp32");
-    for (int r = 0; r < reps && ok; r++) ok = (v[r] = akf_limit_fma_peak(threads, secs)) > 0;
-    if (ok) limit_record("fma_peak_fp32", "gflops", v, reps, threads, 0);
-    size_t bytes = o->min_bytes > 1.2e9 ? (size_t)o->min_bytes : (size_t)1.2e9;
-    if (wanted(o, "read_bw") && akf_limit_read_bw_each(bytes, threads, reps, v) > 0) limit_record("read_bw", "gbps", v, reps, threads, bytes);
     fflush(stdout);
 }
 
@@ -301,10 +306,12 @@ int main(int argc, char **argv) {
             sparse[c] = strcmp(kernel, "sparse") == 0;
             dtype[c] = dtype_id(dt);
         }
-        printf("{\"record\": \"plan\", \"records\": %d, \"variant\": \"%s\"}\n",
-               o.nthreads * (o.ncases + (!o.only || !strcmp(o.only, "limits"))), akf_variant());
+        const int with_limits = !o.only || !strcmp(o.only, "limits");
+        if (with_limits) { o.count_only = 1; limits(&o, 1); o.count_only = 0; } /* planned: limit records per count */
+        printf("{\"record\": \"plan\", \"records\": %d, \"variant\": \"%s\"}\n", o.nthreads * (o.ncases + planned),
+               akf_variant());
         for (int ti = 0; ti < o.nthreads; ti++) {
-            if (!o.only || !strcmp(o.only, "limits")) limits(&o, o.threads[ti]);
+            if (with_limits) limits(&o, o.threads[ti]);
             for (int c = 0; c < o.ncases; c++)
                 run_case(&o, sparse[c] ? "sparse" : "dense", dtype[c], impl[c], M[c], N[c], K[c], sp[c], o.threads[ti]);
         }

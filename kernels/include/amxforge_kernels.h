@@ -89,6 +89,9 @@ int akf_spmm_int8(int impl, int M, const int8_t *A, const float *a_scale, const 
                   float *C);
 
 /* Hardware limits, measured in the same run as the kernels (threads run in parallel; results are totals). */
+/* Whether the limit of that name (tile_*, avx512_*, fma_*, read_bw) can be measured here: its loop's
+ * implementation is built into this variant and runs on this host. */
+int akf_limit_runs_here(const char *name);
 /* Tile peak in GFLOP/s (bf16) or GOP/s (int8), <0 without AMX; zeros=0: random operands (the limit kernels are
  * judged against), zeros=1: all-zero operands, which the multiplier runs faster (information only). */
 double akf_limit_tile_peak(int dtype, int zeros, int threads, double seconds);

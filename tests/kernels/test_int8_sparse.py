@@ -239,6 +239,7 @@ def test_kbench_pins_its_threads_and_measures_the_limits_asked_for(kernel_projec
     res = run([exe, "--threads", "1", "--only", "limits", "--limits", "read_bw"], check=True)
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["limit"] for r in records if r["record"] == "limit"] == ["read_bw"]
+    assert records[0] == {"record": "plan", "records": 1, "variant": variant}  # the plan counts what follows
     assert records[-1]["pinned"] is True and records[-1]["gbps"] > 0
     unpinned = run([exe, "--threads", "1", "--case", "dense:bf16:ref:2:16:32", "--limits", "none", "--min-bytes", "0"],
                    env={"OMP_PROC_BIND": "false"}, check=True)
