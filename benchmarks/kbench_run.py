@@ -12,6 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CPUS = os.sched_getaffinity(0)
 
 
+def thread_counts(text: str) -> list:
+    """--threads of the benchmarks: a comma list of positive numbers ("1,4,8,16"); ValueError otherwise."""
+    counts = [int(t) for t in text.split(",")]
+    if min(counts) < 1:
+        raise ValueError(text)
+    return counts
+
+
 def kbench_cases(variant: str, cases, threads: int, min_bytes: float, limits=None):
     """Case records in the order given, and the limits (only those named in `limits`, when given)."""
     exe = ROOT / "build" / variant / "bin" / "amxforge-kbench"

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from kbench_run import kbench_cases
+from kbench_run import kbench_cases, thread_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,9 +48,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     try:
-        counts = [int(t) for t in args.threads.split(",")]
-        if min(counts) < 1:
-            raise ValueError
+        counts = thread_counts(args.threads)
     except ValueError:
         print(f"--threads {args.threads}: want positive numbers, e.g. 1,4,8,16", file=sys.stderr)
         return 2

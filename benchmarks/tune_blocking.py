@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kbench_run import thread_counts
+
 ROOT = Path(__file__).resolve().parents[1]
 PREFILL_GRID = {"KC": (8, 16, 32, 64, 128), "GA": (2, 4, 8), "GB": (4, 16)}
 DECODE_PF = (0, 1024, 2048, 4096, 8192, 16384)
@@ -46,9 +48,9 @@ def main() -> int:
         print(f"build the kernels first: scons variant={args.variant}", file=sys.stderr)
         return 2
     try:
-        counts = [int(t) for t in args.threads.split(",")]
+        counts = thread_counts(args.threads)
     except ValueError:
-        print(f"--threads {args.threads}: want a comma list of numbers, e.g. 1,16", file=sys.stderr)
+        print(f"--threads {args.threads}: want a comma list of positive numbers, e.g. 1,16", file=sys.stderr)
         return 2
     rows = []
     for threads in counts:

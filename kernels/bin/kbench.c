@@ -24,22 +24,22 @@
 struct opts { int threads[8], nthreads, quick, reps, count_only, ncases; double min_bytes; const char *only, *limits; char *cases[8]; };
 static int planned = 0;
 
-/* CPUs the threads may use: the OpenMP places when they are bound (the runtime has by now bound this thread to
- * the first place, so the affinity mask would say one), else the affinity mask; 0 when unknown. */
-static int usable_cpus(void) {
-#ifdef _OPENMP
-    if (omp_get_proc_bind() != omp_proc_bind_false) return omp_get_num_places();
-#endif
-    cpu_set_t mask;
-    return sched_getaffinity(0, sizeof mask, &mask) == 0 ? CPU_COUNT(&mask) : 0;
-}
-
 static int pinned(void) {
 #ifdef _OPENMP
     return omp_get_proc_bind() != omp_proc_bind_false;
 #else
     return 0;
 #endif
+}
+
+/* CPUs the threads may use: the OpenMP places when they are bound (the runtime has by now bound this thread to
+ * the first place, so the affinity mask would say one), else the affinity mask; 0 when unknown. */
+static int usable_cpus(void) {
+#ifdef _OPENMP
+    if (pinned()) return omp_get_num_places();
+#endif
+    cpu_set_t mask;
+    return sched_getaffinity(0, sizeof mask, &mask) == 0 ? CPU_COUNT(&mask) : 0;
 }
 
 static int dtype_id(const char *name) {
@@ -285,6 +285,7 @@ int main(int argc, char **argv) {
         return AKF_EXIT_UNSUPPORTED;
     }
     const unsigned ok = akf_runnable_impls();
+    const int with_limits = !o.only || !strcmp(o.only, "limits");
     if (o.ncases) {
         int sparse[8], dtype[8], impl[8], M[8], N[8], K[8];
         double sp[8];
@@ -306,7 +307,6 @@ int main(int argc, char **argv) {
             sparse[c] = strcmp(kernel, "sparse") == 0;
             dtype[c] = dtype_id(dt);
         }
-        const int with_limits = !o.only || !strcmp(o.only, "limits");
         if (with_limits) { o.count_only = 1; limits(&o, 1); o.count_only = 0; } /* planned: limit records per count */
         printf("{\"record\": \"plan\", \"records\": %d, \"variant\": \"%s\"}\n", o.nthreads * (o.ncases + planned),
                akf_variant());
@@ -331,7 +331,7 @@ int main(int argc, char **argv) {
     const double sparsities[] = {0.0, 0.5, 0.7, 0.9};
     for (int ti = 0; ti < o.nthreads; ti++) {
         int T = o.threads[ti];
-        if (!o.only || !strcmp(o.only, "limits")) limits(&o, T);
+        if (with_limits) limits(&o, T);
         for (int ii = 0; ii < nimpls; ii++) {
             if (!(ok & (1u << (impls[ii] - 1)))) continue;
             for (int di = 0; di < 2; di++)

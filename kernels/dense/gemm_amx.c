@@ -154,6 +154,7 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
     char *acc = chunks > 1 ? akf_scratch(AKF_SCRATCH_ACC, (size_t)MB * panels * 1024) : NULL;
     if (!Ap || (chunks > 1 && !acc)) return AKF_ERR_ARG;
     const char *B = Bp;
+    const int dpf = MB <= 2 ? decode_prefetch(team) : 0;
 #pragma omp parallel
     {
         akf_tile_a_share(M, K, kt, esize, A, Ap);
@@ -163,7 +164,6 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
         nt = omp_get_num_threads();
         t = omp_get_thread_num();
 #endif
-        const int dpf = MB <= 2 ? decode_prefetch(nt) : 0;
         const int q0 = (int)((long)pairs * t / nt), q1 = (int)((long)pairs * (t + 1) / nt);
         for (int g = q0; g < q1; g += GA)
             for (int mg = 0; mg < MP; mg += GB)

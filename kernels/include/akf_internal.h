@@ -107,7 +107,6 @@ size_t akf_bf16_packed_index(int K, int k, int n);
 size_t akf_int8_packed_index(int K, int k, int n);
 /* A rows copied into tile blocks: [M/16 blocks][Kp/kt tiles][16 rows][64 bytes], zero padded. */
 size_t akf_tile_a_bytes(int M, int K, int kt_elems, int elem_size);
-void akf_tile_a_blocks(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap, int b0, int b1);
 /* Inside an OpenMP parallel region: each thread of the team tiles its share of the row blocks, then all wait for
  * the whole of A (a serial copy of a 4 MB A costs as much as the multiply itself at 16 threads). */
 void akf_tile_a_share(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap);

@@ -78,7 +78,7 @@ size_t akf_tile_a_bytes(int M, int K, int kt_elems, int elem_size) {
     return (size_t)AKF_ROUNDUP(M, 16) * (size_t)AKF_ROUNDUP(K, kt_elems) * (size_t)elem_size;
 }
 
-void akf_tile_a_blocks(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap, int b0, int b1) {
+static void tile_a_blocks(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap, int b0, int b1) {
     /* every byte of the blocks written once: rows past M and k past K as zeros (no memset of the whole first) */
     const int ktiles = AKF_ROUNDUP(K, kt_elems) / kt_elems;
     const char *a = A;
@@ -100,7 +100,7 @@ void akf_tile_a_share(int M, int K, int kt_elems, int elem_size, const void *A, 
     t = omp_get_thread_num();
 #endif
     const int blocks = AKF_ROUNDUP(M, 16) / 16, b0 = (int)((long)blocks * t / nt), b1 = (int)((long)blocks * (t + 1) / nt);
-    akf_tile_a_blocks(M, K, kt_elems, elem_size, A, Ap, b0, b1);
+    tile_a_blocks(M, K, kt_elems, elem_size, A, Ap, b0, b1);
 #pragma omp barrier
 }
 
