@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+from .argv import refuse_control_characters
 from .errors import AmxforgeError
 from .policy import Policy, UnitPolicy
 from .policy.cuda_arch import resolve_cuda_archs
@@ -18,6 +19,7 @@ class VariantContext:
                  cxx: str = None, fork=None):
         self.policy = Policy()
         self.project_dir = Path(project_dir or os.getcwd()).resolve()
+        refuse_control_characters(self.project_dir, "the project directory")
         valid = self.policy.variants.names
         if variant not in valid:
             raise self.policy.variants.unknown(variant)
@@ -29,6 +31,10 @@ class VariantContext:
         self.variant = self.policy.variant(self.name, self.probe["cpu"]["features"])
         self._cxx_name = cxx or os.environ.get("CXX") or ("clang++" if self.compiler.family == "clang" else "g++")
         self.fork = fork
+        if cuda_arch and not self.variant.cuda:
+            cuda = ", ".join(n for n in self.policy.variants.raw if self.policy.variants.fields(n).get("cuda"))
+            raise AmxforgeError(f"cuda_arch={cuda_arch} is for CUDA variants ({cuda}); variant {self.name} has no CUDA "
+                                f"units: leave cuda_arch out, or choose one of those variants")
         self.cuda_archs = resolve_cuda_archs(cuda_arch, self.probe) if self.variant.cuda else ()
         if fork is not None and self.cuda_archs:
             from .paths import toolchain_dir
@@ -59,8 +65,9 @@ class VariantContext:
     def reproducible_flags(self, source, name: str, build=None) -> list:
         """Flags every compile gets so that objects do not depend on where the tree or the build lives."""
         from .templating import render
-        return render("build", "reproducible.j2", source=str(source), mapped=name,
-                      build=str(build) if build else None).split()
+        # one flag per line: a path may hold spaces, so the text is never split on whitespace
+        return [line.strip() for line in render("build", "reproducible.j2", source=str(source), mapped=name,
+                                                 build=str(build) if build else None).splitlines() if line.strip()]
 
     def class_flags(self, unit_class: str) -> tuple:
         return self.policy.class_flags(unit_class, self.variant, self.compiler, self.cuda_archs)

@@ -8,8 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from SCons.Script import (Action, BoolVariable, COMMAND_LINE_TARGETS, Exit, GetBuildFailures, GetOption, SetOption,
-                          Value, Variables)
+import SCons.Errors
+from SCons.Script import (Action, BoolVariable, COMMAND_LINE_TARGETS, EnumVariable, Exit, GetBuildFailures, GetOption,
+                          SetOption, Value, Variables)
 
 from .crash import scons_action
 from .errors import AmxforgeError
@@ -28,6 +29,13 @@ Variables (name=value on the command line):
 """
 
 
+def scons_text(text: str) -> str:
+    """Text (a path) inside a construction variable, as SCons must see it to hand it on byte for byte: `$$` is one
+    `$` (a path like `/tmp/$(x)` is not a substitution). Not env.Literal: SCons still reads `$(` inside literals when
+    it signs a command."""
+    return text.replace("$", "$$")
+
+
 def fail(message: str):
     """Bad input: one line naming the fix, exit 2, nothing written."""
     print(f"amxforge: error: {message}", file=sys.stderr)
@@ -44,6 +52,8 @@ def error_boundary():
         yield
     except AmxforgeError as exc:
         fail(str(exc))
+    except SCons.Errors.UserError as exc:  # a variable's validator: verbose=banana, variant=nope
+        fail(f"{' '.join(str(exc).split())}; `scons -h` lists the variables and the values they take")
     except Exception as exc:  # noqa: BLE001 - SCons's own UserError/StopError are not Exceptions it shows well
         print(report(exc, "scons"), file=sys.stderr)
         Exit(INTERNAL_ERROR)
@@ -57,12 +67,19 @@ def variables(arguments) -> Variables:
     except AmxforgeError as exc:
         fail(str(exc))
     vars_ = Variables(None, arguments)
-    vars_.Add("variant", f"target variant: {', '.join(names)}", "auto")
+    policy_variants = Policy().variants
+
+    def known_variant(key, value, env):
+        if value not in names:
+            raise policy_variants.unknown(value)
+    key, help_, default, _, convert = EnumVariable("variant", "target variant", "auto", allowed_values=names)
+    vars_.Add(key, help_, default, known_variant, convert)
     vars_.Add("cuda_arch", "CUDA archs for cuda variants, e.g. 90 or \"86;89;120\" (default: the probed GPUs)", "")
     vars_.Add("fork", "a llama.cpp-family checkout to build into build/VARIANT/ (ik_llama.cpp, its AMX branch, "
                       "llama.cpp)", "")
     vars_.Add("fork_targets", "comma-separated fork targets to build and install", "llama-bench")
-    vars_.Add("jobs", "parallel compile jobs (default: CPU count)", str(os.cpu_count() or 1))
+    vars_.Add("jobs", "parallel compile jobs, a positive number (default: CPU count)", str(os.cpu_count() or 1),
+              _positive_count)
     vars_.Add("cache", "a compile cache shared between builders, for kernel and fork builds: redis://HOST:PORT or "
                        "http://HOST[:PORT]/PATH (ccache remote storage; namespaced by the flag policy)", "")
     vars_.Add("dist", "compile on other hosts: icecc (icecream, through ccache; needs a local iceccd; CUDA units "
@@ -70,25 +87,41 @@ def variables(arguments) -> Variables:
     vars_.Add("dist_scheduler", "the icecream scheduler, HOST[:PORT] (default: $ICECC_SCHEDULER)", "")
     vars_.Add("CC", "C compiler (gcc or clang)", os.environ.get("CC", "gcc"))
     vars_.Add("CXX", "C++ compiler", os.environ.get("CXX", "g++"))
-    vars_.Add(BoolVariable("verbose", "print full compiler command lines", False))
+    vars_.Add(bool_variable("verbose", "print full compiler command lines", False))
     return vars_
 
 
-def configure(env):
-    """Resolve the variant (errors: one line, exit 2) and set the environment up for it."""
+def bool_variable(key: str, help_: str, default: bool) -> tuple:
+    """SCons' BoolVariable, with one line naming the values it takes for a value it does not."""
+    key, help_, default, validator, convert = BoolVariable(key, help_, default)
+
+    def checked(value):
+        try:
+            return convert(value)
+        except ValueError:
+            raise AmxforgeError(f"{key}={value!r}: give yes or no (also 1/0, true/false, on/off)") from None
+    return key, help_, default, validator, checked
+
+
+def _positive_count(key, value, env) -> None:
+    if not (value.isdigit() and int(value) > 0):
+        raise AmxforgeError(f"{key}={value!r} is not a positive number; pass e.g. {key}=4")
+
+
+def configure(env, variables):
+    """Resolve the variant (errors: one line, exit 2) and set the environment up for it; `variables` are the
+    SConstruct's (those it did not know are refused)."""
     from .context import VariantContext
 
     if GetOption("help"):
         return None
-    known = {"variant", "cuda_arch", "jobs", "CC", "CXX", "verbose", "fork", "fork_targets", "cache", "dist",
-             "dist_scheduler"}
-    unknown = sorted(set(env["AMXFORGE_ARGS"]) - known)
+    unknown = sorted(variables.UnknownVariables())
     if unknown:
         fail(f"unknown variable(s) {', '.join(unknown)}; `scons -h` lists them")
-    try:
-        jobs = int(env["jobs"])
-    except ValueError:
-        fail(f"jobs={env['jobs']!r} is not a number; pass jobs=4")
+    jobs = int(env["jobs"])
+    given = env["AMXFORGE_ARGS"]
+    if "fork_targets" in given and not env["fork"]:
+        fail("fork_targets= names targets of a fork tree: pass fork=PATH too, or leave fork_targets out")
     try:
         fork = None
         if env["fork"]:
@@ -106,12 +139,12 @@ def configure(env):
         dist_state = _dist(env, ctx)
     except AmxforgeError as exc:
         fail(str(exc))
-    if dist_state and "jobs" not in env["AMXFORGE_ARGS"]:
+    if dist_state and "jobs" not in given:
         jobs = (os.cpu_count() or 1) + dist_state["slots"]
     SetOption("num_jobs", max(1, jobs))
     env["AMXFORGE_DIST"] = dist_state
     _kernel_chain(env, ctx, dist_state)
-    env.Append(CCFLAGS=ctx.reproducible_flags(ctx.project_dir, "."))
+    env.Append(CCFLAGS=[scons_text(flag) for flag in ctx.reproducible_flags(ctx.project_dir, ".")])
     _progress(env, ctx)
     env["AMXFORGE"] = ctx
     env["VARIANT_NAME"] = ctx.name

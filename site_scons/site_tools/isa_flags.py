@@ -1,6 +1,6 @@
 """SCons tool: per-unit ISA flags from the amxforge policy (every unit a class, every build a variant).
 
-env.AmxforgeConfigure()            resolve variant= (auto, native from the probe) and check the compiler
+env.AmxforgeConfigure(variables)   resolve variant= (auto, native from the probe) and check the compiler
 env.PolicyObjects(sources[, shared])  objects in build/VARIANT/obj/ with their class's rendered flags
 env.AmxforgeFinish()               build/VARIANT/policy.json and compile_commands.json, progress, summary
 """

@@ -157,8 +157,13 @@ def test_template_errors_name_file_and_line(policy_copy):
 def test_cuda_arch_resolution():
     probe = {"cuda": {"nvcc": {"version": "13.0.88", "archs": ["75", "80", "86", "89", "90", "100", "120"]},
                       "devices": []}}
-    assert normalize("9.0") == "90" and normalize("sm_86") == "86" and normalize("12.0a") == "120a"
-    assert resolve_cuda_archs("90;8.6", probe) == ("86", "90")
+    assert normalize("90") == "90" and normalize("sm_86") == "86" and normalize("120a") == "120a"
+    assert normalize("sm_100f") == "100f"
+    assert resolve_cuda_archs("90;86", probe) == ("86", "90")
+    # the grammar is nvcc's: \d{2,3}[af]? with an optional sm_; what once slipped through is refused
+    for bad in ("1.20", "9.0", "sm_90x", "compute_90", "9", "1200", "90b", "sm90"):
+        with pytest.raises(AmxforgeError, match=r"is not an arch; write e\.g\. cuda_arch=90"):
+            normalize(bad)
     with pytest.raises(AmxforgeError, match=r"cuda_arch 61 is not known to nvcc 13\.0\.88; it supports: 75 80"):
         resolve_cuda_archs("61", probe)
     with pytest.raises(AmxforgeError, match=r"no CUDA device visible .* cuda_arch=90"):

@@ -44,6 +44,8 @@ class ForkInfo:
 
 def detect_fork(path, base=None) -> ForkInfo:
     """`path` as the user wrote it (messages repeat it); relative paths are taken from `base` (the project)."""
+    from ..argv import refuse_control_characters
+    refuse_control_characters(path, "fork=")
     root = Path(path).expanduser()
     if base is not None and not root.is_absolute():
         root = Path(base) / root

@@ -92,7 +92,7 @@ def selection_order(policy, variants) -> list:
     rank = {name: i for i, name in enumerate(policy.variants.auto)}
 
     def key(name):
-        rec = policy.variants._fields(name)
+        rec = policy.variants.fields(name)
         twin = rec.get("like", name) if rec.get("cuda") else name
         return (rank.get(twin, len(rank)), 0 if rec.get("cuda") else 1, name)
     return sorted(variants, key=key)

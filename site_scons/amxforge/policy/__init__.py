@@ -39,6 +39,22 @@ class Policy:
             if not (self.renderer.folder / f"{cls}.j2").is_file():
                 raise AmxforgeError(f"{self.renderer.folder}/{cls}.j2: missing; class {cls!r} needs a template")
         self._class_flags = lru_cache(maxsize=None)(self._render_class)
+        self._render_samples()
+
+    def _render_samples(self) -> None:
+        """Every class template rendered once with a non-empty value in every list it may loop over (every family's
+        features, the AMX set, a CUDA arch, host flags), so that a typo inside a loop that is empty for the variants
+        at hand (the AMX loop for baseline) fails now, for every build, naming its line."""
+        isa = self.isa
+        context = {
+            "level": isa.portable_level, "base": list(isa.features), "amx": list(isa.groups["amx"]),
+            "amx_off": list(isa.groups["amx_off"]), "portable_level": isa.portable_level,
+            "portable_tune": isa.portable_tune, "cuda_archs": ["90"], "variant": "sample", "compiler": "gcc",
+            "flag": lambda f: isa.features[f].flag, "no_flag": lambda f: isa.features[f].no_flag,
+            "march": lambda lv: isa.levels[lv].march, "host_flags": [isa.levels[isa.portable_level].march],
+        }
+        for cls in self.classes.classes:
+            self.renderer.render(cls, context)
 
     # --- variants ---------------------------------------------------------------------------------------
     def variant(self, name: str, host_features=None) -> Variant:

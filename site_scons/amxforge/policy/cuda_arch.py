@@ -4,16 +4,31 @@ import re
 
 from ..errors import AmxforgeError
 
-_ARCH = re.compile(r"^(?:sm_|compute_)?(\d+)\.?(\d*)([a-z]?)$")
+# What a user may write in cuda_arch= (nvcc's own spellings, no others): 90, 120a, sm_90, sm_100f.
+USER_ARCH = re.compile(r"(?:sm_)?(\d{2,3}[af]?)")
+# A probed device's compute capability as the probe reports it: "9.0", "12.0".
+DEVICE_CC = re.compile(r"(\d{1,2})\.(\d)")
+# What the cuda class may render: -gencode for an arch, -Xcompiler=<ISA flag> for host code.
+CUDA_FLAG = re.compile(r"-gencode=arch=compute_\d{2,3}[af]?,code=(?:sm|compute)_\d{2,3}[af]?|"
+                       r"-Xcompiler=-m(?:(?:no-)?[a-z0-9][a-z0-9.-]*|(?:arch|tune)=[a-z0-9][a-z0-9_.-]*)")
 
 
 def normalize(item: str) -> str:
-    """'9.0' / '90' / 'sm_90' -> '90'; '12.0a' / '120a' -> '120a'."""
-    match = _ARCH.match(item.strip())
+    """A user's arch: '90' / 'sm_90' -> '90', '120a' / 'sm_120a' -> '120a'; anything else is refused (no '1.20',
+    no 'sm_90x', no 'compute_90')."""
+    match = USER_ARCH.fullmatch(item.strip())
     if not match:
-        raise AmxforgeError(f"cuda_arch: {item!r} is not an arch; write e.g. cuda_arch=90 or cuda_arch=\"86;89;120\"")
-    major, minor, suffix = match.groups()
-    return f"{major}{minor}{suffix}" if minor else f"{major}{suffix}"
+        raise AmxforgeError(f"cuda_arch: {item!r} is not an arch; write e.g. cuda_arch=90 or cuda_arch=\"86;89;120a\" "
+                            f"(two or three digits, optionally sm_ before and a or f after)")
+    return match.group(1)
+
+
+def device_arch(cc: str) -> str:
+    """A probed device's compute capability '9.0' -> '90', '12.0' -> '120'."""
+    match = DEVICE_CC.fullmatch(str(cc).strip())
+    if not match:
+        raise AmxforgeError(f"a CUDA device reports compute capability {cc!r}, not MAJOR.MINOR; pass cuda_arch=")
+    return match.group(1) + match.group(2)
 
 
 def resolve_cuda_archs(requested, probe_result: dict) -> tuple:
@@ -28,8 +43,10 @@ def resolve_cuda_archs(requested, probe_result: dict) -> tuple:
         if not devices:
             raise AmxforgeError("no CUDA device visible here to take `native` archs from: pass cuda_arch=90 "
                                 "(or \"86;89;120\"); amxforge never hands `native` to nvcc on a GPU-less builder")
-        items = [d["cc"] for d in devices]
-    archs = sorted({normalize(x) for x in items}, key=lambda a: (int(re.sub(r"\D", "", a)), a))
+        archs = {device_arch(d["cc"]) for d in devices}
+    else:
+        archs = {normalize(x) for x in items}
+    archs = sorted(archs, key=lambda a: (int(re.sub(r"\D", "", a)), a))
     for arch in archs:
         if arch.rstrip("abcdefghijklmnopqrstuvwxyz") not in supported:
             raise AmxforgeError(f"cuda_arch {arch} is not known to nvcc {nvcc['version']}; "

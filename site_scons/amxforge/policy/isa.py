@@ -1,5 +1,6 @@
 """The ISA facts of toolchain/isa.toml: features, levels, groups, and which compiler takes which flag."""
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,26 @@ class XsaveState:
 
 
 REGISTERS = ("eax", "ebx", "ecx", "edx")
+# The shape of every flag isa.toml may hold: the flags reach compilers as arguments, and nothing but an ISA switch
+# belongs there (a `-D...` or a shell fragment in this file is refused when it is loaded, never passed on).
+ISA_FLAG = re.compile(r"-m(?:(?:no-)?[a-z0-9][a-z0-9.-]*|(?:arch|tune)=[a-z0-9][a-z0-9_.-]*)")
+ISA_PREFIX = re.compile(r"-m[a-z0-9.=-]*")  # [shim] prefixes: the start of the flags the shim owns
+OPTION_NAME = re.compile(r"--?[a-zA-Z][a-zA-Z0-9-]*")  # [shim] nvcc option names
+
+
+def check_isa_flag(flag, where: str) -> str:
+    if not isinstance(flag, str) or not ISA_FLAG.fullmatch(flag):
+        raise AmxforgeError(f"{where}: {flag!r} is not an ISA flag (-m<feature>, -mno-<feature>, -march=<level> or "
+                            f"-mtune=<cpu>, nothing else); fix that value")
+    return flag
+
+
+def _checked(values, shape: re.Pattern, where: str, what: str) -> tuple:
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    for value in values:
+        if not isinstance(value, str) or not shape.fullmatch(value):
+            raise AmxforgeError(f"{where}: {value!r} is not {what}; fix that value")
+    return tuple(values)
 
 
 @dataclass
@@ -74,29 +95,36 @@ class Isa:
     portable_tune: str
     cpuid: dict = field(default_factory=dict)
     xsave_states: dict = field(default_factory=dict)
+    shim_prefixes: tuple = ()  # [shim]: what the fork launcher removes besides every flag and no_flag above
+    nvcc_arch_options: tuple = ()
+    nvcc_host_options: tuple = ()
     _flag_to_feature: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> "Isa":
         data = load_toml(path)
+        where = f"{path} [top level]"
         try:
-            features = {
-                name: Feature(
+            features = {}
+            for name, rec in data["features"].items():
+                where = f"{path} [features.{name}]"
+                flag = check_isa_flag(rec["flag"], f"{where} flag")
+                features[name] = Feature(
                     name=name,
-                    flag=rec["flag"],
-                    clang_flag=rec.get("clang_flag", rec["flag"]),
-                    no_flag=rec["no_flag"],
+                    flag=flag,
+                    clang_flag=check_isa_flag(rec.get("clang_flag", flag), f"{where} clang_flag"),
+                    no_flag=check_isa_flag(rec["no_flag"], f"{where} no_flag"),
                     minimum={"gcc": str(rec["gcc"]), "clang": str(rec["clang"])},
                     family=rec.get("family", ""),
                     implies=tuple(rec.get("implies", ())),
                 )
-                for name, rec in data["features"].items()
-            }
-            levels = {
-                name: Level(name, rec["march"], {"gcc": str(rec["gcc"]), "clang": str(rec["clang"])},
-                            tuple(rec["features"]), bool(rec.get("psabi_only", False)))
-                for name, rec in data["levels"].items()
-            }
+            levels = {}
+            for name, rec in data["levels"].items():
+                where = f"{path} [levels.{name}]"
+                levels[name] = Level(name, check_isa_flag(rec["march"], f"{where} march"),
+                                     {"gcc": str(rec["gcc"]), "clang": str(rec["clang"])},
+                                     tuple(rec["features"]), bool(rec.get("psabi_only", False)))
+            where = f"{path} [xsave_states]"
             states = {name: XsaveState(name, int(rec["xcr0"]), rec["name"], int(rec.get("permission", 0)))
                       for name, rec in data["xsave_states"].items()}
             cpuid = {}
@@ -106,11 +134,22 @@ class Isa:
                     raise ValueError(f"[cpuid] {name} = {rec}: want [leaf, subleaf, eax|ebx|ecx|edx, bit 0-31, "
                                      f"one of {', '.join(states)}]")
                 cpuid[name] = CpuidBit(name, int(leaf), int(subleaf), register, int(bit), state)
-            isa = cls(path, features, levels, dict(data["groups"]), data["portable"]["level"],
-                      data["portable"]["tune"], cpuid, states)
+            where = f"{path} [groups]"
+            groups = dict(data["groups"])
+            where = f"{path} [portable]"
+            tune = check_isa_flag(data["portable"]["tune"], f"{where} tune")
+            where = f"{path} [shim]"
+            shim = data.get("shim", {})
+            isa = cls(path, features, levels, groups, data["portable"]["level"], tune, cpuid, states,
+                      _checked(shim.get("prefixes", []), ISA_PREFIX, f"{where} prefixes", "the start of an ISA flag"),
+                      _checked(shim.get("nvcc_arch_options", []), OPTION_NAME, f"{where} nvcc_arch_options",
+                               "an nvcc option name"),
+                      _checked(shim.get("nvcc_host_options", []), OPTION_NAME, f"{where} nvcc_host_options",
+                               "an nvcc option name"))
         except KeyError as exc:
-            raise AmxforgeError(f"{path}: missing key {exc}; every feature needs flag, no_flag, gcc, clang; "
-                                f"[cpuid] and [xsave_states] must be there") from None
+            raise AmxforgeError(f"{where}: missing key {exc}; every feature needs flag, no_flag, gcc and clang, every "
+                                f"level march, gcc, clang and features; [cpuid], [xsave_states], [groups] and "
+                                f"[portable] must be there") from None
         except (ValueError, TypeError) as exc:
             raise AmxforgeError(f"{path}: {exc}") from None
         for name, members in isa.groups.items():

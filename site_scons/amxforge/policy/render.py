@@ -5,6 +5,8 @@ from pathlib import Path
 import jinja2
 
 from ..errors import AmxforgeError
+from .cuda_arch import CUDA_FLAG
+from .isa import ISA_FLAG
 
 
 def _template_location(exc: BaseException, fallback: str) -> str:
@@ -44,4 +46,10 @@ class Renderer:
         except Exception as exc:  # noqa: BLE001 - anything a template raises is that template's error
             where = _template_location(exc, str(self.folder / name))
             raise AmxforgeError(f"{where}: template error: {exc.__class__.__name__}: {exc}; fix that line") from None
-        return text.split()
+        flags = text.split()
+        for flag in flags:  # what a template may put on a command line: ISA flags, and CUDA's arch forms
+            if not (ISA_FLAG.fullmatch(flag) or (unit_class == "cuda" and CUDA_FLAG.fullmatch(flag))):
+                raise AmxforgeError(f"{self.folder / name}: renders {flag!r}, which is not an ISA flag (-m..., "
+                                    f"-march=, -mtune={', or a CUDA arch form' if unit_class == 'cuda' else ''}); "
+                                    f"fix the template")
+        return flags

@@ -46,20 +46,20 @@ class VariantTable:
                 raise AmxforgeError(f"{path}: auto lists {name!r}, which is not a variant")
         # resolve every non-host variant now, so a bad table fails at load, not at first use
         for name, rec in self.raw.items():
-            if not self._fields(name).get("host"):
+            if not self.fields(name).get("host"):
                 self.resolve(name)
 
     @property
     def names(self) -> list:
         return list(self.raw) + ["auto"]
 
-    def _fields(self, name: str, seen=()) -> dict:
+    def fields(self, name: str, seen=()) -> dict:
         rec = self.raw[name]
         if "like" in rec:
             parent = rec["like"]
             if parent not in self.raw or parent in seen:
                 raise AmxforgeError(f"{self.path}: [variants.{name}] like = {parent!r} is not a usable variant")
-            merged = dict(self._fields(parent, seen + (name,)))
+            merged = dict(self.fields(parent, seen + (name,)))
             merged.update({k: v for k, v in rec.items() if k != "like"})
             return merged
         return dict(rec)
@@ -71,7 +71,7 @@ class VariantTable:
         """The variant `name`; `native` needs the host's /proc/cpuinfo features. `auto` is chosen by the caller."""
         if name not in self.raw:
             raise self.unknown(name)
-        rec = self._fields(name)
+        rec = self.fields(name)
         where = f"{self.path} [variants.{name}]"
         if rec.get("host"):
             if host_features is None:
