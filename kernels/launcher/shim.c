@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,7 +35,7 @@ struct rule { char *id, *cls, *glob; regex_t re; };
 struct class_flags { char *name; struct list flags; };
 
 static struct {
-    char *variant, *root, *ledger, *ccache, *scan_must_be;
+    char *variant, *policy, *root, *ledger, *ccache, *scan_must_be;
     struct list owned, prefixes, nvcc_arch, nvcc_host, scan_suffixes, cuda, common;
     struct rule rules[256];
     int nrules;
@@ -77,6 +78,7 @@ static void load_config(const char *path) {
         if (n == 0) continue;
         const char *key = fields[0];
         if (!strcmp(key, "variant") && n > 1) cfg.variant = fields[1];
+        else if (!strcmp(key, "policy") && n > 1) cfg.policy = fields[1];
         else if (!strcmp(key, "root") && n > 1) cfg.root = fields[1];
         else if (!strcmp(key, "ledger") && n > 1) cfg.ledger = fields[1];
         else if (!strcmp(key, "ccache") && n > 1) cfg.ccache = fields[1];
@@ -105,7 +107,7 @@ static void load_config(const char *path) {
         }
     }
     fclose(f);
-    if (!cfg.root || !cfg.ledger || !cfg.variant) die("config lacks root, ledger or variant", path);
+    if (!cfg.root || !cfg.ledger || !cfg.variant || !cfg.policy) die("config lacks root, ledger, variant or policy", path);
     for (int i = 0; i < cfg.nrules; i++) { /* every rule's class has flags (cuda units get the cuda record) */
         int found = !strcmp(cfg.rules[i].cls, "cuda");
         for (int c = 0; c < cfg.nclasses && !found; c++) found = !strcmp(cfg.classes[c].name, cfg.rules[i].cls);
@@ -175,18 +177,21 @@ static void json_list(struct buf *b, char *const *v, int n) {
     puts_(b, "]");
 }
 
+/* The ledger is the build's proof (fork/driver.py checks every compile against it): a line that cannot be written
+ * whole fails the unit, exit 2, rather than leave a hole. */
 static void append_ledger(const char *line) {
-    int fd = open(cfg.ledger, O_WRONLY | O_APPEND | O_CREAT, 0644);
+    int fd = open(cfg.ledger, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) die("cannot open the ledger", cfg.ledger);
-    flock(fd, LOCK_EX); /* parallel compiles append whole lines */
+    while (flock(fd, LOCK_EX) != 0) /* parallel compiles append whole lines */
+        if (errno != EINTR) die("cannot lock the ledger", strerror(errno));
     size_t n = strlen(line), done = 0;
     while (done < n) {
         ssize_t w = write(fd, line + done, n - done);
-        if (w <= 0) break;
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) die("cannot write the ledger", w < 0 ? strerror(errno) : cfg.ledger);
         done += (size_t)w;
     }
-    flock(fd, LOCK_UN);
-    close(fd);
+    if (close(fd) != 0) die("cannot write the ledger", strerror(errno));
 }
 
 static int run(char *const *argv) {
@@ -237,7 +242,7 @@ static double since(const struct timespec *t0) {
  * the ledger's readers take only compilations as units). */
 static int pass_through(const char *mode, char **argv, int argc, const char *output, int dry) {
     struct buf b = {0};
-    char num[64];
+    char num[160];
     puts_(&b, "{\"mode\": "); json_str(&b, mode);
     puts_(&b, ", \"output\": "); if (output) json_str(&b, output); else puts_(&b, "null");
     puts_(&b, ", \"command\": "); json_list(&b, argv, argc);
@@ -248,6 +253,7 @@ static int pass_through(const char *mode, char **argv, int argc, const char *out
     snprintf(num, sizeof num, ", \"rc\": %d, \"seconds\": %.3f", rc, since(&t0));
     puts_(&b, num);
     puts_(&b, ", \"variant\": "); json_str(&b, cfg.variant);
+    puts_(&b, ", \"policy\": "); json_str(&b, cfg.policy);
     puts_(&b, "}\n");
     append_ledger(b.s);
     return rc;
@@ -368,7 +374,7 @@ int main(int argc, char **argv) {
         } else snprintf(abs_obj, sizeof abs_obj, "%s", object ? object : "");
     }
     struct buf b = {0};
-    char num[64];
+    char num[160];
     puts_(&b, "{\"mode\": \"compile\", \"source\": "); json_str(&b, rel);
     puts_(&b, ", \"path\": "); json_str(&b, abs_src);
     puts_(&b, ", \"object\": "); if (object) json_str(&b, abs_obj); else puts_(&b, "null");
@@ -380,6 +386,7 @@ int main(int argc, char **argv) {
     puts_(&b, ", \"flags_in\": "); json_list(&b, argv + 2, argc - 2);
     puts_(&b, ", \"command\": "); json_list(&b, final.v, final.n);
     puts_(&b, ", \"variant\": "); json_str(&b, cfg.variant);
+    puts_(&b, ", \"policy\": "); json_str(&b, cfg.policy);
     if (icecc && *icecc) { /* dist=icecc: how this unit went (the driver turns the log into where it compiled) */
         puts_(&b, ", \"dist\": "); json_str(&b, nvcc ? "local: icecream distributes gcc/clang only" : "icecc");
         puts_(&b, ", \"icecc_log\": "); if (icecc_log[0]) json_str(&b, icecc_log); else puts_(&b, "null");
@@ -387,6 +394,14 @@ int main(int argc, char **argv) {
     if (dry) { puts_(&b, "}\n"); fputs(b.s, stdout); return 0; } /* the rewritten command, nothing run or logged */
     snprintf(num, sizeof num, ", \"rc\": %d, \"seconds\": %.3f", rc, seconds);
     puts_(&b, num);
+    /* what this compile left: the driver accepts an object only while it is still this one (a compile outside the
+     * shim, CMake's or anyone's, changes its size or mtime) */
+    struct stat st;
+    if (rc == 0 && object && stat(abs_obj, &st) == 0) {
+        snprintf(num, sizeof num, ", \"object_size\": %lld, \"object_mtime_ns\": %lld", (long long)st.st_size,
+                 (long long)st.st_mtim.tv_sec * 1000000000LL + (long long)st.st_mtim.tv_nsec);
+        puts_(&b, num);
+    }
     puts_(&b, "}\n");
     append_ledger(b.s);
     return rc;

@@ -43,7 +43,7 @@ def fork_step(env):
         return env.Command(f"{out}/retired.json", Value(record["sha256"]), Action(_retire, None))
     build = fork_build(env)
     # what the step would produce, deterministically; it runs again only when that changes or the state is stale
-    desired = json.dumps({"stamp": build.stamp(), "config": build.shim_config(), "targets": build.targets},
+    desired = json.dumps({"stamp": build.stamp(), "config": build.config_text, "targets": build.targets},
                          sort_keys=True)
     node = env.Command(f"{out}/{RECORD}", Value(hashlib.sha256(desired.encode()).hexdigest()), Action(_run, None))
     if "AMXFORGE_SHIM" not in env or ctx.launcher is None:

@@ -126,11 +126,22 @@ def test_bad_fork_input_one_line(tmp_path, args, message):
     assert len(res.stderr.strip().splitlines()) == 1 and not (project / "build").exists()
 
 
-def test_unknown_target_lists_the_forks_targets(tmp_path):
+@pytest.mark.parametrize("target,what", [
+    ("llama-server", "llama-server is not a target of"),
+    ("libggml.so", "libggml.so is the file of a shared library target (ggml) of"),  # once installed as bin/libggml.so
+    ("ggml", "ggml is a shared library target of"),
+])
+def test_fork_targets_are_programs_and_the_error_lists_them(tmp_path, target, what):
+    """From CMake's File API: fork_targets names programs; the error lists the tree's programs, not ninja's
+    internals (CMakeCache.txt, cmake_object_order_depends_target_*), and nothing is installed."""
     project = make_project(tmp_path)
-    res = scons(project, "variant=baseline", "fork=minifork", "fork_targets=llama-server")
-    assert res.returncode != 0
-    assert "fork target(s) llama-server not in" in res.stderr and "llama-bench, llama-cli" in res.stderr
+    res = scons(project, "variant=baseline", "fork=minifork", f"fork_targets={target}")
+    assert res.returncode == 2, res.stderr
+    error = next(line for line in res.stderr.splitlines() if line.startswith("amxforge: error:"))
+    assert what in error and "takes its programs: llama-bench, llama-cli, llama-sweep-bench" in error, error
+    assert "CMakeCache" not in error and "cmake_object_order" not in error
+    assert not (project / "build" / "baseline" / "bin" / target).exists()
+    assert not (project / "build" / "baseline" / "fork" / "amxforge-build.json").exists()
 
 
 def test_configure_failure_shows_the_forks_error_and_the_log(tmp_path):

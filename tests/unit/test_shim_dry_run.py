@@ -29,7 +29,7 @@ def shim(tmp_path_factory):
     ctx = VariantContext("baseline", project_dir=tmp)
     build = ForkBuild(ctx, detect_fork(str(tree), base=str(tmp)), ["llama-bench"])
     config = tmp / "shim.conf"
-    config.write_text(build.shim_config())
+    config.write_text(build.config_text)
     flags = {cls: list(ctx.class_flags(cls)) for cls in ctx.policy.classes.classes if cls != "cuda"}
     return exe, config, flags, tree
 
@@ -87,6 +87,37 @@ def test_a_real_link_leaves_a_ledger_line_with_its_mode(shim, tmp_path):
     last = json.loads(open(ledger).read().splitlines()[-1])
     assert last["mode"] == "link" and last["rc"] == 0 and last["output"] == str(tmp_path / "m")
     assert "object" not in last  # never taken for a unit
+    policy = next(line.split("\t")[1] for line in conf.read_text().splitlines() if line.startswith("policy\t"))
+    assert last["policy"] == policy
+
+
+def test_a_real_compile_records_its_policy_and_the_object_it_left(shim, tmp_path):
+    """What the fork build's proof reads: the policy the unit compiled under, and its object's size and mtime."""
+    exe, conf, _, tree = shim
+    ledger = next(line.split("\t")[1] for line in conf.read_text().splitlines() if line.startswith("ledger\t"))
+    os.makedirs(os.path.dirname(ledger), exist_ok=True)
+    obj = tmp_path / "bench.o"
+    res = subprocess.run([str(exe), str(conf), "g++", f"-I{tree / 'ggml/include'}", "-c",
+                          str(tree / "tools/bench/bench.cpp"), "-o", str(obj)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    last = json.loads(open(ledger).read().splitlines()[-1])
+    st = obj.stat()
+    policy = next(line.split("\t")[1] for line in conf.read_text().splitlines() if line.startswith("policy\t"))
+    assert last["object"] == str(obj) and last["policy"] == policy
+    assert [last["object_size"], last["object_mtime_ns"]] == [st.st_size, st.st_mtime_ns]
+
+
+def test_a_ledger_that_cannot_be_written_fails_the_unit(shim, tmp_path):
+    """The ledger is the build's proof: a compile whose line cannot be written is an error (exit 2), not a hole."""
+    exe, conf, _, tree = shim
+    blocked = tmp_path / "ledger-is-a-directory"
+    blocked.mkdir()
+    config = _altered(shim, tmp_path, lambda ls: [f"ledger\t{blocked}" if x.startswith("ledger\t") else x
+                                                  for x in ls])
+    res = subprocess.run([str(exe), str(config), "g++", f"-I{tree / 'ggml/include'}", "-c",
+                          str(tree / "tools/bench/bench.cpp"), "-o", str(tmp_path / "b.o")], capture_output=True,
+                         text=True)
+    assert res.returncode == 2 and "cannot open the ledger" in res.stderr
 
 
 def test_nvcc_loses_its_arch_and_host_isa_flags(shim):
@@ -145,6 +176,7 @@ def _altered(shim, tmp_path, edit):
     (lambda ls: [x for x in ls if not x.startswith("class\tprotected")], "a rule names a class without flags"),
     (lambda ls: ls + ["owned" + "\t-mx" * 600], "more than 512 fields"),
     (lambda ls: ls + ["rule\tbroken\tdefault"], "a rule record needs id, class, glob and regex"),
+    (lambda ls: [x for x in ls if not x.startswith("policy\t")], "config lacks root, ledger, variant or policy"),
 ])
 def test_configs_that_do_not_fit_are_refused(shim, tmp_path, edit, message):
     _, _, _, tree = shim

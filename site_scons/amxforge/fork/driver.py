@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,10 +23,10 @@ from pathlib import Path
 from .. import atomic
 from ..cache import namespace as cache_namespace
 from ..errors import AmxforgeError
-from ..paths import toolchain_dir
-from ..tomlfile import load_toml
+from . import cmake
 from .detect import ForkInfo
 from .ledger import LEDGER, RECORD, read_ledger, snapshot_entry
+from .ninja import Ninja
 
 STAMP = "amxforge-stamp.json"
 LIVE_LEDGER = "ledger.live.jsonl"
@@ -60,31 +61,37 @@ class ForkBuild:
         self.shim = ctx.build_dir / "libexec" / "amxforge-shim"  # kernels/launcher/shim.c, built by SCons first
         self.launcher = ctx.build_dir / "libexec" / "amxforge-launch"
         self.log = log
+        self.ninja = Ninja(tool("ninja"), self.dir, log)
+        # the paths CMake is given: the real ones, or links to them where they hold a character CMake cannot take
+        self.cmake_source = cmake.cmake_visible(fork.root)
+        self.cmake_project = cmake.cmake_visible(ctx.project_dir)
+        self.cmake_dir = self.cmake_project / self.dir.relative_to(ctx.project_dir)
         self.ccache = shutil.which("ccache")
         self.statslog = self.dir / "ccache-stats.log"  # which cache each compilation of this build hit
         self.cache_remote = None  # {"url", "reachable"} once build() has looked
         # a namespace only when sharing beyond this builder: locally, identical units of two variants (the protected
         # ones) should keep hitting each other's entries
         self.cache_namespace = cache_namespace(ctx) if self.cache else None
-        config = self.shim_config()
-        # named by its content: a policy change changes every compile command, so ninja recompiles what it affects
-        self.config_path = self.dir / f"amxforge-shim-{hashlib.sha256(config.encode()).hexdigest()[:12]}.conf"
-        self._config_text = config
+        records = self.shim_config()
+        # named by its content: a policy change changes every compile command, so ninja recompiles what it affects;
+        # the shim writes the same name into every ledger line, which the build's proof checks
+        self.policy_id = hashlib.sha256(records.encode()).hexdigest()[:12]
+        self.config_path = self.dir / f"amxforge-shim-{self.policy_id}.conf"
+        self.config_text = f"policy\t{self.policy_id}\n" + records
 
     # --- what the shim needs, precomputed (one record per line, tab-separated: see kernels/launcher/shim.c) ---
     def shim_config(self) -> str:
         policy, variant, isa = self.ctx.policy, self.ctx.variant, self.ctx.policy.isa
-        shim = load_toml(toolchain_dir() / "isa.toml").get("shim", {})
         owned = sorted({f.flag for f in isa.features.values()} | {f.clang_flag for f in isa.features.values()} |
                        {f.no_flag for f in isa.features.values()} | {lv.march for lv in isa.levels.values()})
         records = [["variant", self.ctx.name], ["root", str(self.fork.root)], ["ledger", str(self.ledger)],
-                   ["owned", *owned], ["prefix", *shim.get("prefixes", [])],
-                   ["nvcc_arch", *shim.get("nvcc_arch_options", [])], ["nvcc_host", *shim.get("nvcc_host_options", [])],
+                   ["owned", *owned], ["prefix", *isa.shim_prefixes],
+                   ["nvcc_arch", *isa.nvcc_arch_options], ["nvcc_host", *isa.nvcc_host_options],
                    ["scan", policy.classes.scan.pattern], ["scan_must_be", policy.classes.scan_class],
                    ["scan_suffix", *policy.classes.scan_suffixes]]
         if self.ccache:
             records.append(["ccache", self.ccache])
-        records.append(["common", *self.ctx.reproducible_flags(self.fork.root, self.fork.kind, self.dir)])
+        records.append(["common", *self.ctx.reproducible_flags(self.cmake_source, self.fork.kind, self.cmake_dir)])
         for rule_id, cls, globs in policy.classes.rules:
             records += [["rule", rule_id, cls, glob, regex.pattern] for glob, regex in globs]
         for cls in policy.classes.classes:
@@ -96,7 +103,8 @@ class ForkBuild:
 
     def cmake_args(self) -> list:
         opts, variant = set(self.fork.options), self.ctx.variant
-        launcher = ";".join([str(self.shim), str(self.config_path)])
+        launcher = ";".join([str(self.cmake_project / self.shim.relative_to(self.ctx.project_dir)),
+                             str(self.cmake_dir / self.config_path.name)])
         args = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}", "-DCMAKE_BUILD_TYPE=Release",
                 f"-DCMAKE_C_COMPILER={self.ctx.compiler.path}", f"-DCMAKE_CXX_COMPILER={self.ctx.cxx.path}",
                 f"-DCMAKE_C_COMPILER_LAUNCHER={launcher}", f"-DCMAKE_CXX_COMPILER_LAUNCHER={launcher}",
@@ -136,16 +144,19 @@ class ForkBuild:
 
     # --- up to date? (for scons -q: SCons asks this instead of always running the step) ------------------------
     def state_token(self) -> str:
-        """Equal between two scons runs iff nothing would be rebuilt or reinstalled: the configure stamp holds,
-        ninja has no work, and the last good build's record, ledger and installed files are intact."""
+        """Equal between two scons runs iff nothing would be rebuilt or reinstalled: the configure stamp holds, the
+        CMake cache still holds amxforge's settings, ninja has no work, every compile of the graph is proven by the
+        ledger, and the last good build's record, ledger and installed files are intact."""
         problems = []
-        if self._read_stamp() != self.stamp() or not (self.dir / "build.ninja").is_file():
+        if self.configure_needed():
             problems.append("configure")
+        elif not self.ninja.up_to_date(self.targets):
+            problems.append("ninja")
         else:
-            res = subprocess.run([tool("ninja"), "-C", str(self.dir), "-n", *self.targets], capture_output=True,
-                                 text=True)
-            if res.returncode != 0 or "no work to do" not in res.stdout:
-                problems.append("ninja")
+            try:
+                self.prove()
+            except AmxforgeError as exc:
+                problems.append(str(exc))
         try:
             record = load_record(self.ctx.build_dir)
             if record.get("fork", {}).get("root") != str(self.fork.root) or record.get("targets") != self.targets:
@@ -155,59 +166,99 @@ class ForkBuild:
             problems.append(str(exc))
         if problems:
             return "stale: " + os.urandom(8).hex()  # never equal: the step runs
-        return json.dumps({"stamp": self.stamp(), "config": self._config_text, "record": record["sha256"]})
+        return json.dumps({"stamp": self.stamp(), "config": self.config_text, "record": record["sha256"]})
 
     # --- steps ------------------------------------------------------------------------------------------------
+    def configure_needed(self) -> bool:
+        """Configure runs when its stamp changed, it left no build.ninja or target description, or CMake's cache no
+        longer holds what amxforge set (CMake deletes its cache when the compiler changes, and every -D with it)."""
+        return (self._read_stamp() != self.stamp() or not (self.dir / "build.ninja").is_file()
+                or not cmake.has_codemodel(self.dir)
+                or bool(cmake.cache_mismatches(cmake.read_cache(self.dir), cmake.definitions(self.cmake_args()))))
+
     def configure(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.shim.is_file():
             raise AmxforgeError(f"{self.shim} missing: build the variant's kernels first (scons variant={self.ctx.name})")
-        if not self.config_path.is_file() or self.config_path.read_text() != self._config_text:
-            atomic.write_text(self.config_path, self._config_text)
-        stamp, stamp_path = self.stamp(), self.dir / STAMP
-        if self._read_stamp() == stamp and (self.dir / "build.ninja").is_file():
+        if not self.config_path.is_file() or self.config_path.read_text() != self.config_text:
+            atomic.write_text(self.config_path, self.config_text)
+        if not self.configure_needed():
             return
-        # an interrupted or failed configure can leave a cache without build.ninja: start it again rather than trust it
-        if not (self.dir / "build.ninja").is_file():
-            for leftover in ("CMakeCache.txt", "CMakeFiles"):
-                path = self.dir / leftover
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        log_path = self.dir / "cmake-configure.log"
-        cmd = [tool("cmake"), "-S", str(self.fork.root), "-B", str(self.dir), *stamp["args"]]
+        owned = cmake.definitions(self.cmake_args())
+        cache = cmake.read_cache(self.dir)
+        # an interrupted or failed configure can leave a cache without build.ninja, and a changed compiler makes
+        # CMake drop amxforge's settings: start afresh rather than trust either
+        fresh = not (self.dir / "build.ninja").is_file() or bool(cmake.resets_cache(cache, owned))
         self.log(f"amxforge: configuring {self.fork.kind} ({self.fork.root}) in "
                  f"{self.dir.relative_to(self.ctx.project_dir)}")
-        stamp_path.unlink(missing_ok=True)
+        for attempt in range(2):
+            if fresh:
+                self._forget_cmake_cache()
+            self._run_cmake()
+            wrong = cmake.cache_mismatches(cmake.read_cache(self.dir), owned)
+            if not wrong:
+                break
+            if fresh:
+                (self.dir / "build.ninja").unlink(missing_ok=True)
+                raise AmxforgeError(f"the fork's CMake does not keep amxforge's settings in a fresh configure of "
+                                    f"{self.fork.root}: {'; '.join(wrong)} (its CMakeLists.txt overrides them); "
+                                    f"nothing was built, the last good build is untouched")
+            self.log(f"amxforge: the CMake cache in {self.dir.relative_to(self.ctx.project_dir)} lost amxforge's "
+                     f"settings ({wrong[0]}): configuring afresh")
+            fresh = True
+        atomic.write_json(self.dir / STAMP, self.stamp())
+
+    def _forget_cmake_cache(self) -> None:
+        for leftover in ("CMakeCache.txt", "CMakeFiles"):
+            path = self.dir / leftover
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+    def _run_cmake(self) -> None:
+        log_path = self.dir / "cmake-configure.log"
+        cmake.request_codemodel(self.dir)
+        cmd = [tool("cmake"), "-S", str(self.cmake_source), "-B", str(self.cmake_dir), *self.cmake_args()]
+        (self.dir / STAMP).unlink(missing_ok=True)
         res = subprocess.run(cmd, capture_output=True, text=True)
-        atomic.write_text(log_path, f"$ {' '.join(cmd)}\n{res.stdout}\n{res.stderr}")
+        atomic.write_text(log_path, f"$ {shlex.join(cmd)}\n{res.stdout}\n{res.stderr}")
         if res.returncode != 0:
             (self.dir / "build.ninja").unlink(missing_ok=True)
             raise AmxforgeError(f"CMake configure of {self.fork.root} failed: {first_error(res.stdout + res.stderr)} "
                                 f"(full log: {log_path}; the last good build is untouched)")
-        atomic.write_json(stamp_path, stamp)
 
-    def available_targets(self) -> list:
-        res = subprocess.run([tool("ninja"), "-C", str(self.dir), "-t", "targets", "all"], capture_output=True,
-                             text=True)
-        names = set()
-        for line in res.stdout.splitlines():
-            name, _, kind = line.partition(": ")
-            if kind.strip() == "phony" and "/" not in name and not name.startswith(("all", "clean", "help", "edit",
-                                                                                      "rebuild", "install", "list")):
-                names.add(name)
-        return sorted(names)
+    def programs(self) -> dict:
+        """{name: file} of the tree's executable targets (CMake's File API), for fork_targets."""
+        return {name: t["artifacts"][0] for name, t in cmake.targets(self.dir).items()
+                if t["type"] == "EXECUTABLE" and t["artifacts"]}
+
+    def check_targets(self) -> dict:
+        """fork_targets must name programs of the tree; one line listing them otherwise."""
+        described = cmake.targets(self.dir)
+        programs = self.programs()
+        for target in self.targets:
+            if target in programs:
+                continue
+            shown = ", ".join(n for n in sorted(programs) if not n.startswith("test-"))
+            owner = next((n for n, t in described.items() if any(a.name == target for a in t["artifacts"])), target)
+            kind = described.get(owner, {}).get("type")
+            what = (f"{target} is {'the file of ' if owner != target else ''}a "
+                    f"{kind.lower().replace('_', ' ')} target{f' ({owner})' if owner != target else ''} of "
+                    f"{self.fork.root}, not a program" if kind else f"{target} is not a target of {self.fork.root}")
+            raise AmxforgeError(f"fork_targets: {what}; fork_targets takes its programs: {shown or 'none'} (the "
+                                f"shared libraries they use are installed with them)")
+        return {t: programs[t] for t in self.targets}
 
     def build(self) -> None:
-        known = self.available_targets()
-        missing = [t for t in self.targets if t not in known]
-        if missing:
-            shown = ", ".join(t for t in known if not t.startswith("test-"))[:600]
-            raise AmxforgeError(f"fork target(s) {', '.join(missing)} not in {self.fork.root}; its targets: {shown}")
+        self.check_targets()
         self.repair_objects()
         self.ledger_offset = self.ledger.stat().st_size if self.ledger.is_file() else 0
-        cmd = [tool("cmake"), "--build", str(self.dir), "--target", *self.targets, "--", f"-j{self.jobs}"]
-        if subprocess.run(cmd, env=dict(os.environ, **self.cache_env(), **self.dist_env())).returncode != 0:
+        rc = self.ninja.build(self.targets, self.jobs, dict(os.environ, **self.cache_env(), **self.dist_env()))
+        if rc != 0:
             raise AmxforgeError(f"the fork build failed (compiler output above; ledger: {self.ledger}); the last "
                                 f"good build is untouched")
+        wrong = cmake.cache_mismatches(cmake.read_cache(self.dir), cmake.definitions(self.cmake_args()))
+        if wrong:  # ninja re-ran CMake during the build, and it lost amxforge's settings
+            raise AmxforgeError(f"the fork's CMake cache lost amxforge's settings during the build ({wrong[0]}); "
+                                f"nothing was installed, the next build configures afresh")
 
     def cache_env(self) -> dict:
         """ccache's settings for this build; the remote cache only when it answers now (else one warning line)."""
@@ -262,11 +313,12 @@ class ForkBuild:
         """Each unit's cache outcome in this build (remote, local, miss; a unit not compiled now keeps the last good
         build's), and the totals for the record."""
         from ..cache import read_statslog
-        now = {os.path.normpath(os.path.join(self.dir, src)): how for src, how in read_statslog(self.statslog).items()}
+        # ccache names a source as the compiler got it (through a CMake-visible link, maybe); the ledger, resolved
+        now = {os.path.realpath(os.path.join(self.dir, src)): how for src, how in read_statslog(self.statslog).items()}
         before = {e["object"]: e.get("cache") for e in old}
         counts = {"remote": 0, "local": 0, "miss": 0, "uncached": 0}
         for unit in units:
-            how = now.get(os.path.normpath(unit["path"])) if "path" in unit else None
+            how = now.get(os.path.realpath(unit["path"])) if "path" in unit else None
             unit["cache"] = how or before.get(unit["object"]) or ("not compiled in this build" if self.ccache
                                                                    else "no ccache")
             if how:
@@ -278,31 +330,77 @@ class ForkBuild:
                 "remote": self.cache_remote}
 
     def repair_objects(self) -> None:
-        """Objects of the last good build whose content no longer matches its ledger (truncated, overwritten) are
-        removed, so that ninja compiles them again: it judges by timestamps and would keep them."""
+        """Objects that no longer match the last good build (truncated, overwritten) or that the ledger does not
+        prove (compiled outside amxforge's launcher, or under another policy) are removed, so that ninja compiles
+        them again through the launcher: it judges by timestamps and would keep them."""
         for entry in read_snapshot(self.state / LEDGER, missing_ok=True):
             obj = Path(entry["object"])
             if obj.is_relative_to(self.dir) and obj.is_file() and object_problem(entry):
                 self.log(f"amxforge: {obj.relative_to(self.ctx.project_dir)} does not match the last good build: "
                          f"compiling it again")
                 obj.unlink()
+        _, problems = self.examine()
+        stale = [(obj, why) for obj, why, again in problems if again and os.path.isfile(obj)]
+        for obj, why in stale:
+            os.unlink(obj)
+        if stale:
+            obj, why = stale[0]
+            more = f" (and {len(stale) - 1} more)" if len(stale) > 1 else ""
+            self.log(f"amxforge: {Path(obj).relative_to(self.ctx.project_dir)} {why}{more}: compiling again")
 
     def compiled_now(self) -> set:
         """The objects compiled in this build: the live ledger's lines written since build() started."""
         return {e["object"] for e in read_ledger(self.ledger, offset=self.ledger_offset)}
 
+    def examine(self) -> tuple:
+        """Which compilations of the targets' graph the ledger proves: every one must run amxforge's launcher with
+        this policy's configuration (build.ninja), and its object must be the one the launcher's ledger line
+        recorded (same policy, same size and mtime: nothing compiled it since). Returns (proven ledger entries,
+        [(object, why not, whether compiling it again would help)])."""
+        edges = self.ninja.compile_edges()
+        inputs = self.ninja.inputs(self.targets)
+        objects = sorted(o for o in edges if o in inputs)
+        launcher = [str(self.cmake_project / self.shim.relative_to(self.ctx.project_dir)),
+                    str(self.cmake_dir / self.config_path.name)]
+        ledger = {os.path.normpath(e["object"]): e for e in read_ledger(self.ledger)}
+        entries, problems = [], []
+        for obj in objects:
+            entry = ledger.get(obj)
+            try:
+                st = os.stat(obj)
+            except OSError:
+                st = None
+            if edges[obj][:2] != launcher:
+                problems.append((obj, f"compiles without amxforge's launcher ({shlex.join(edges[obj][:3])} ...)",
+                                 False))
+            elif st is None:
+                problems.append((obj, "is missing", True))
+            elif entry is None:
+                problems.append((obj, "has no ledger line: it was not compiled through amxforge's launcher", True))
+            elif entry.get("policy") != self.policy_id:
+                problems.append((obj, f"was compiled under another policy ({entry.get('policy') or 'none'}, this "
+                                      f"build's is {self.policy_id})", True))
+            elif [st.st_size, st.st_mtime_ns] != [entry.get("object_size"), entry.get("object_mtime_ns")]:
+                problems.append((obj, "is not the object amxforge's launcher compiled (changed since)", True))
+            else:
+                entries.append(entry)
+        if not objects:
+            problems.append((str(self.dir), f"the build graph of {', '.join(self.targets)} has no compilation",
+                             False))
+        return entries, problems
+
+    def prove(self) -> list:
+        """The proven ledger entries of the targets' graph; an error naming the first unproven unit otherwise."""
+        entries, problems = self.examine()
+        if problems:
+            obj, why, _ = problems[0]
+            raise AmxforgeError(f"the fork build does not prove its policy: {len(problems)} of "
+                                f"{len(problems) + len(entries)} units unproven, e.g. {obj} {why}")
+        return entries
+
     def units(self) -> list:
-        """The live ledger's last good entry for every object the targets link, with each object's size and hash."""
-        res = subprocess.run([tool("ninja"), "-C", str(self.dir), "-t", "inputs", *self.targets], capture_output=True,
-                             text=True)
-        if res.returncode != 0:
-            raise AmxforgeError(f"ninja cannot list the inputs of {', '.join(self.targets)}: {res.stderr.strip()}")
-        inputs = {os.path.normpath(self.dir / line.strip()) for line in res.stdout.splitlines() if line.strip()}
-        entries = [e for e in read_ledger(self.ledger) if os.path.normpath(e["object"]) in inputs]
-        if not entries:
-            raise AmxforgeError(f"the fork build left no ledger entries for {', '.join(self.targets)} in {self.ledger}: "
-                                f"its compiles did not go through amxforge's launcher")
-        return [snapshot_entry(e) for e in entries]
+        """The proven ledger entries of every object the targets link, with each object's size and hash."""
+        return [snapshot_entry(e) for e in self.prove()]
 
     def install(self) -> list:
         """Targets into libexec/ (each behind a copy of the launcher in bin/) and the shared libraries they use into
@@ -313,12 +411,10 @@ class ForkBuild:
         if not self.launcher.is_file():
             raise AmxforgeError(f"{self.launcher} missing: build the variant's kernels first")
         pairs = []
-        for target in self.targets:
-            found = [p for p in self.dir.rglob(target) if p.is_file() and os.access(p, os.X_OK)
-                     and "CMakeFiles" not in p.parts]
-            if not found:
-                raise AmxforgeError(f"fork target {target} was built but no executable named so is under {self.dir}")
-            pairs += [(found[0], build / "libexec" / target), (self.launcher, build / "bin" / target)]
+        for target, program in self.check_targets().items():
+            if not program.is_file():
+                raise AmxforgeError(f"fork target {target} was built but its program {program} is missing")
+            pairs += [(program, build / "libexec" / target), (self.launcher, build / "bin" / target)]
         for lib in sorted(self.dir.rglob("lib*.so*")):
             if lib.is_file() and "CMakeFiles" not in lib.parts:
                 pairs.append((lib, build / "lib" / lib.name))
