@@ -108,11 +108,21 @@ class NamespaceHost:
         """cmd as run inside this host in cwd, in the network and mount namespaces of one of its processes."""
         return ["nsenter", "-t", str(proc.pid), "-m", "-n", f"--wd={cwd}", *cmd]
 
-    def redis(self, port: int = 6379) -> str:
+    def redis(self, port: int = 6379, password: str = None) -> str:
+        """A real redis-server on this host (with `password`: requirepass, as a shared cache should be)."""
         self.start("redis-server", "--bind", self.ip, "--port", str(port), "--save", "", "--appendonly", "no",
-                   "--protected-mode", "no")
+                   "--protected-mode", "no", *(("--requirepass", password) if password else ()))
         self.wait_port(port)
         return f"redis://{self.ip}:{port}"
+
+    def troublesome(self, port: int, mode: str, greeting: bytes = b"") -> None:
+        """A server that answers `greeting` and then either a byte per second forever ("trickle"), an endless
+        stream ("flood"), garbage and a close ("garbage"), or nothing at all ("silent")."""
+        self.start("python3", "-c", TROUBLE_SERVER, self.ip, str(port), mode, greeting.hex())
+        # ready when it accepts inside its own namespace (the host may not be reachable from this one)
+        _sh("ip", "netns", "exec", self.name, "python3", "-c",
+            "import socket, time\nfor _ in range(200):\n    try:\n        socket.create_connection(('%s', %d), 0.5)"
+            ".close(); break\n    except OSError: time.sleep(0.05)" % (self.ip, port))
 
     def wait_port(self, port: int, timeout: float = 10.0) -> None:
         end = time.monotonic() + timeout
@@ -131,3 +141,28 @@ class NamespaceHost:
         _sh("ip", "netns", "del", self.name, check=False)
         if self.switch is None:
             _sh("ip", "link", "del", self.veth[0], check=False)
+
+
+TROUBLE_SERVER = """
+import socket, sys, threading, time
+ip, port, mode, greeting = sys.argv[1], int(sys.argv[2]), sys.argv[3], bytes.fromhex(sys.argv[4])
+def serve(c):
+    try:
+        c.recv(4096)
+        if mode == "silent":
+            time.sleep(3600)
+        c.sendall(greeting)
+        if mode == "garbage":
+            c.sendall(b"\\x00garbage\\r\\n")
+        while mode == "trickle":
+            c.sendall(b"x"); time.sleep(1)
+        while mode == "flood":
+            c.sendall(b"y" * 65536)
+    except OSError:
+        pass
+    finally:
+        c.close()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((ip, port)); s.listen()
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""

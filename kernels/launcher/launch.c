@@ -18,8 +18,13 @@
  *   variant<TAB>NAME<TAB>DIR<TAB>FEATURES[<TAB>gpu]       DIR relative to the root (the parent of bin/)
  *   file<TAB>VARIANT<TAB>PATH<TAB>SIZE<TAB>CRC32            a package's files: the chosen variant's are checked at
  *                                                          every start (size and CRC-32; the manifest has SHA-256)
- *   manifest<TAB>PATH<TAB>CRC32                            so is the package manifest
- * A damaged release (a file missing or not matching its checksum) is named and exits 2. */
+ *   manifest<TAB>PATH<TAB>CRC32                            so is the package manifest (a package must have one,
+ *                                                          and a file line for every variant)
+ *   end<TAB>LINES<TAB>CRC32                                last: the count and CRC-32 of every line before it, so
+ *                                                          that a table cut at a line boundary, or missing a line,
+ *                                                          is damaged, not trusted
+ * A damaged release (the table, a file missing or not matching its checksum) is named and exits 2. Every file it
+ * reads must be a regular file (a FIFO is refused at once, never waited on). */
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -29,11 +34,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "akf_file.h"
 #include "amxforge_kernels.h"
 
 #define TABLE_PATH "share/amxforge/launch.tsv"
 #define MAX_VARIANTS 16
 #define MAX_FILES 512
+#define MAX_TABLE (1 << 20)
 
 struct variant { char name[64], dir[256], features[1024], extra[64]; };
 struct file { char variant[64], path[512], crc[9]; long long size; };
@@ -65,29 +72,33 @@ static void crc_tables(void) {
         for (int t = 1; t < 8; t++) CRC[t][i] = (CRC[t - 1][i] >> 8) ^ CRC[0][CRC[t - 1][i] & 0xFF];
 }
 
-/* The CRC-32 of a file as 8 hex digits into out[9]; -1 if it cannot be read. */
-static int crc32_file(const char *path, char out[9]) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
+/* CRC-32 state c (start 0xFFFFFFFF, finish by ^ 0xFFFFFFFF) over n more bytes. */
+static uint32_t crc32_update(uint32_t c, const unsigned char *buf, size_t n) {
     if (!CRC[0][1]) crc_tables();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint32_t lo, hi;
+        memcpy(&lo, buf + i, 4);
+        memcpy(&hi, buf + i + 4, 4);
+        lo ^= c;
+        c = CRC[7][lo & 0xFF] ^ CRC[6][(lo >> 8) & 0xFF] ^ CRC[5][(lo >> 16) & 0xFF] ^ CRC[4][lo >> 24] ^
+            CRC[3][hi & 0xFF] ^ CRC[2][(hi >> 8) & 0xFF] ^ CRC[1][(hi >> 16) & 0xFF] ^ CRC[0][hi >> 24];
+    }
+    for (; i < n; i++) c = CRC[0][(c ^ buf[i]) & 0xFF] ^ (c >> 8);
+    return c;
+}
+
+/* The CRC-32 of a regular file as 8 hex digits into out[9]; -1 (why in msg) if it cannot be read. */
+static int crc32_file(const char *path, char out[9], char *msg, size_t len) {
+    FILE *f = akf_open_regular(path, NULL, msg, len);
+    if (!f) return -1;
     static unsigned char buf[1 << 16];
     uint32_t c = 0xFFFFFFFFu;
     size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        size_t i = 0;
-        for (; i + 8 <= n; i += 8) {
-            uint32_t lo, hi;
-            memcpy(&lo, buf + i, 4);
-            memcpy(&hi, buf + i + 4, 4);
-            lo ^= c;
-            c = CRC[7][lo & 0xFF] ^ CRC[6][(lo >> 8) & 0xFF] ^ CRC[5][(lo >> 16) & 0xFF] ^ CRC[4][lo >> 24] ^
-                CRC[3][hi & 0xFF] ^ CRC[2][(hi >> 8) & 0xFF] ^ CRC[1][(hi >> 16) & 0xFF] ^ CRC[0][hi >> 24];
-        }
-        for (; i < n; i++) c = CRC[0][(c ^ buf[i]) & 0xFF] ^ (c >> 8);
-    }
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) c = crc32_update(c, buf, n);
     int bad = ferror(f);
     fclose(f);
-    if (bad) return -1;
+    if (bad) { snprintf(msg, len, "%s: read error", path); return -1; }
     snprintf(out, 9, "%08x", c ^ 0xFFFFFFFFu);
     return 0;
 }
@@ -108,37 +119,77 @@ static int field(const char *line, int i, char *out, size_t len) {
     return 1;
 }
 
+/* The table, whole (at most MAX_TABLE bytes), checked against its end line before any line is trusted; then parsed.
+ * Returns the number of variants, or -1 with why. */
 static int load_table(const char *path, struct variant *v, char *why, size_t len) {
-    FILE *f = fopen(path, "r");
-    if (!f) { snprintf(why, len, "cannot read %s: %s", path, strerror(errno)); return -1; }
-    char line[2048], tag[32], size[32];
+    long long size = 0;
+    char what[PATH_MAX + 64];
+    FILE *f = akf_open_regular(path, &size, what, sizeof what);
+    if (!f) { snprintf(why, len, "cannot read %s", what); return -1; }
+    static char text[MAX_TABLE + 1];
+    size_t got = fread(text, 1, MAX_TABLE + 1, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || got > MAX_TABLE) {
+        snprintf(why, len, "%s: %s", path, bad ? "read error" : "larger than any launch table");
+        return -1;
+    }
+    text[got] = '\0';
+    if (got == 0) { snprintf(why, len, "%s: empty: not an amxforge launch table", path); return -1; }
+    if (strlen(text) != got || text[got - 1] != '\n') {
+        snprintf(why, len, "%s: damaged (cut short, or not text)", path);
+        return -1;
+    }
+    /* the end line: LINES and CRC-32 of everything before it */
+    text[got - 1] = '\0';
+    char *last = strrchr(text, '\n');
+    last = last ? last + 1 : text;
+    char tag[32], count[32], sum[16], actual[9];
+    unsigned long lines_before = 0;
+    for (const char *p = text; p < last; p++) lines_before += *p == '\n';
+    snprintf(actual, sizeof actual, "%08x", crc32_update(0xFFFFFFFFu, (const unsigned char *)text,
+                                                         (size_t)(last - text)) ^ 0xFFFFFFFFu);
+    char *end = NULL;
+    if (!field(last, 0, tag, sizeof tag) || strcmp(tag, "end") || !field(last, 1, count, sizeof count) ||
+        !field(last, 2, sum, sizeof sum) || strtoul(count, &end, 10) != lines_before || !end || *end ||
+        strcmp(sum, actual)) {
+        snprintf(why, len, "%s: damaged (its end line does not match the lines before it: cut short or edited)",
+                 path);
+        return -1;
+    }
+    *last = '\0';
+
+    char line[2048], size_text[32];
     int n = 0, lineno = 0;
-    while (fgets(line, sizeof line, f)) {
+    for (char *save = NULL, *row = strtok_r(text, "\n", &save); row; row = strtok_r(NULL, "\n", &save)) {
         lineno++;
-        if (!strchr(line, '\n') && !feof(f)) { snprintf(why, len, "%s:%d: line too long", path, lineno); n = -1; break; }
+        if (strlen(row) >= sizeof line) { snprintf(why, len, "%s:%d: line too long", path, lineno); return -1; }
+        snprintf(line, sizeof line, "%s", row);
         if (lineno == 1) {
             if (!field(line, 0, tag, sizeof tag) || strcmp(tag, "amxforge-launch") || !field(line, 1, tag, sizeof tag) ||
                 strcmp(tag, "1")) {
                 snprintf(why, len, "%s: not an amxforge launch table (version 1)", path);
-                n = -1;
-                break;
+                return -1;
             }
             if (!field(line, 2, package, sizeof package)) package[0] = '\0';
             continue;
         }
-        if (line[0] == '\n' || line[0] == '#') continue;
+        if (line[0] == '#') continue;
         int ok = field(line, 0, tag, sizeof tag);
-        if (ok && !strcmp(tag, "file") && nfiles < MAX_FILES) {
+        if (ok && !strcmp(tag, "file")) {
+            if (nfiles == MAX_FILES) { snprintf(why, len, "%s: more than %d files", path, MAX_FILES); return -1; }
             struct file *fl = &files[nfiles++];
-            char *end = NULL;
+            char *num_end = NULL;
             ok = field(line, 1, fl->variant, sizeof fl->variant) && field(line, 2, fl->path, sizeof fl->path) &&
-                 field(line, 3, size, sizeof size) && field(line, 4, fl->crc, sizeof fl->crc) && strlen(fl->crc) == 8;
-            fl->size = ok ? strtoll(size, &end, 10) : -1;
-            ok = ok && end && *end == '\0' && fl->size >= 0;
+                 field(line, 3, size_text, sizeof size_text) && field(line, 4, fl->crc, sizeof fl->crc) &&
+                 strlen(fl->crc) == 8;
+            fl->size = ok ? strtoll(size_text, &num_end, 10) : -1;
+            ok = ok && num_end && *num_end == '\0' && fl->size >= 0;
         } else if (ok && !strcmp(tag, "manifest")) {
-            ok = field(line, 1, manifest_path, sizeof manifest_path) && field(line, 2, manifest_crc, sizeof manifest_crc) &&
-                 strlen(manifest_crc) == 8;
-        } else if (ok && !strcmp(tag, "variant") && n < MAX_VARIANTS) {
+            ok = field(line, 1, manifest_path, sizeof manifest_path) &&
+                 field(line, 2, manifest_crc, sizeof manifest_crc) && strlen(manifest_crc) == 8;
+        } else if (ok && !strcmp(tag, "variant")) {
+            if (n == MAX_VARIANTS) { snprintf(why, len, "%s: more than %d variants", path, MAX_VARIANTS); return -1; }
             ok = field(line, 1, v[n].name, sizeof v[n].name) && v[n].name[0] &&
                  field(line, 2, v[n].dir, sizeof v[n].dir) && field(line, 3, v[n].features, sizeof v[n].features);
             if (ok && !field(line, 4, v[n].extra, sizeof v[n].extra)) v[n].extra[0] = '\0';
@@ -146,13 +197,22 @@ static int load_table(const char *path, struct variant *v, char *why, size_t len
         } else ok = 0;
         if (!ok) {
             snprintf(why, len, "%s:%d: damaged (want variant, file or manifest lines)", path, lineno);
-            n = -1;
-            break;
+            return -1;
         }
     }
-    fclose(f);
-    if (n == 0) snprintf(why, len, lineno ? "%s: lists no variant" : "%s: empty: not an amxforge launch table", path);
-    return n > 0 ? n : -1;
+    if (n == 0) { snprintf(why, len, "%s: lists no variant", path); return -1; }
+    if (package[0]) { /* a release: its manifest and every variant's files are checked, so they must be listed */
+        if (!manifest_path[0]) { snprintf(why, len, "%s: a package table without its manifest line", path); return -1; }
+        for (int i = 0; i < n; i++) {
+            int listed = 0;
+            for (int k = 0; k < nfiles && !listed; k++) listed = !strcmp(files[k].variant, v[i].name);
+            if (!listed) {
+                snprintf(why, len, "%.4000s: variant %.63s has no file lines", path, v[i].name);
+                return -1;
+            }
+        }
+    }
+    return n;
 }
 
 static int explain(void) {
@@ -174,8 +234,12 @@ static void preference(char *out, size_t len, char *source, size_t slen) {
     for (int c = 0; c < 3 && !out[0]; c++) {
         if (!candidates[c] || !*candidates[c]) continue;
         snprintf(path, sizeof path, "%s", candidates[c]);
-        FILE *f = fopen(path, "r");
-        if (!f) continue;
+        char why[PATH_MAX + 64];
+        FILE *f = akf_open_regular(path, NULL, why, sizeof why); /* a FIFO here must not hang every start */
+        if (!f) {
+            if (errno != ENOENT && explain()) fprintf(stderr, "%s: the host preference is ignored: %s\n", prog, why);
+            continue;
+        }
         char line[1024], pkg[128];
         while (fgets(line, sizeof line, f)) {
             if (line[0] == '#' || sscanf(line, "%127s", pkg) != 1) continue;
@@ -191,11 +255,12 @@ static void preference(char *out, size_t len, char *source, size_t slen) {
 
 /* ---- verification of the chosen variant ------------------------------------------------------------------------ */
 static void verify(const char *root, const char *variant) {
-    char path[2 * PATH_MAX], sum[9];
+    char path[2 * PATH_MAX], sum[9], why[2 * PATH_MAX + 128];
     struct stat st;
     if (manifest_path[0]) {
         snprintf(path, sizeof path, "%s/%s", root, manifest_path);
-        if (crc32_file(path, sum) != 0) fail("the release is damaged: %s cannot be read; reinstall the package%s", path, "");
+        if (crc32_file(path, sum, why, sizeof why) != 0)
+            fail("the release is damaged: %s; reinstall the package%s", why, "");
         if (strcmp(sum, manifest_crc)) fail("the release is damaged: %s does not match its checksum; reinstall the "
                                             "package%s", path, "");
     }
@@ -204,7 +269,9 @@ static void verify(const char *root, const char *variant) {
         snprintf(path, sizeof path, "%s/%s", root, files[i].path);
         if (stat(path, &st) != 0)
             fail("the release is damaged: %s is missing (%s); reinstall the package", path, strerror(errno));
-        if ((long long)st.st_size != files[i].size || crc32_file(path, sum) != 0 || strcmp(sum, files[i].crc))
+        if (crc32_file(path, sum, why, sizeof why) != 0)
+            fail("the release is damaged: %s; reinstall the package%s", why, "");
+        if ((long long)st.st_size != files[i].size || strcmp(sum, files[i].crc))
             fail("the release is damaged: %s does not match its checksum; reinstall the package%s", path, "");
     }
 }

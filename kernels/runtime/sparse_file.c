@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "akf_file.h"
 #include "akf_internal.h"
 
 
@@ -65,15 +66,13 @@ int akf_sparse_save(const akf_sparse *S, const char *path, char *msg, size_t len
 }
 
 akf_sparse *akf_sparse_load(const char *path, char *msg, size_t len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { snprintf(msg, len, "%s: cannot open", path); return NULL; }
+    long long size = 0;
+    FILE *f = akf_open_regular(path, &size, msg, len); /* a directory or a FIFO is named, never read */
+    if (!f) return NULL;
     struct header h;
     akf_sparse *S = NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (size < (long)sizeof h || fread(&h, sizeof h, 1, f) != 1) {
-        snprintf(msg, len, "%s: truncated header (%ld bytes): not an amxforge sparse file", path, size);
+    if (size < (long long)sizeof h || fread(&h, sizeof h, 1, f) != 1) {
+        snprintf(msg, len, "%s: truncated header (%lld bytes): not an amxforge sparse file", path, size);
         goto out;
     }
     if (memcmp(h.magic, MAGIC, sizeof MAGIC) != 0) { snprintf(msg, len, "%s: bad magic: not an amxforge sparse file", path); goto out; }
@@ -90,7 +89,7 @@ akf_sparse *akf_sparse_load(const char *path, char *msg, size_t len) {
     int n = sections(S, sec);
     for (int i = 0; i < n; i++) want += sec[i].bytes;
     if ((size_t)size != want) {
-        snprintf(msg, len, "%s: %s: expected %zu bytes for K=%d N=%d nnz=%llu, file has %ld", path,
+        snprintf(msg, len, "%s: %s: expected %zu bytes for K=%d N=%d nnz=%llu, file has %lld", path,
                  (size_t)size < want ? "truncated" : "trailing data", want, h.K, h.N, (unsigned long long)h.nnz, size);
         akf_sparse_free(S); S = NULL;
         goto out;

@@ -8,59 +8,113 @@ shim, for fork builds. What makes sharing across hosts and checkouts correct:
 - base_dir plus the -ffile-prefix-map every unit already gets: two checkouts at different paths share entries;
 - the shim has already replaced -march=native by explicit flags before ccache hashes the command.
 
-The server's reachability is checked once before the build: when it is down, the build goes on with the local cache
-and says so in one line (ccache itself also degrades to local on errors and timeouts during the build). Which units
-hit which cache is read back from ccache's stats log."""
+The server's reachability is checked once before the build (a Redis PING, after AUTH with the URL's credentials as
+ccache sends them; an HTTP HEAD), within a deadline and a byte cap: when it is down, needs other credentials, answers
+garbage or trickles, the build goes on with the local cache and says so in one line (ccache itself also degrades to
+local on errors and timeouts during the build). Credentials in a URL are masked in every message and record. Which
+units hit which cache is read back from ccache's stats log."""
 
+import re
 import shutil
-import socket
 import subprocess
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from .errors import AmxforgeError
+from .netio import Unanswered, exchange
 
 SCHEMES = ("redis", "http")
 # ccache's wait for a remote answer (ms): a slow server costs each unit at most this, then ccache compiles locally
 ATTRIBUTES = {"redis": "connect-timeout=500|operation-timeout=2000", "http": "connect-timeout=500|operation-timeout=2000"}
 
 
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def mask(value: str) -> str:
+    """The URL as it may be shown or recorded: its password (or a lone user-info token, which ccache's Redis storage
+    takes as the password) replaced by ***. The user info ends at the netloc's last '@', as urlsplit reads it."""
+    m = SCHEME.match(value)
+    if not m:
+        return value
+    netloc, slash, rest = value[m.end():].partition("/")
+    info, at, hostport = netloc.rpartition("@")
+    if not at:
+        return value
+    shown = f"{info.split(':', 1)[0]}:***" if ":" in info else "***"
+    return f"{m.group(0)}{shown}@{hostport}{slash}{rest}"
+
+
 def parse_cache_url(value: str) -> str:
-    """cache=redis://HOST[:PORT] or http://HOST[:PORT]/PATH, validated: one line naming the fix otherwise."""
+    """cache=redis://[[USER:]PASSWORD@]HOST[:PORT] or http://[USER:PASSWORD@]HOST[:PORT]/PATH, validated: one line
+    naming the fix otherwise."""
+    shown = mask(value)
     if "|" in value:
-        raise AmxforgeError(f"cache={value!r}: no ccache attributes here; amxforge sets the timeouts itself")
-    url = urllib.parse.urlsplit(value)
-    if url.scheme not in SCHEMES or not url.hostname:
-        raise AmxforgeError(f"cache={value!r}: give redis://HOST:PORT or http://HOST[:PORT]/PATH (ccache remote "
-                            f"storage)")
+        raise AmxforgeError(f"cache={shown!r}: no ccache attributes here; amxforge sets the timeouts itself")
     try:
-        url.port
+        url = urllib.parse.urlsplit(value)
+        host = url.hostname
+    except ValueError as exc:
+        raise AmxforgeError(f"cache={shown!r}: not a URL ({exc}); give redis://HOST:PORT or http://HOST[:PORT]/PATH, "
+                            f"e.g. redis://10.0.0.2:6379") from None
+    try:
+        port = url.port
     except ValueError:
-        raise AmxforgeError(f"cache={value!r}: the port is not a number; e.g. redis://10.0.0.2:6379") from None
+        raise AmxforgeError(f"cache={shown!r}: the port is not a number; e.g. redis://10.0.0.2:6379") from None
+    if url.scheme not in SCHEMES or not host or any(c in value for c in " \t\r\n"):
+        raise AmxforgeError(f"cache={shown!r}: give redis://HOST:PORT or http://HOST[:PORT]/PATH (ccache remote "
+                            f"storage)")
+    if port == 0:
+        raise AmxforgeError(f"cache={shown!r}: port 0; e.g. redis://10.0.0.2:6379")
     return value
 
 
-def reachable(value: str, timeout: float = 2.0):
-    """(True, None) or (False, why): a Redis PING answered +PONG, or any HTTP answer from the server."""
+def _redis_command(*words: str) -> bytes:
+    """One Redis command in the protocol's array form (a password may hold spaces)."""
+    parts = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        data = word.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def reachable(value: str, deadline: float = 3.0):
+    """(True, None) or (False, why): a Redis server that takes the URL's credentials and answers PING with +PONG, or
+    an HTTP server that answers HEAD with a status line; each within `deadline` seconds in all."""
     url = urllib.parse.urlsplit(value)
+    port = url.port or (6379 if url.scheme == "redis" else 80)
     if url.scheme == "redis":
+        user, password = urllib.parse.unquote(url.username or ""), urllib.parse.unquote(url.password or "")
+        if url.username is not None and url.password is None:
+            user, password = "", user  # redis://PASSWORD@HOST: ccache's form for a password alone
+        auth = [_redis_command("AUTH", *([user] if user else []), password)] if password else []
+        request = b"".join(auth) + _redis_command("PING")
         try:
-            with socket.create_connection((url.hostname, url.port or 6379), timeout=timeout) as sock:
-                sock.sendall(b"PING\r\n")
-                answer = sock.recv(64)
-        except OSError as exc:
-            return False, exc.strerror or str(exc)
-        if not answer.startswith(b"+PONG"):
-            return False, f"it answered {answer[:40]!r} to PING, not +PONG: not a Redis server"
+            answer = exchange(url.hostname, port, request, lambda d: d.count(b"\r\n") >= len(auth) + 1 or
+                              (d.startswith(b"-") and b"\r\n" in d), deadline=deadline, cap=4096)
+        except Unanswered as exc:
+            return False, exc.strerror
+        if not answer:
+            return False, "it closed the connection without answering: not a Redis server"
+        lines = answer.split(b"\r\n") + [b""] * 3  # a short answer (the server closed early) is judged too
+        if lines[0].startswith(b"-"):
+            return False, f"it refused: {lines[0][1:80].decode(errors='replace')}" + \
+                ("" if password else " (give the password as redis://PASSWORD@HOST:PORT)")
+        if auth and lines[0] != b"+OK":
+            return False, f"it answered {lines[0][:40]!r} to AUTH, not +OK: not a Redis server"
+        if lines[len(auth)] != b"+PONG":
+            return False, f"it answered {lines[len(auth)][:40]!r} to PING, not +PONG: not a Redis server"
         return True, None
+    request = (f"HEAD {url.path or '/'} HTTP/1.1\r\nHost: {url.hostname}\r\nConnection: close\r\n\r\n").encode()
     try:
-        urllib.request.urlopen(urllib.request.Request(value, method="HEAD"), timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return True, None  # a server that answers, even 404 for the bare path, is there
-    except (OSError, ValueError) as exc:
-        return False, str(getattr(exc, "reason", exc))
-    return True, None
+        answer = exchange(url.hostname, port, request, lambda d: b"\r\n" in d, deadline=deadline, cap=8192)
+    except Unanswered as exc:
+        return False, exc.strerror
+    if not answer:
+        return False, "it closed the connection without answering: not an HTTP server"
+    if not re.match(rb"HTTP/1\.[01] \d{3} ", answer):
+        return False, f"it answered {answer[:40]!r} to HEAD, not an HTTP status line: not an HTTP server"
+    return True, None  # any status, even 404 for the bare path: the server is there
 
 
 _checked = {}
@@ -81,9 +135,9 @@ def usable_remote(url: str, warn):
         ok, why = reachable(url)
         _checked[url] = ok
         if not ok:
-            warn(f"amxforge: warning: remote cache {url} is unreachable or unusable ({why}); "
+            warn(f"amxforge: warning: remote cache {mask(url)} is unreachable or unusable ({why}); "
                  f"building with the local cache only")
-    return (url if _checked[url] else None), {"url": url, "reachable": _checked[url]}
+    return (url if _checked[url] else None), {"url": mask(url), "reachable": _checked[url]}
 
 
 def namespace(ctx) -> str:
@@ -103,7 +157,7 @@ def ccache_settings(ccache, url, namespace, base_dir: Path, statslog: Path, warn
     now (else one warning line); a fresh stats log."""
     if not ccache:
         if url:
-            warn_once(f"amxforge: warning: cache={url} needs ccache (>= 4.4): apt install ccache; building without a "
+            warn_once(f"amxforge: warning: cache={mask(url)} needs ccache (>= 4.4): apt install ccache; building without a "
                       f"cache", warn)
         return {}, None
     remote = None
@@ -135,8 +189,9 @@ def read_statslog(path: Path) -> dict:
         if current is not None:
             outcome[current] = next((name for name, keys in OUTCOMES if counters & set(keys)), "uncached")
 
+    from .atomic import read_text
     try:
-        lines = Path(path).read_text(errors="replace").splitlines()
+        lines = read_text(path).splitlines()
     except OSError:
         return {}
     for line in lines:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import atomic
 from .errors import AmxforgeError
+from .netio import exchange
 
 ENGINES = ("icecc",)
 SCHEDULER_PORT = 8765  # the monitor (text) interface listens on this + 1
@@ -63,18 +64,12 @@ def scheduler_option(option: str, environ=os.environ) -> str:
     return option or environ.get("ICECC_SCHEDULER", "")
 
 
-def list_daemons(host: str, port: int, timeout: float = 3.0) -> tuple:
+def list_daemons(host: str, port: int, deadline: float = 5.0) -> tuple:
     """Ask the scheduler's monitor interface for its daemons: ([{name, ip, port, arch, busy, slots, load, remote}],
-    the address this host reaches it from). Raises OSError when it does not answer as a scheduler."""
-    with socket.create_connection((host, port + 1), timeout=timeout) as sock:
-        here = sock.getsockname()[0]
-        sock.sendall(b"listcs\nquit\n")
-        data = b""
-        while b"200 done" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+    the address this host reaches it from). Raises OSError when it does not answer as a scheduler within `deadline`
+    seconds in all (a monitor that trickles or floods is cut off: at most 4 MiB)."""
+    here = _source_address(host, port + 1)
+    data = exchange(host, port + 1, b"listcs\nquit\n", lambda d: b"200 done" in d, deadline=deadline, cap=4 << 20)
     text = data.decode(errors="replace")
     if not text.startswith("200") or "200 done" not in text:
         raise OSError(f"{host}:{port + 1} answered {text[:60]!r}: not an icecream scheduler's monitor port")
@@ -87,6 +82,17 @@ def list_daemons(host: str, port: int, timeout: float = 3.0) -> tuple:
                             "busy": int(d["busy"]), "slots": int(d["slots"]), "load": int(d["load"]),
                             "remote": int(d["port"]) != 0})  # a daemon started --no-remote has port 0
     return daemons, here
+
+
+def _source_address(host: str, port: int) -> str:
+    """The address this host uses to reach host:port (a UDP connect sends nothing)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((host, port))
+            return sock.getsockname()[0]
+    except OSError:
+        return None
 
 
 def local_daemon(timeout: float = 1.0):
@@ -221,7 +227,7 @@ def where(log_path) -> dict:
     """Where icecc compiled one unit, from its debug log: {"where": "remote", "host": ip} or {"where": "local"}, with
     "retried" when a remote host failed and the unit was compiled here; None when icecc did not run (a cache hit)."""
     try:
-        text = Path(log_path).read_text(errors="replace")
+        text = atomic.read_text(log_path)
     except OSError:
         return None
     host = None

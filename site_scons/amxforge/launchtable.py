@@ -2,13 +2,18 @@
 (name, directory relative to the root, the CPU features it needs, "gpu" or ""); for a package also every file of each
 variant with its size and CRC-32 (checked by the selector at every start), and the manifest's CRC-32."""
 
+import zlib
+
 from .templating import render
 
 
 def launch_table(variants, package: str = None, files=None, manifest=None) -> str:
+    """The table, ending with the line the launcher checks everything before it against: `end`, the number of lines
+    before it and their CRC-32 (a table cut at a line boundary, or missing a line, is damaged)."""
     context = {"variants": variants, "package": package or ""}
     if files is not None:
         context["files"] = files
     if manifest is not None:
         context["manifest"] = manifest
-    return render("launcher", "launch.tsv.j2", **context)
+    body = render("launcher", "launch.tsv.j2", **context)
+    return body + f"end\t{body.count(chr(10))}\t{zlib.crc32(body.encode()):08x}\n"

@@ -2,8 +2,10 @@
 reason and exits 2, never SIGILL (missing features are simulated with AMXFORGE_GUARD_HIDE where the host has them)."""
 
 import json
+import os
 import re
 import shutil
+import zlib
 
 import pytest
 
@@ -57,11 +59,27 @@ def test_forcing_an_unknown_variant_is_one_line_and_exit_2(fork_project):
         "llama-bench: AMXFORGE_VARIANT=avx1024 is not a variant of this build; choose one of: baseline"]
 
 
+def sealed(body: str) -> str:
+    """A table body with the end line amxforge writes (the damage is then in the lines, not the seal)."""
+    return body + f"end\t{body.count(chr(10))}\t{zlib.crc32(body.encode()):08x}\n"
+
+
+def cut_last_line(t):
+    lines = t.read_text().splitlines(keepends=True)
+    t.write_text("".join(lines[:-1]))
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda t: t.write_text(""), "not an amxforge launch table"),
-    (lambda t: t.write_text("amxforge-launch\t1\nvariant\tbaseline\n"), "damaged (want variant"),
+    (lambda t: t.write_text("amxforge-launch\t1\nvariant\tbaseline\n"), "its end line does not match"),
+    (lambda t: t.write_text(sealed("amxforge-launch\t1\nvariant\tbaseline\n")), "damaged (want variant"),
     (lambda t: t.unlink(), "cannot read"),
-    (lambda t: t.write_text("amxforge-launch\t1\n"), "lists no variant"),
+    (lambda t: t.write_text(sealed("amxforge-launch\t1\n")), "lists no variant"),
+    (cut_last_line, "its end line does not match"),
+    (lambda t: t.write_text(t.read_text().replace("variant\tbaseline\t.\t", "variant\tbaseline\t.\tamx_tile ")),
+     "its end line does not match"),
+    (lambda t: (t.unlink(), os.mkfifo(t)), "is a FIFO, not a regular file"),
+    (lambda t: (t.unlink(), t.mkdir()), "is a directory, not a regular file"),
 ])
 def test_a_damaged_launch_table_is_named_and_exit_2(tmp_path, fork_project, damage, message):
     build = tmp_path / "copy"

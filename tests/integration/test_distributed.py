@@ -145,6 +145,31 @@ def test_a_dead_scheduler_is_one_warning_and_a_local_build(cluster, tmp_path):
     assert {u["where"] for u in ledger(project)} == {"local"} and all("dist" not in u for u in ledger(project))
 
 
+@pytest.mark.parametrize("mode,why", [("trickle", "no complete answer within"), ("flood", "answered more than")])
+def test_a_scheduler_that_trickles_or_floods_is_cut_off(cluster, tmp_path, mode, why):
+    """Issue 18 item 5: a monitor port that answers one line and then a byte a second (or without end) made
+    `amxforge dist status` and `scons dist=icecc` wait forever (or eat memory); now a deadline and a cap: one line,
+    and the build compiles here."""
+    host = cluster.hosts["r2"]
+    port = 9765 if mode == "trickle" else 9865
+    host.troublesome(port + 1, mode, greeting=b"200 Welcome to the monitor\r\n")
+    started = time.monotonic()
+    res = in_builder(cluster, cluster.workdir, tool("amxforge"), "dist", "status", "--scheduler",
+                     f"{host.ip}:{port}", "--json", timeout=60)
+    assert res.returncode == 1 and time.monotonic() - started < 30, res.stderr
+    assert why in json.loads(res.stdout)["scheduler"]["why"]
+    if mode == "flood":
+        return
+    project = make_project(tmp_path / "slow-sched")
+    res = in_builder(cluster, project, tool("scons"), "-Q",
+                     f"--site-dir={os.path.join(os.path.dirname(__file__), '..', '..', 'site_scons')}",
+                     "variant=baseline", "fork=minifork", "fork_targets=llama-bench", "dist=icecc",
+                     f"dist_scheduler={host.ip}:{port}", env={"CCACHE_DIR": str(tmp_path / "ccache")}, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("amxforge: warning: dist=icecc")]
+    assert len(warnings) == 1 and why in warnings[0] and "compiling on this host" in warnings[0]
+
+
 def test_another_compiler_never_gets_the_first_ones_entries(cluster, tmp_path):
     """compiler_check=content: a builder whose gcc differs (here: one byte appended to a copy of the driver) shares
     the remote cache without hitting entries another compiler made, and its own pinned toolchain is another one."""

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -91,29 +92,25 @@ def test_each_variant_has_its_own_namespace(redis, tmp_path):
 
 
 @pytest.mark.parametrize("server,why", [
-    (None, "unreachable"),
+    (None, "Connection refused"),
     ("garbage", "not a Redis server"),
-    ("silent", "unreachable"),
+    ("silent", "no complete answer within"),
+    ("trickle", "no complete answer within"),  # one byte a second: never a whole answer (issue 18, item 5)
+    ("flood", "answered more than"),  # an endless answer: cut off at the cap, not read into memory
 ])
 def test_a_remote_cache_that_fails_leaves_the_local_cache(server_host, tmp_path, server, why):
-    port = {None: 6390, "garbage": 6391, "silent": 6392}[server]
+    port = {None: 6390, "garbage": 6391, "silent": 6392, "trickle": 6393, "flood": 6394}[server]
     ip = server_host.ip
-    if server == "garbage":  # answers anything with bytes that are not RESP
-        server_host.start("python3", "-c", "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,"
-                    "socket.SO_REUSEADDR,1);s.bind(('%s',%d));s.listen()\nwhile True:\n c,_=s.accept();c.recv(99);"
-                    "c.sendall(b'\\x00garbage\\r\\n');c.close()" % (ip, port))
-        server_host.wait_port(port)
-    elif server == "silent":  # accepts and never answers
-        server_host.start("python3", "-c", "import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,"
-                    "socket.SO_REUSEADDR,1);s.bind(('%s',%d));s.listen()\nkeep=[]\nwhile True:\n keep.append("
-                    "s.accept())" % (ip, port))
-        server_host.wait_port(port)
+    if server:
+        server_host.troublesome(port, server, greeting=b"+PO" if server == "trickle" else b"")
     project = make_project(tmp_path / "p")
     url = f"redis://{ip}:{port}"
+    started = time.monotonic()
     res = build(project, url, tmp_path / "cache")
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     warnings = [line for line in res.stderr.splitlines() if line.startswith("amxforge: warning: remote cache")]
-    assert len(warnings) == 1 and why in warnings[0] and "building with the local cache" in warnings[0]
+    assert len(warnings) == 1 and why in warnings[0] and "building with the local cache" in warnings[0], warnings
+    assert time.monotonic() - started < 60  # the check's deadline, not the server, decides
     assert record(project)["ccache"]["remote"] == {"url": url, "reachable": False}
     assert {u["cache"] for u in ledger(project)} == {"miss"}
     # the local cache still works: a rebuild from a clean tree hits it
@@ -126,11 +123,55 @@ def test_a_remote_cache_that_fails_leaves_the_local_cache(server_host, tmp_path,
     ("ftp://host/x", "give redis://HOST:PORT or http://HOST[:PORT]/PATH"),
     ("redis://host:port", "the port is not a number"),
     ("redis://h:1|operation-timeout=1", "no ccache attributes here"),
+    ("http://[::1", "not a URL (Invalid IPv6 URL)"),
+    ("redis://hunter2@h:port", "the port is not a number"),
 ])
 def test_bad_cache_values_are_one_line(tmp_path, value, expect):
     project = make_project(tmp_path / "bad")
     res = scons(project, "variant=baseline", "fork=minifork", f"cache={value}")
     assert res.returncode == 2 and expect in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "hunter2" not in res.stderr
+
+
+@pytest.fixture(scope="module")
+def redis_with_password(server_host):
+    return server_host.redis(port=6380, password="hunter2")
+
+
+def test_a_redis_that_needs_a_password_gets_it_from_the_url_and_never_shows_it(redis_with_password, tmp_path):
+    """redis://PASSWORD@HOST:PORT (ccache's form): amxforge's check sends AUTH as ccache does; the password appears
+    in no message and no record; without it, or with a wrong one, one warning naming why and a local build."""
+    host = redis_with_password.split("//")[1]
+    good = f"redis://hunter2@{host}"
+    project = make_project(tmp_path / "auth")
+    res = build(project, good, tmp_path / "c1")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "warning" not in res.stderr and record(project)["ccache"]["remote"] == {"url": f"redis://***@{host}",
+                                                                                 "reachable": True}
+    second = make_project(tmp_path / "auth2")  # the entries really went to the server
+    assert build(second, good, tmp_path / "c2").returncode == 0
+    assert {u["cache"] for u in ledger(second)} == {"remote"}
+    for url, why in ((f"redis://{host}", "NOAUTH"), (f"redis://wrong-pass@{host}", "WRONGPASS")):
+        other = make_project(tmp_path / why)
+        res = build(other, url, tmp_path / f"c-{why}")
+        assert res.returncode == 0
+        warning = next(line for line in res.stderr.splitlines() if "warning: remote cache" in line)
+        assert why in warning and "wrong-pass" not in res.stdout + res.stderr
+    status = run([tool("amxforge"), "dist", "status", "--cache", good, "--json"])
+    assert status.returncode == 0 and "hunter2" not in status.stdout + status.stderr
+    assert json.loads(status.stdout)["cache"] == {"url": f"redis://***@{host}", "reachable": True, "why": None}
+    for build_dir in (project / "build").rglob("*.json"):
+        assert "hunter2" not in build_dir.read_text(), build_dir
+
+
+def test_an_http_cache_answering_garbage_or_trickling_is_one_warning(server_host, tmp_path):
+    for port, mode, why in ((8091, "garbage", "not an HTTP server"), (8092, "trickle", "no complete answer")):
+        server_host.troublesome(port, mode, greeting=b"HTT" if mode == "trickle" else b"")
+        project = make_project(tmp_path / mode)
+        res = build(project, f"http://{server_host.ip}:{port}/cache", tmp_path / f"c-{mode}")
+        assert res.returncode == 0, res.stderr[-2000:]
+        warnings = [line for line in res.stderr.splitlines() if "warning: remote cache" in line]
+        assert len(warnings) == 1 and why in warnings[0], warnings
 
 
 def test_dist_status_reports_the_cache(redis, server_host):

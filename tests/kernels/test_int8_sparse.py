@@ -156,6 +156,22 @@ def test_corrupted_files_are_rejected_with_a_message(ref_lib, tmp_path, damage, 
         lib.sparse_load(bad)
 
 
+@pytest.mark.parametrize("shape,message", [
+    ("directory", r"is a directory, not a regular file"),  # once: "truncated header (9223372036854775807 bytes)"
+    ("fifo", r"is a FIFO, not a regular file"),  # opened without waiting for a writer
+    ("missing", r"No such file or directory"),
+])
+def test_the_sparse_loader_reads_regular_files_only(ref_lib, tmp_path, shape, message):
+    import os
+    path = tmp_path / "w.amxs"
+    if shape == "directory":
+        path.mkdir()
+    elif shape == "fifo":
+        os.mkfifo(path)
+    with pytest.raises(AmxforgeError, match=message):
+        ref_lib.sparse_load(path)
+
+
 @pytest.mark.parametrize("B,dtype,message", [
     (np.array([[0x3F80, 0x7FC0]], np.uint16), "bf16", r"B\[0\]\[1\] is Inf or NaN"),
     (np.array([[0x7F80]], np.uint16), "bf16", "Inf or NaN"),

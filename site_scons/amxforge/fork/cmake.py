@@ -28,11 +28,11 @@ def read_cache(build_dir: Path) -> dict:
     """{NAME: VALUE} from build_dir/CMakeCache.txt; {} when there is none."""
     path = Path(build_dir) / "CMakeCache.txt"
     try:
-        text = path.read_text(errors="replace")
+        text = atomic.read_text(path)
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        raise AmxforgeError(f"{path}: cannot be read ({exc.strerror}); remove it to configure afresh") from None
+        raise AmxforgeError(f"{path}: cannot be read ({atomic.why(exc)}); remove it to configure afresh") from None
     out = {}
     for line in text.splitlines():
         if not line or line.startswith(("#", "//")) or "=" not in line:

@@ -7,6 +7,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..atomic import read_text, why
 from ..errors import AmxforgeError
 
 KINDS = {
@@ -57,7 +58,10 @@ def detect_fork(path, base=None) -> ForkInfo:
     for cml in (root / "CMakeLists.txt", root / "ggml" / "CMakeLists.txt", src / "CMakeLists.txt",
                 src / "ggml-cpu" / "CMakeLists.txt"):
         if cml.is_file():
-            options.update(_OPTION.findall(cml.read_text(errors="replace")))
+            try:
+                options.update(_OPTION.findall(read_text(cml)))
+            except OSError as exc:
+                raise AmxforgeError(f"fork={path}: {cml} cannot be read ({why(exc)})") from None
     commit, dirty = _git_state(root)
     return ForkInfo(root, kind, commit, sorted(o for o in options if o in KNOWN_OPTIONS), dirty)
 

@@ -3,7 +3,6 @@ ledger of a CMake binary dir grows with every build (a unit compiled again appea
 object wins); build/VARIANT/fork/ledger.jsonl holds only the units of the last good build, each with its object's
 size and hash (written by fork/driver.py)."""
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -14,10 +13,11 @@ RECORD = "amxforge-build.json"  # in build/VARIANT/fork/: the last good build's 
 def read_ledger(path: Path, offset: int = 0) -> list:
     """A live ledger's latest successful entry per object (a line cut short by a killed build is skipped: that unit is
     compiled, and logged, again on resume); from byte `offset` on: the entries of the build that started there."""
+    from ..atomic import open_regular
     if not Path(path).is_file():
         return []
     latest = {}
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         f.seek(offset)
         text = f.read().decode(errors="replace")
     for line in text.splitlines():
@@ -33,9 +33,9 @@ def read_ledger(path: Path, offset: int = 0) -> list:
 def snapshot_entry(entry: dict) -> dict:
     """A live entry as the last good build records it: with its object's size, mtime and sha256."""
     obj = Path(entry["object"])
+    from ..atomic import file_sha256
     st = obj.stat()
-    digest = hashlib.sha256(obj.read_bytes()).hexdigest()
-    return entry | {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    return entry | {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(obj)}
 
 
 def compile_commands(entries: list, directory: str) -> list:

@@ -31,7 +31,8 @@ def accepted_flags(compiler_path: str, flags) -> dict:
     path = cache_dir() / f"flags-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.json"
     known = {}
     try:
-        data = json.loads(path.read_text())
+        from ..atomic import read_text
+        data = json.loads(read_text(path))
         if isinstance(data, dict) and data.get("compiler") == ident and isinstance(data.get("flags"), dict):
             known = {f: bool(ok) for f, ok in data["flags"].items()}
     except (OSError, ValueError):

@@ -21,16 +21,20 @@ def default_cc() -> str:
 
 
 def probe(refresh: bool = False, cpuinfo: str = None) -> dict:
+    # the fix names the way this cpuinfo was given: --cpuinfo (amxforge probe) or AMXFORGE_CPUINFO (everything else,
+    # scons included, which has no such option)
+    fix = ("pass --cpuinfo a saved copy of a machine's /proc/cpuinfo (cat /proc/cpuinfo > FILE on it)" if cpuinfo else
+           f"set {CPUINFO_ENV}=FILE to a saved copy of a machine's /proc/cpuinfo (cat /proc/cpuinfo > FILE on it)")
     cpuinfo = cpuinfo or os.environ.get(CPUINFO_ENV)
-    source = cpuinfo or "/proc/cpuinfo"
+    source = (f"{CPUINFO_ENV}={cpuinfo}" if cpuinfo and cpuinfo == os.environ.get(CPUINFO_ENV) else cpuinfo) or \
+        "/proc/cpuinfo"
     try:
         text = read_cpuinfo_text(cpuinfo)
     except (OSError, UnicodeError) as exc:
-        raise AmxforgeError(f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}; "
-                            f"pass --cpuinfo FILE with a saved copy of a machine's /proc/cpuinfo") from None
+        raise AmxforgeError(f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}; {fix}") from None
     if not first_processor(text).get("flags", "").split():
         raise AmxforgeError(f"{source}: no `flags` line in its first processor block: not a Linux x86 "
-                            f"/proc/cpuinfo; save one with `cat /proc/cpuinfo > FILE` on the machine to judge")
+                            f"/proc/cpuinfo; {fix}")
     # a foreign cpuinfo has its own cache file: judging another machine never replaces this host's cached probe
     key = cache.cache_key(_cpu_identity(text) + (cpuinfo or ""))
     if not refresh:

@@ -51,10 +51,10 @@ def cache_file(cpuinfo: str = None):
 def load(key: str, cpuinfo: str = None):
     """The cached result for this key, or None: a missing, damaged or foreign-shaped cache is a miss (and is
     rewritten by the probe that follows), never an error."""
+    from ..atomic import read_text
     try:
-        with open(cache_file(cpuinfo)) as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
+        data = json.loads(read_text(cache_file(cpuinfo)))
+    except (OSError, ValueError):  # a FIFO or anything else where the cache was is a miss too
         return None
     if not isinstance(data, dict) or data.get("key") != key:
         return None

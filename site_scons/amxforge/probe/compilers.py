@@ -11,20 +11,23 @@ NAMES = ("gcc", "g++", "clang", "clang++")
 
 
 @lru_cache(maxsize=None)
-def identify(command: str) -> Compiler:
-    """Family and version of a compiler command (gcc: -dumpfullversion; clang: -dumpversion)."""
+def identify(command: str, var: str = "CC") -> Compiler:
+    """Family and version of a compiler command (gcc: -dumpfullversion; clang: -dumpversion); `var` is the variable
+    that named it (CC or CXX), which the fix names."""
     path = shutil.which(command)
     if not path:
-        raise AmxforgeError(f"compiler {command!r} not found on PATH; install it or pass CC=/path/to/compiler")
+        raise AmxforgeError(f"compiler {command!r} ({var}) not found on PATH; install it or pass {var}=/path/to/it")
     try:
         banner = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
         family = "clang" if "clang" in banner.lower() else "gcc"
         option = "-dumpfullversion" if family == "gcc" else "-dumpversion"
         version = subprocess.run([path, option], capture_output=True, text=True, timeout=30).stdout.strip()
-    except OSError as exc:
-        raise AmxforgeError(f"compiler {path} does not run ({exc}); pass CC=/path/to/a/working/compiler") from None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AmxforgeError(f"compiler {path} ({var}) does not run ({exc}); pass {var}=/path/to/a/working/compiler") \
+            from None
     if not version or not version[0].isdigit():
-        raise AmxforgeError(f"cannot read the version of {path}; pass CC= a gcc or clang")
+        raise AmxforgeError(f"cannot read the version of {path} ({var}); pass {var}= a gcc or clang"
+                            f"{'++' if var == 'CXX' else ''}")
     return Compiler(family, version, path)
 
 

@@ -1,6 +1,5 @@
 """CPU: vendor, family, model and feature flags from /proc/cpuinfo (Linux spellings); archspec's name as info."""
 
-from pathlib import Path
 
 CPUINFO = "/proc/cpuinfo"
 
@@ -52,7 +51,9 @@ def uarch_name(vendor: str, features) -> str:
 
 
 def read_cpuinfo_text(path: str = None) -> str:
-    return Path(path or CPUINFO).read_text(errors="replace")
+    """A regular file only (a FIFO given as --cpuinfo would block forever), at most 16 MiB."""
+    from ..atomic import read_text
+    return read_text(path or CPUINFO, cap=16 << 20)
 
 
 def probe_cpu(text: str) -> dict:
