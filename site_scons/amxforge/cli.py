@@ -46,10 +46,15 @@ def probe(as_json, refresh, cpuinfo):
 
 
 def resolve_variant(variant) -> str:
-    """A --variant left out (or `auto`) is the variant `scons` builds here: the best this host can build and run."""
+    """A --variant left out (or `auto`) is the variant `scons` builds here: the best this host can build and run.
+    Anything else must be a variant's name (not a path, not shell text): one line listing them otherwise."""
     if variant in (None, "auto"):
         from .probe import choose_auto, probe as run_probe
         return choose_auto(run_probe())
+    from .policy import Policy
+    variants = Policy().variants
+    if variant not in variants.raw:
+        raise variants.unknown(variant)
     return variant
 
 
@@ -84,7 +89,8 @@ def flags(variant, cc, cuda_arch, as_json, files):
     """
     from .context import VariantContext
 
-    ctx = VariantContext(variant or "auto", cc=cc, cuda_arch=cuda_arch)
+    from .policy.cuda_arch import CLI
+    ctx = VariantContext(resolve_variant(variant), cc=cc, cuda_arch=cuda_arch, cuda_option=CLI)
     for name in files:
         path = Path(name)
         if not path.exists():
@@ -237,6 +243,8 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
     except (ValueError, AssertionError):
         raise AmxforgeError(f"--synth {synth_shape!r}: give LAYERSxDIMxFF, e.g. 8x2048x5632") from None
     out_dir = Path(out) if Path(out).is_absolute() else project / out
+    if save_preference:
+        fb.check_preference_writable()  # before the benchmark, not after it
     req = fb.Request(forks=list(forks), packages=[Path(p).resolve() for p in packages], variants=chosen,
                      threads=list(dict.fromkeys(_counts(threads, "--threads", "1,2,4"))), types=qtypes,
                      model=Path(model).resolve() if model else None, amx=amx, pp=pp, tg=tg, reps=reps, warmup=warmup,
@@ -312,18 +320,22 @@ def fork_detect(path, as_json):
 @click.option("--variants", required=True, metavar="V,V,...",
               help="the variants to ship, e.g. baseline,avx512,amx (cuda, amx-cuda too); the selector picks one at run time")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="the release directory to write (refused if it exists and is not empty, unless --force)")
+              help="the release directory to write: new, empty, or an earlier release (with --force); never the "
+                   "project, build/, a checkout, / or your home")
 @click.option("--fork", default=None, help="a fork tree to build into every variant (ik_llama.cpp, ggml, ...)")
 @click.option("--fork-targets", default="llama-bench", show_default=True,
               help="comma-separated fork targets to ship (with --fork)")
 @click.option("--name", default=None, help="package name (default: the fork's kind, or amxforge-kernels)")
 @click.option("--version", "version_", default=None, help="package version (default: amxforge's, with the commit)")
-@click.option("--force", is_flag=True, help="replace an existing --out")
+@click.option("--force", is_flag=True, help="replace an earlier release at --out (nothing else is ever replaced)")
+@click.option("--cuda-arch", default=None, metavar="ARCHS",
+              help="CUDA archs for the cuda variants, e.g. 90 or '86;89;120a' (default: the GPUs visible here; a "
+                   "GPU-less builder must name them)")
 @click.option("--jobs", type=click.IntRange(1, 1024), default=None, help="parallel compile jobs per variant build")
 @click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
               help="the amxforge project to build in (default: here)")
 @click.option("--json", "as_json", is_flag=True, help="the summary as JSON")
-def package(variants, out, fork, fork_targets, name, version_, force, jobs, project, as_json):
+def package(variants, out, fork, fork_targets, name, version_, force, cuda_arch, jobs, project, as_json):
     """Build every variant, audit each (an unclean one is refused, naming the object), and write one release:
     OUT/bin/<target> picks the best variant that runs on each machine (AMXFORGE_EXPLAIN=1 says why, AMXFORGE_VARIANT
     forces one), OUT/manifest.json names each variant's CPU and OS needs, and OUT.tar.gz is reproducible."""
@@ -333,7 +345,7 @@ def package(variants, out, fork, fork_targets, name, version_, force, jobs, proj
     if fork and not targets:
         raise AmxforgeError("--fork-targets is empty; name at least one, e.g. --fork-targets llama-bench")
     req = Request(_csv(variants), Path(out).resolve(), Path(project).resolve(),
-                  fork, targets, name, version_, force, jobs)
+                  fork, targets, name, version_, force, jobs, cuda_arch)
     summary = make_package(req, log=lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json.dumps({k: v for k, v in summary.items() if k != "manifest"}))
@@ -369,7 +381,7 @@ def dist_status(cache, scheduler, project, as_json):
     cache and where their units compiled. Exit 1 when a configured cache or scheduler cannot be used."""
     import os
     from . import dist as icecream
-    from .cache import ccache_facts, last_builds, parse_cache_url, reachable
+    from .cache import ccache_facts, last_builds, mask, parse_cache_url, reachable
 
     cache = cache or os.environ.get("AMXFORGE_CACHE_URL")
     scheduler = icecream.scheduler_option(scheduler or "")
@@ -377,7 +389,7 @@ def dist_status(cache, scheduler, project, as_json):
               "toolchains": icecream.toolchains()}
     if cache:
         ok, why = reachable(parse_cache_url(cache))
-        status["cache"] = {"url": cache, "reachable": ok, "why": why}
+        status["cache"] = {"url": mask(cache), "reachable": ok, "why": why}
     if scheduler:
         status["scheduler"] = icecream.check(scheduler)
     if as_json:
@@ -429,9 +441,23 @@ def _usage_line(exc: click.exceptions.UsageError) -> str:
     return f"amxforge: error: {path}: {exc.format_message().rstrip('.')}; see `{path} --help`"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that what it was writing is cleaned up on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None):
     """Exit codes: 0 ok; 1 findings (the audit); 2 bad input or cannot run here (one line on stderr); 3 internal
-    error (one line naming the log file that holds the traceback); 130 interrupted. Never a Python traceback."""
+    error (one line naming the log file that holds the traceback); 130 interrupted (143 terminated). Never a Python
+    traceback. SIGTERM unwinds like Ctrl-C: staging directories and temporary files are removed on the way out."""
+    import signal
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:
+        pass  # not the main thread (a test calling main()): the default disposition stays
     try:
         cli.main(args=argv, prog_name="amxforge", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -442,7 +468,11 @@ def main(argv=None):
     except click.ClickException as exc:
         click.echo(f"amxforge: error: {exc.format_message()}", err=True)
         return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # click turns an interrupt into Abort, keeping it as the cause
+        if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):
+            click.echo("amxforge: terminated", err=True)
+            return 143
         click.echo("amxforge: interrupted", err=True)
         return 130
     except AmxforgeError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 from .argv import refuse_control_characters
 from .errors import AmxforgeError
 from .policy import Policy, UnitPolicy
-from .policy.cuda_arch import resolve_cuda_archs
+from .policy.cuda_arch import SCONS as CUDA_SCONS, resolve_cuda_archs
 from .policy.planner import accepted_flags, choose_auto, plan
 from .probe import probe
 from .probe.compilers import identify
@@ -16,7 +16,7 @@ from .probe.compilers import identify
 
 class VariantContext:
     def __init__(self, variant: str, cc: str = None, cuda_arch: str = None, project_dir: Path = None,
-                 cxx: str = None, fork=None):
+                 cxx: str = None, fork=None, cuda_option: str = CUDA_SCONS):
         self.policy = Policy()
         self.project_dir = Path(project_dir or os.getcwd()).resolve()
         refuse_control_characters(self.project_dir, "the project directory")
@@ -24,18 +24,19 @@ class VariantContext:
         if variant not in valid:
             raise self.policy.variants.unknown(variant)
         self.probe = probe()
-        self.compiler = identify(cc or os.environ.get("CC") or "gcc")
+        self.cc_name = cc or os.environ.get("CC") or "gcc"  # as the user named it (CC=), for a rebuild to repeat
+        self.compiler = identify(self.cc_name)
         self.plan = plan(self.policy, self.probe, self.compiler)  # judged with the compiler this build uses
         self.requested = variant
         self.name = choose_auto(self.plan) if variant == "auto" else variant
         self.variant = self.policy.variant(self.name, self.probe["cpu"]["features"])
-        self._cxx_name = cxx or os.environ.get("CXX") or ("clang++" if self.compiler.family == "clang" else "g++")
+        self.cxx_name = cxx or os.environ.get("CXX") or ("clang++" if self.compiler.family == "clang" else "g++")
         self.fork = fork
         if cuda_arch and not self.variant.cuda:
             cuda = ", ".join(n for n in self.policy.variants.raw if self.policy.variants.fields(n).get("cuda"))
-            raise AmxforgeError(f"cuda_arch={cuda_arch} is for CUDA variants ({cuda}); variant {self.name} has no CUDA "
-                                f"units: leave cuda_arch out, or choose one of those variants")
-        self.cuda_archs = resolve_cuda_archs(cuda_arch, self.probe) if self.variant.cuda else ()
+            raise AmxforgeError(f"{cuda_option}{cuda_arch} is for CUDA variants ({cuda}); variant {self.name} has no "
+                                f"CUDA units: leave {cuda_option.strip(' =')} out, or choose one of those variants")
+        self.cuda_archs = resolve_cuda_archs(cuda_arch, self.probe, cuda_option) if self.variant.cuda else ()
         if fork is not None and self.cuda_archs:
             from .paths import toolchain_dir
             from .policy.cuda_arch import arch_specific
@@ -53,7 +54,7 @@ class VariantContext:
     @property
     def cxx(self):
         """The C++ compiler (fork builds): identified on first use."""
-        return identify(self._cxx_name)
+        return identify(self.cxx_name, "CXX")
 
     def runnable_here(self):
         """(True, None) or (False, why) for binaries of this variant on this host."""

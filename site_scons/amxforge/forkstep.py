@@ -40,7 +40,9 @@ def fork_step(env):
             return None
         except AmxforgeError:
             record = {"installed": [], "sha256": "damaged"}
-        return env.Command(f"{out}/retired.json", Value(record["sha256"]), Action(_retire, None))
+        node = env.Command(f"{out}/retired.json", Value(record["sha256"]), Action(_retire, None))
+        env.AlwaysBuild(node)  # a record there means files are installed now: the same build again is not retired
+        return node
     build = fork_build(env)
     # what the step would produce, deterministically; it runs again only when that changes or the state is stale
     desired = json.dumps({"stamp": build.stamp(), "config": build.config_text, "targets": build.targets},

@@ -93,7 +93,8 @@ def test_usage_errors_are_one_line_naming_the_fix(args, fragment):
 def test_model_synth_on_a_read_only_or_full_disk(tmp_path):
     with tmpfs(tmp_path / "small", "256k") as small:
         res = run([tool("amxforge"), "model", "synth", "--out", str(small / "m.gguf"), "--layers", "2"])
-        assert res.returncode == 2 and "cannot write" in one_line(res) and "the disk is full" in res.stderr
+        line = one_line(res)  # refused up front from the model's size, or when the disk fills while writing
+        assert res.returncode == 2 and "the disk is full" in line and ("cannot write" in line or "MiB free" in line)
         assert list(small.iterdir()) == []  # nothing half-written
         remount(small, "ro")
         res = run([tool("amxforge"), "model", "synth", "--out", str(small / "m.gguf"), "--layers", "1"])

@@ -2,6 +2,7 @@
 llama-sweep-bench takes the common options, --amx included, and prints the real JSONL): real builds, real runs,
 pinned; what the table must hold is computed from this host (which variants run, whether AMX runs)."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import shutil
 import pytest
 
 from conftest import make_project, run, tool, variant_runs_here
+from faultlib import remount, tmpfs
 
 VARIANTS = ["baseline", "avx512", "amx"]
 RUNNABLE = [v for v in VARIANTS if variant_runs_here(v)[0]]
@@ -148,6 +150,58 @@ def test_amx_on_for_a_tree_without_it_says_so(project, tmp_path):
 def test_bad_input_is_one_line_and_exit_2(project, tmp_path, args, expect):
     res = bench(project, "--fork", "minifork", "--variants", "baseline", *args, "--out", str(tmp_path / "o"))
     assert res.returncode == 2 and expect in one_line(res), res.stderr
+
+
+def _model(tmp_path, kind):
+    path = tmp_path / f"{kind}.gguf"
+    if kind == "magic-only":
+        path.write_bytes(b"GGUF" + os.urandom(64))
+    elif kind == "cut-short":
+        from amxforge.model.synth import ModelShape, synth
+        synth(tmp_path / "whole.gguf", "q8_0", ModelShape(layers=1, dim=256, ff=512))
+        path.write_bytes((tmp_path / "whole.gguf").read_bytes()[:200_000])
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("setup,expect", [
+    (lambda t: ["--model", str(_model(t, "magic-only"))], "a damaged GGUF file"),
+    (lambda t: ["--model", str(_model(t, "cut-short"))], "a damaged GGUF file"),
+    (lambda t: ["--model", str(_model(t, "directory"))], "is a directory, not a regular file"),
+    (lambda t: ["--model", str(_model(t, "fifo"))], "is a FIFO, not a regular file"),
+    (lambda t: ["--synth", "1x100000x100000"], "GiB of memory to write"),
+    (lambda t: ["--synth", "4x1000x2816"], "DIM of --synth (1000) must divide by the 16 heads synth uses"),
+])
+def test_bad_models_and_shapes_are_refused_before_anything_is_built(project, tmp_path, setup, expect):
+    """Issue 18 items 11 and 13: a file that only starts with the GGUF magic, a cut-short model, a directory or a
+    FIFO as --model, a synthetic shape that cannot fit in memory or has no valid head split: one line, exit 2, and
+    no build ran (the builds come after these checks)."""
+    res = bench(project, "--fork", "minifork", "--variants", "baseline", *setup(tmp_path), "--out",
+                str(tmp_path / "o"), timeout=60)
+    assert res.returncode == 2 and expect in one_line(res), res.stderr
+    assert "building" not in res.stderr and not (tmp_path / "o" / "builds").exists()
+
+
+@pytest.mark.parametrize("where", ["fifo", "directory", "read-only"])
+def test_save_preference_that_cannot_be_written_is_refused_before_the_benchmark(project, tmp_path, where):
+    """Issue 18 item 11: once an internal error after the whole benchmark; now one line before it."""
+    target = tmp_path / "pref"
+    with contextlib.ExitStack() as stack:
+        if where == "fifo":
+            os.mkfifo(target)
+        elif where == "directory":
+            target.mkdir()
+        else:
+            disk = stack.enter_context(tmpfs(tmp_path / "ro", "1m"))
+            remount(disk, "ro")
+            target = disk / "pref"
+        res = bench(project, "--fork", "minifork", "--variants", "baseline", "--save-preference", "--out",
+                    str(tmp_path / "o"), env={"AMXFORGE_PREFERENCE": str(target)}, timeout=60)
+    assert res.returncode == 2 and "--save-preference: the host preference file" in one_line(res), res.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_no_tree_and_no_package(project):

@@ -160,6 +160,13 @@ def test_the_host_preference_file_reorders_runnable_variants(release, tmp_path):
     pref.write_text("* amx\n")  # a variant that cannot run here is passed over, not forced
     res = launch(rel, env={"AMXFORGE_PREFERENCE": str(pref), "AMXFORGE_EXPLAIN": "1"})
     assert res.returncode == 0 and f"llama-bench: running variant {best_runnable()}: " in res.stderr
+    pref.unlink()
+    os.mkfifo(pref)  # once: every start of every binary of the release hung here
+    res = subprocess.run([str(rel / "bin" / "llama-bench")], env=dict(os.environ, AMXFORGE_PREFERENCE=str(pref),
+                                                                      AMXFORGE_EXPLAIN="1"),
+                         capture_output=True, text=True, timeout=20)
+    assert res.returncode == 0 and "the host preference is ignored: " in res.stderr
+    assert "is a FIFO, not a regular file" in res.stderr
 
 
 @pytest.mark.parametrize("damage", ["delete", "flip", "manifest"])
@@ -182,6 +189,47 @@ def test_a_damaged_release_is_named_and_exit_2(release, tmp_path, damage):
     res = launch(copy)
     assert res.returncode == 2 and str(victim) in res.stderr and "damaged" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and res.stdout == ""
+
+
+def _reseal(table: Path, body: str) -> None:
+    """Write `body` with a valid end line: the damage is then in the lines themselves."""
+    import zlib
+    table.write_text(body + f"end\t{body.count(chr(10))}\t{zlib.crc32(body.encode()):08x}\n")
+
+
+@pytest.mark.parametrize("damage", ["cut-and-no-manifest", "file-line-gone-and-truncated", "resealed-no-manifest",
+                                    "resealed-no-file-lines", "fifo-manifest"])
+def test_the_release_table_is_checked_like_its_files(release, tmp_path, damage):
+    """Issue 18 item 8: a table cut at a line boundary with manifest.json gone, or with one file line removed and
+    that library truncated (which made the real binary die of SIGBUS), is damaged: exit 2, never run. A table
+    resealed by hand still needs its manifest line and every variant's file lines; a FIFO never hangs it."""
+    _, rel, _ = release
+    copy = tmp_path / "rel"
+    shutil.copytree(rel, copy, symlinks=True)
+    table = copy / "share" / "amxforge" / "launch.tsv"
+    lines = table.read_text().splitlines(keepends=True)
+    chosen = best_runnable()
+    lib = copy / "variants" / chosen / "lib" / "libggml.so"
+    if damage == "cut-and-no-manifest":
+        table.write_text("".join(l for l in lines if l.startswith(("amxforge-launch", "variant"))))
+        (copy / "manifest.json").unlink()
+    elif damage == "file-line-gone-and-truncated":
+        table.write_text("".join(l for l in lines if f"variants/{chosen}/lib/libggml.so" not in l))
+        data = lib.read_bytes()
+        lib.unlink()
+        lib.write_bytes(data[:len(data) // 3])
+    elif damage == "resealed-no-manifest":
+        _reseal(table, "".join(l for l in lines[:-1] if not l.startswith("manifest")))
+    elif damage == "resealed-no-file-lines":
+        _reseal(table, "".join(l for l in lines[:-1] if f"\tvariants/{chosen}/" not in l))
+    else:
+        (copy / "manifest.json").unlink()
+        os.mkfifo(copy / "manifest.json")
+    res = subprocess.run([str(copy / "bin" / "llama-bench")], capture_output=True, text=True, timeout=20)
+    assert res.returncode == 2, (res.returncode, res.stderr)  # not -SIGBUS, not 0
+    assert "damaged" in res.stderr and len(res.stderr.strip().splitlines()) == 1 and res.stdout == ""
+    if damage == "fifo-manifest":
+        assert "is a FIFO, not a regular file" in res.stderr
 
 
 def test_two_checkouts_give_bit_identical_archives(release, tmp_path):
@@ -211,10 +259,29 @@ def test_bad_variants_are_one_line(tmp_path, args, fragment):
     assert not (tmp_path / "rel").exists() and not (project / "build").exists()
 
 
+def test_cuda_variants_are_packaged_with_the_archs_named_on_a_gpu_less_builder(tmp_path):
+    """Issue 18 item 10: the advice on a GPU-less builder names package's own option, and it works."""
+    from conftest import HOST_PROBE
+    if not HOST_PROBE["variants"]["cuda"]["buildable"]:
+        pytest.skip(f"variant cuda cannot be built here: {HOST_PROBE['variants']['cuda']['why']}")
+    project = make_project(tmp_path, fork=False)
+    args = ["amxforge", "package", "--variants", "baseline,cuda", "--out", str(tmp_path / "rel")]
+    if not HOST_PROBE["cuda"]["devices"]:
+        res = run([tool(args[0]), *args[1:]], cwd=project)
+        assert res.returncode == 2 and "pass --cuda-arch 90" in res.stderr and not (project / "build").exists()
+    res = run([tool(args[0]), *args[1:], "--cuda-arch", "90"], cwd=project)
+    assert res.returncode == 0, res.stderr[-2000:]
+    manifest = json.loads((tmp_path / "rel" / "manifest.json").read_text())
+    assert manifest["variants"]["cuda"]["gpu"] is True and set(manifest["selection"]) == {"baseline", "cuda"}
+    res = run([tool(args[0]), "package", "--variants", "baseline", "--cuda-arch", "90", "--out", str(tmp_path / "r2")],
+              cwd=project)
+    assert res.returncode == 2 and "leave --cuda-arch out" in res.stderr
+
+
 def test_an_existing_out_is_refused_unless_forced(release, tmp_path):
     project, rel, _ = release
     res = package(project, rel)
-    assert res.returncode == 2 and "exists and is not empty" in res.stderr and "--force" in res.stderr
+    assert res.returncode == 2 and "holds an earlier release; add --force" in res.stderr
     res = package(project, rel, "--force", "--name", "minifork-test", "--version", "1.0",
                   env={"SOURCE_DATE_EPOCH": "1700000000"})
     assert res.returncode == 0, res.stderr[-2000:]

@@ -414,18 +414,52 @@ def variant_verdicts(plan: dict, variants, build: bool = True) -> tuple:
 
 
 def check_model(path: Path) -> None:
+    """--model parsed before anything is built: a regular file, GGUF's header, its key/value pairs and tensor table
+    (gguf's own reader), and every tensor's data within the file."""
+    from .. import atomic
     try:
-        with open(path, "rb") as handle:
+        with atomic.open_regular(path) as handle:
             magic = handle.read(4)
+            size = os.fstat(handle.fileno()).st_size
     except FileNotFoundError:
         raise AmxforgeError(f"--model {path}: no such file; give a .gguf file, or leave --model out to bench "
                             f"synthetic models of --types") from None
-    except IsADirectoryError:
-        raise AmxforgeError(f"--model {path} is a directory; give a .gguf file") from None
     except OSError as exc:
-        raise AmxforgeError(f"--model {path}: cannot be read ({exc.strerror})") from None
+        raise AmxforgeError(f"--model {path}: cannot be read ({atomic.why(exc)}); give a .gguf file") from None
     if magic != b"GGUF":
         raise AmxforgeError(f"--model {path}: not a GGUF file (it does not start with 'GGUF'); give a .gguf model")
+    try:
+        import gguf
+        reader = gguf.GGUFReader(str(path))
+        tensors = list(reader.tensors)
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in tensors), default=0)
+    except Exception as exc:  # noqa: BLE001 - gguf's parser raises what numpy and struct raise on a broken file
+        raise AmxforgeError(f"--model {path}: a damaged GGUF file ({exc.__class__.__name__}: {exc}); give a whole "
+                            f".gguf model") from None
+    if not tensors:
+        raise AmxforgeError(f"--model {path}: a GGUF file without tensors; give a model")
+    if end > size:
+        raise AmxforgeError(f"--model {path}: its tensors need {end} bytes, the file has {size} (cut short); give a "
+                            f"whole .gguf model")
+
+
+def synth_shape(shape: tuple):
+    """--synth LAYERSxDIMxFF as the model synth makes, checked in --synth's own words."""
+    from ..model.synth import ModelShape
+    layers, dim, ff = shape
+    model = ModelShape(layers=layers, dim=dim, ff=ff)
+    model.check({"layers": "LAYERS of --synth", "dim": "DIM of --synth", "ff": "FF of --synth",
+                 "heads": f"the {model.heads} heads synth uses", "kv_heads": f"its {model.kv_heads} KV heads"})
+    return model
+
+
+def check_synth_room(req: Request) -> None:
+    """Every synthetic model of --types fits this host's memory and the disk under --out: refused with its size
+    before anything is built."""
+    from ..model.synth import check_room, gguf_cannot
+    shape = synth_shape(req.shape)
+    for qtype in req.types:
+        check_room(req.out / f"synth-{qtype}.gguf", qtype, shape, extra_files=1 if gguf_cannot(qtype) else 0)
 
 
 def make_models(req: Request, quantizer, log) -> dict:
@@ -433,10 +467,9 @@ def make_models(req: Request, quantizer, log) -> dict:
     OUT/models/ (the fork's llama-quantize writes the types gguf cannot)."""
     if req.model:  # checked by run_bench before anything was built
         return {"model": req.model}
-    from ..model.synth import ModelShape, check_type, gguf_cannot, synth
+    from ..model.synth import check_type, gguf_cannot, synth
     layers, dim, ff = req.shape
-    shape = ModelShape(layers=layers, dim=dim, ff=ff)
-    shape.check()
+    shape = synth_shape(req.shape)
     models = {}
     for qtype in req.types:
         check_type(qtype, quantizer if gguf_cannot(qtype) else None)
@@ -527,7 +560,12 @@ def run_bench(req: Request, log, progress=None) -> dict:
         check_known(qtype)
     if req.model:
         check_model(req.model)
-    req.out.mkdir(parents=True, exist_ok=True)
+    try:
+        req.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AmxforgeError(f"--out {req.out}: cannot be made ({exc.strerror}); choose a writable place") from None
+    if not req.model:
+        check_synth_room(req)
     from ..context import VariantContext
     plan = VariantContext("baseline", project_dir=req.project).plan
     ok, why_not = variant_verdicts(plan, req.variants) if req.variants else ([], {})
@@ -704,14 +742,34 @@ def preference_path() -> Path:
     return Path(base) / "amxforge" / "preference"
 
 
+def check_preference_writable() -> Path:
+    """--save-preference is checked before the benchmark: the file must be a regular file (or absent) in a directory
+    amxforge can make and write; one line naming it otherwise."""
+    import tempfile
+
+    from .. import atomic
+    path = preference_path()
+    try:
+        if path.exists() or path.is_symlink():
+            atomic.read_text(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        raise AmxforgeError(f"--save-preference: the host preference file {path} cannot be written "
+                            f"({atomic.why(exc)}); set AMXFORGE_PREFERENCE to a writable file, or leave "
+                            f"--save-preference out") from None
+    return path
+
+
 def save_preference(lines: dict, note: str) -> Path:
     """Replace this run's packages' lines in the host preference file (the selector's format: PACKAGE VARIANT...),
     keeping every other line; written atomically."""
     from .. import atomic
-    path = preference_path()
+    path = check_preference_writable()
     kept = []
     if path.is_file():
-        for line in path.read_text().splitlines():
+        for line in atomic.read_text(path).splitlines():
             words = line.split()
             if words and not line.startswith("#") and words[0] in lines:
                 continue

@@ -118,7 +118,7 @@ class ForkBuild:
         for amx_opt in ("GGML_AMX", "GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16"):
             if amx_opt in opts:
                 args.append(f"-D{amx_opt}={'ON' if variant.amx and self.fork.has_amx_backend else 'OFF'}")
-        text = (self.fork.root / "CMakeLists.txt").read_text(errors="replace")
+        text = atomic.read_text(self.fork.root / "CMakeLists.txt")
         if re.search(r"^\s*option\s*\(\s*LLAMA_CURL\b", text, re.MULTILINE):
             args.append("-DLLAMA_CURL=OFF")  # nothing to download in a variant build
         if "GGML_CUDA" in opts:
@@ -443,6 +443,8 @@ class ForkBuild:
         ledger_text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in units)
         atomic.write_text(self.state / LEDGER, ledger_text)
         record = {"format": 1, "fork": self.fork.as_dict(), "variant": self.ctx.name, "targets": self.targets,
+                  "compilers": {"cc": self.ctx.cc_name, "cxx": self.ctx.cxx_name},  # as given: CC=, CXX=
+                  "cuda_archs": list(self.ctx.cuda_archs),
                   "work_dir": self.dir.relative_to(self.ctx.project_dir).as_posix(),
                   "ledger": {"path": (self.state / LEDGER).relative_to(self.ctx.project_dir).as_posix(),
                              "sha256": hashlib.sha256(ledger_text.encode()).hexdigest(), "units": len(units)},
@@ -491,9 +493,9 @@ def verify_record(record: dict, project_dir: Path) -> list:
     problems = []
     ledger_path = Path(project_dir) / record["ledger"]["path"]
     try:
-        text = ledger_path.read_text()
+        text = atomic.read_text(ledger_path)
     except OSError as exc:
-        return [f"{record['ledger']['path']}: {exc.strerror}"]
+        return [f"{record['ledger']['path']}: {atomic.why(exc)}"]
     if hashlib.sha256(text.encode()).hexdigest() != record["ledger"]["sha256"]:
         problems.append(f"{record['ledger']['path']}: damaged (does not match its record)")
     else:
@@ -530,7 +532,7 @@ def read_snapshot(path: Path, missing_ok: bool = False) -> list:
     if missing_ok and not path.is_file():
         return []
     entries = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(atomic.read_text(path).splitlines(), 1):
         try:
             entry = json.loads(line)
             assert isinstance(entry, dict) and {"source", "object", "class", "rule", "sha256", "size"} <= set(entry)

@@ -73,17 +73,40 @@ class ModelShape:
     vocab: int = 2048
     ctx: int = 4096
 
-    def check(self) -> None:
+    def check(self, spelling: dict = None) -> None:
+        """One line naming the fix, in the front end's own words: `spelling` maps a field to how the user gave it
+        (model synth: --dim; bench fork: DIM of --synth), and fields the front end does not take to their fixed
+        value."""
+        say = {name: f"--{name.replace('_', '-')}" for name in ("layers", "dim", "ff", "heads", "kv_heads", "vocab",
+                                                                 "ctx")} | (spelling or {})
         for name in ("layers", "dim", "ff", "heads", "kv_heads", "vocab", "ctx"):
             if getattr(self, name) <= 0:
-                raise AmxforgeError(f"--{name.replace('_', '-')} must be positive")
+                raise AmxforgeError(f"{say[name]} must be positive")
         if self.dim % self.heads or self.heads % self.kv_heads:
-            raise AmxforgeError(f"--dim ({self.dim}) must divide by --heads ({self.heads}), and --heads by --kv-heads "
-                                f"({self.kv_heads})")
+            raise AmxforgeError(f"{say['dim']} ({self.dim}) must divide by {say['heads']} ({self.heads}), and "
+                                f"{say['heads']} by {say['kv_heads']} ({self.kv_heads})")
         if self.dim % BLOCK or self.ff % BLOCK:
-            raise AmxforgeError(f"--dim and --ff must be multiples of {BLOCK} (quantization blocks)")
+            raise AmxforgeError(f"{say['dim']} and {say['ff']} must be multiples of {BLOCK} (quantization blocks)")
         if self.vocab < 259:
-            raise AmxforgeError("--vocab must be at least 259 (3 control tokens and 256 byte tokens)")
+            raise AmxforgeError(f"{say['vocab']} must be at least 259 (3 control tokens and 256 byte tokens)")
+
+    def matrices(self) -> list:
+        """(rows, cols) of every weight matrix, in the order synth writes them."""
+        kv = self.dim // self.heads * self.kv_heads
+        per_layer = [(self.dim, self.dim), (kv, self.dim), (kv, self.dim), (self.dim, self.dim),
+                     (self.ff, self.dim), (self.ff, self.dim), (self.dim, self.ff)]
+        return [(self.vocab, self.dim)] + per_layer * self.layers + [(self.vocab, self.dim)]
+
+    def room(self, qtype: str) -> tuple:
+        """(bytes of the file, bytes of memory while writing it): gguf's writer holds every tensor until it writes,
+        and each matrix passes through float32 once."""
+        import gguf
+        block, size = gguf.GGML_QUANT_SIZES[getattr(gguf.GGMLQuantizationType, type_table()[qtype]["tensor"])]
+        weights = sum(r * c for r, c in self.matrices())
+        norms = 4 * (2 * self.layers + 1) * self.dim
+        file_bytes = weights * size // block + norms + 64 * self.vocab + (1 << 20)
+        largest = max(r * c for r, c in self.matrices())
+        return file_bytes, file_bytes + 3 * 4 * largest
 
     @property
     def parameters(self) -> int:
@@ -128,6 +151,7 @@ def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 
     out = Path(out)
     if not out.parent.is_dir():
         raise AmxforgeError(f"{out.parent}: no such directory for --out")
+    check_room(out, qtype, shape)
     rng = np.random.default_rng(seed)
     ggml_type = getattr(gguf.GGMLQuantizationType, type_table()[qtype]["tensor"])
     file_type = getattr(gguf.LlamaFileType, type_table()[qtype]["file"])
@@ -200,6 +224,42 @@ def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 
     return _info(out, qtype, shape, "gguf")
 
 
+def check_room(out: Path, qtype: str, shape: ModelShape, extra_files: int = 0) -> None:
+    """Refuse a model that does not fit the free memory (while writing) or the free disk beside `out`, with the
+    sizes, before any of it is made. extra_files: temporary copies written beside it (an f16 to quantize)."""
+    file_bytes, ram = shape.room(qtype)
+    disk = file_bytes * (1 + extra_files)
+    free_ram = available_memory()
+    place = os.statvfs(Path(out).parent)
+    if place.f_flag & os.ST_RDONLY:
+        raise AmxforgeError(f"cannot write {out}: Read-only file system; choose an --out in a writable directory")
+    free_disk = place.f_bavail * place.f_frsize
+    if free_ram is not None and ram > free_ram:
+        raise AmxforgeError(f"a {qtype} model of {shape.layers} layers, dim {shape.dim}, ff {shape.ff} "
+                            f"({shape.parameters / 1e6:.0f} M parameters) needs about {_size(ram)} of memory to "
+                            f"write, and {_size(free_ram)} is available; choose a smaller shape")
+    if disk > free_disk:
+        raise AmxforgeError(f"a {qtype} model of {shape.parameters / 1e6:.0f} M parameters needs about {_size(disk)} "
+                            f"on disk, and {_size(free_disk)} free beside {out}; the disk is full for it: choose "
+                            f"a smaller shape or another place")
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
+
+
+def available_memory():
+    """MemAvailable from /proc/meminfo in bytes (None where it cannot be read)."""
+    from ..atomic import read_text
+    try:
+        for line in read_text("/proc/meminfo").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _info(out: Path, qtype: str, shape: ModelShape, writer: str) -> dict:
     return {"path": str(out), "type": qtype, "parameters": shape.parameters, "bytes": out.stat().st_size,
             "layers": shape.layers, "dim": shape.dim, "ff": shape.ff, "heads": shape.heads,
@@ -214,7 +274,9 @@ def _quantized(out: Path, qtype: str, shape: ModelShape, seed: int, quantize_wit
         raise AmxforgeError(f"--quantize-with {quantize_with}: not an executable; give the path of a fork's "
                             f"llama-quantize (e.g. build/amx/bin/llama-quantize)")
     shape = shape or ModelShape()
+    shape.check()
     out = Path(out)
+    check_room(out, "f16", shape, extra_files=1)
     f16 = out.with_name(out.name + f".f16.tmp{os.getpid()}")
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     try:

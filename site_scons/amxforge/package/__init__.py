@@ -23,8 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
+from ..context import VariantContext
 from ..errors import AmxforgeError
 from ..paths import project_root
+from ..policy import Policy
+from .archive import write_archive
+from .layout import Layout
 
 FORMAT = 1
 OUR_TARGETS = ("amxforge-kbench", "amxforge-selftest")
@@ -47,6 +51,7 @@ class Request:
     version: str = None
     force: bool = False
     jobs: int = None
+    cuda_arch: str = None  # for the CUDA variants (cuda, amx-cuda): a GPU-less builder has no archs to probe
 
 
 def source_date_epoch(project: Path) -> int:
@@ -66,8 +71,7 @@ def _git(project: Path, *args) -> str:
 
 
 def check_request(req: Request, policy, plan: dict) -> None:
-    """Bad input before anything is built: unknown or host-only variants, a variant this compiler cannot build, an
-    --out that holds something (without --force)."""
+    """Bad input before anything is built: unknown or host-only variants, a variant this compiler cannot build."""
     known = [n for n in policy.variants.raw]
     if not req.variants:
         raise AmxforgeError("--variants is empty; name them, e.g. --variants baseline,avx512,amx")
@@ -79,12 +83,20 @@ def check_request(req: Request, policy, plan: dict) -> None:
                                 f"package named variants (e.g. baseline,avx512,amx)")
         if not plan[name]["buildable"]:
             raise AmxforgeError(f"variant {name} cannot be built here: {plan[name]['why_not_buildable']}")
-    out = Path(req.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not req.force:
-        raise AmxforgeError(f"--out {req.out} exists and is not empty; choose a new directory or add --force to "
-                            f"replace it")
-    if not out.parent.is_dir():
-        raise AmxforgeError(f"--out {req.out}: its parent directory {out.parent} does not exist")
+    cuda = [n for n in req.variants if policy.variants.fields(n).get("cuda")]
+    if req.cuda_arch and not cuda:
+        raise AmxforgeError(f"--cuda-arch {req.cuda_arch} is for CUDA variants; --variants {','.join(req.variants)} "
+                            f"has none: leave --cuda-arch out")
+    for name in cuda:  # the archs each CUDA variant builds for, settled before anything is built
+        variant_context(req, name)
+
+
+def variant_context(req: Request, variant: str) -> VariantContext:
+    """The variant as package builds it: CUDA variants with --cuda-arch (and its spelling in every message)."""
+    from ..policy.cuda_arch import CLI
+    cuda = bool(Policy().variants.fields(variant).get("cuda"))
+    return VariantContext(variant, project_dir=req.project, cuda_arch=req.cuda_arch if cuda else None,
+                          cuda_option=CLI)
 
 
 def selection_order(policy, variants) -> list:
@@ -98,7 +110,7 @@ def selection_order(policy, variants) -> list:
     return sorted(variants, key=key)
 
 
-def scons_command(variant: str, fork: str = None, targets=(), jobs: int = None) -> list:
+def scons_command(variant: str, fork: str = None, targets=(), jobs: int = None, cuda_arch: str = None) -> list:
     """The normal build of one variant (and a fork's targets), as `amxforge package` and `bench fork` run it."""
     scons = shutil.which("scons", path=str(Path(sys.executable).parent)) or shutil.which("scons")
     if not scons:
@@ -108,11 +120,14 @@ def scons_command(variant: str, fork: str = None, targets=(), jobs: int = None) 
         cmd += [f"fork={fork}", f"fork_targets={','.join(targets)}"]
     if jobs:
         cmd.append(f"jobs={jobs}")
+    if cuda_arch:
+        cmd.append(f"cuda_arch={cuda_arch}")
     return cmd
 
 
 def build_variant(req: Request, variant: str, log) -> None:
-    cmd = scons_command(variant, req.fork, req.fork_targets, req.jobs)
+    archs = ";".join(variant_context(req, variant).cuda_archs)
+    cmd = scons_command(variant, req.fork, req.fork_targets, req.jobs, archs or None)
     log(f"amxforge: package: building variant {variant}: {' '.join(cmd[1:])}")
     res = subprocess.run(cmd, cwd=req.project, stdout=sys.stderr, stderr=sys.stderr)
     if res.returncode != 0:
@@ -121,11 +136,9 @@ def build_variant(req: Request, variant: str, log) -> None:
 
 
 def make_package(req: Request, log=print) -> dict:
-    from ..audit import audit_variant
-    from ..context import VariantContext
-    from ..policy.planner import requirements
-    from .archive import write_archive
-    from .layout import Layout
+    """Everything is checked before anything is built (the variants, --out and its place, the free space); the
+    release is staged beside --out and renamed into place; the user's fork builds it replaced are put back."""
+    from . import outputs
 
     base = VariantContext("baseline", project_dir=req.project)  # the policy, the probe and the build's compiler
     policy, plan = base.policy, base.plan
@@ -134,8 +147,34 @@ def make_package(req: Request, log=print) -> dict:
     if req.fork:
         from ..fork.detect import detect_fork
         fork = detect_fork(req.fork, base=req.project)
+    outputs.refuse_unsafe_out(req.out, req.project, fork.root if fork else None)
     order = selection_order(policy, list(dict.fromkeys(req.variants)))
     epoch = source_date_epoch(req.project)
+    with outputs.OutLock(req.out, log):
+        outputs.check_out(req.out, req.force)
+        layout, before = Layout(Path(req.out), epoch), None
+        try:  # entered before anything exists: an interrupt (SIGINT, SIGTERM) anywhere below removes the staging
+            layout.begin()  # a place we cannot write fails here, before any build
+            outputs.check_space(layout.stage, req.project, order)
+            before = outputs.fork_builds(req.project, order)
+            release, manifest, targets = _build_and_lay_out(req, fork, order, epoch, base, layout, log)
+        except BaseException:
+            layout.abandon()
+            raise
+        finally:
+            if before is not None:
+                outputs.put_back(req.project, before, req.jobs, log)
+        archive = write_archive(release, epoch)
+    return {"release": str(release), "archive": str(archive), "variants": order, "targets": targets,
+            "bytes_stored": manifest["size"]["stored"], "bytes_naive": manifest["size"]["naive"],
+            "archive_bytes": archive.stat().st_size, "manifest": manifest}
+
+
+def _build_and_lay_out(req: Request, fork, order, epoch, base, layout, log) -> tuple:
+    from ..audit import audit_variant
+    from ..policy.planner import requirements
+
+    policy = base.policy
     for variant in order:
         build_variant(req, variant, log)
     audits = {}
@@ -148,54 +187,45 @@ def make_package(req: Request, log=print) -> dict:
     targets = list(OUR_TARGETS) + (list(req.fork_targets) if fork else [])
     name = req.name or (f"{fork.kind}-amxforge" if fork else "amxforge-kernels")
     version = req.version or (f"{__version__}+g{(_git(req.project, 'rev-parse', 'HEAD') or 'unknown')[:10]}")
-    layout = Layout(Path(req.out), epoch)
-    try:
-        variants = {}
-        for variant in order:
-            ctx = VariantContext(variant, project_dir=req.project)
-            needs = requirements(policy, ctx.variant)
-            seen = sorted(audits[variant].features_seen)
-            beyond = set(seen) - set(needs["features"])
-            if beyond:  # the audit checks each object against its class; this is the whole variant's promise
-                raise Findings(f"variant {variant}: its objects use {', '.join(sorted(beyond))}, which its "
-                               f"requirements do not list; it is not packaged")
-            files = layout.add_variant(variant, req.project / "build" / variant, targets)
-            level = policy.isa.psabi_level(needs["features"])
-            hwcaps, why = layout.add_hwcaps(variant, level, needs["features"], policy.isa)
-            variants[variant] = {
-                "requires": needs, "audit_seen": seen, "psabi_level": level, "glibc_hwcaps": hwcaps,
-                "glibc_hwcaps_why_not": why, "gpu": bool(ctx.variant.cuda), "files": files,
-                "flags": {cls: list(ctx.class_flags(cls)) for cls in policy.classes.classes
-                          if cls != "cuda" or ctx.variant.cuda},
-            }
-        launcher = req.project / "build" / order[0] / "libexec" / "amxforge-launch"
-        layout.add_selectors(launcher, targets)
-        policy_hash = hashlib.sha256(json.dumps({v: d["flags"] for v, d in variants.items()},
-                                                sort_keys=True).encode()).hexdigest()
-        manifest = {
-            "format": FORMAT,
-            "package": {"name": name, "version": version},
-            "source": {
-                "amxforge": {"commit": _git(req.project, "rev-parse", "HEAD"),
-                             "dirty": bool(_git(req.project, "status", "--porcelain", "--untracked-files=no"))},
-                "fork": None if fork is None else {"kind": fork.kind, "commit": fork.commit, "dirty": fork.dirty,
-                                                   "targets": list(req.fork_targets)},
-            },
-            "toolchain": {"amxforge": __version__, "compiler": {"family": base.compiler.family,
-                                                                "version": base.compiler.version}},
-            "policy_sha256": policy_hash,
-            "source_date_epoch": epoch,
-            "selection": order,
-            "targets": targets,
-            "variants": {v: {k: d[k] for k in d if k != "flags"} for v, d in variants.items()},
+    variants = {}
+    for variant in order:
+        ctx = variant_context(req, variant)
+        needs = requirements(policy, ctx.variant)
+        seen = sorted(audits[variant].features_seen)
+        beyond = set(seen) - set(needs["features"])
+        if beyond:  # the audit checks each object against its class; this is the whole variant's promise
+            raise Findings(f"variant {variant}: its objects use {', '.join(sorted(beyond))}, which its "
+                           f"requirements do not list; it is not packaged")
+        files = layout.add_variant(variant, req.project / "build" / variant, targets)
+        level = policy.isa.psabi_level(needs["features"])
+        hwcaps, why = layout.add_hwcaps(variant, level, needs["features"], policy.isa)
+        variants[variant] = {
+            "requires": needs, "audit_seen": seen, "psabi_level": level, "glibc_hwcaps": hwcaps,
+            "glibc_hwcaps_why_not": why, "gpu": bool(ctx.variant.cuda), "files": files,
+            "flags": {cls: list(ctx.class_flags(cls)) for cls in policy.classes.classes
+                      if cls != "cuda" or ctx.variant.cuda},
         }
-        manifest.update(layout.finish(manifest, name, order, {v: variants[v]["requires"] for v in order},
-                                      {v: variants[v]["gpu"] for v in order}))
-        release = layout.commit(req.force)
-    except BaseException:
-        layout.abandon()
-        raise
-    archive = write_archive(release, epoch)
-    return {"release": str(release), "archive": str(archive), "variants": order, "targets": targets,
-            "bytes_stored": manifest["size"]["stored"], "bytes_naive": manifest["size"]["naive"],
-            "archive_bytes": archive.stat().st_size, "manifest": manifest}
+    launcher = req.project / "build" / order[0] / "libexec" / "amxforge-launch"
+    layout.add_selectors(launcher, targets)
+    policy_hash = hashlib.sha256(json.dumps({v: d["flags"] for v, d in variants.items()},
+                                            sort_keys=True).encode()).hexdigest()
+    manifest = {
+        "format": FORMAT,
+        "package": {"name": name, "version": version},
+        "source": {
+            "amxforge": {"commit": _git(req.project, "rev-parse", "HEAD"),
+                         "dirty": bool(_git(req.project, "status", "--porcelain", "--untracked-files=no"))},
+            "fork": None if fork is None else {"kind": fork.kind, "commit": fork.commit, "dirty": fork.dirty,
+                                               "targets": list(req.fork_targets)},
+        },
+        "toolchain": {"amxforge": __version__, "compiler": {"family": base.compiler.family,
+                                                            "version": base.compiler.version}},
+        "policy_sha256": policy_hash,
+        "source_date_epoch": epoch,
+        "selection": order,
+        "targets": targets,
+        "variants": {v: {k: d[k] for k in d if k != "flags"} for v, d in variants.items()},
+    }
+    manifest.update(layout.finish(manifest, name, order, {v: variants[v]["requires"] for v in order},
+                                  {v: variants[v]["gpu"] for v in order}))
+    return layout.commit(req.force), manifest, targets

@@ -19,10 +19,17 @@ class Layout:
     def __init__(self, out: Path, epoch: int):
         self.out = out.resolve()
         self.epoch = epoch
+        self.stage = self.out.parent / f".{self.out.name}.staging-{os.getpid()}"
+
+    def begin(self) -> None:
+        """The staging directory, made beside --out (a place that cannot be written fails here, before any work)."""
         for stale in self.out.parent.glob(f".{self.out.name}.staging-*"):
             shutil.rmtree(stale, ignore_errors=True)  # an interrupted run's leftovers: never a release
-        self.stage = self.out.parent / f".{self.out.name}.staging-{os.getpid()}"
-        self.stage.mkdir()
+        try:
+            self.stage.mkdir()
+        except OSError as exc:
+            raise AmxforgeError(f"--out {self.out}: cannot write in {self.out.parent} ({exc.strerror}); choose a "
+                                f"writable place for the release") from None
 
     def _copy(self, src: Path, rel: str) -> None:
         if not src.is_file():
@@ -100,9 +107,13 @@ class Layout:
         return extra
 
     def commit(self, force: bool) -> Path:
+        from .outputs import is_release
         if self.out.exists():
             if not force:
                 raise AmxforgeError(f"--out {self.out} appeared while packaging; add --force to replace it")
+            if any(self.out.iterdir()) and not is_release(self.out):
+                raise AmxforgeError(f"--out {self.out} filled with files that are not an amxforge release while "
+                                    f"packaging; it is left as it is: choose a new directory")
             old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
             os.rename(self.out, old)
             os.rename(self.stage, self.out)

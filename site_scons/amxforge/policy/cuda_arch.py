@@ -13,25 +13,30 @@ CUDA_FLAG = re.compile(r"-gencode=arch=compute_\d{2,3}[af]?,code=(?:sm|compute)_
                        r"-Xcompiler=-m(?:(?:no-)?[a-z0-9][a-z0-9.-]*|(?:arch|tune)=[a-z0-9][a-z0-9_.-]*)")
 
 
-def normalize(item: str) -> str:
+SCONS = "cuda_arch="  # how the user gives the archs: scons' variable, or the CLI's option (CLI below)
+CLI = "--cuda-arch "
+
+
+def normalize(item: str, option: str = SCONS) -> str:
     """A user's arch: '90' / 'sm_90' -> '90', '120a' / 'sm_120a' -> '120a'; anything else is refused (no '1.20',
     no 'sm_90x', no 'compute_90')."""
     match = USER_ARCH.fullmatch(item.strip())
     if not match:
-        raise AmxforgeError(f"cuda_arch: {item!r} is not an arch; write e.g. cuda_arch=90 or cuda_arch=\"86;89;120a\" "
-                            f"(two or three digits, optionally sm_ before and a or f after)")
+        raise AmxforgeError(f"{option.strip(' =')}: {item!r} is not an arch; write e.g. {option}90 or "
+                            f"{option}'86;89;120a' (two or three digits, optionally sm_ before and a or f after)")
     return match.group(1)
 
 
-def device_arch(cc: str) -> str:
+def device_arch(cc: str, option: str = SCONS) -> str:
     """A probed device's compute capability '9.0' -> '90', '12.0' -> '120'."""
     match = DEVICE_CC.fullmatch(str(cc).strip())
     if not match:
-        raise AmxforgeError(f"a CUDA device reports compute capability {cc!r}, not MAJOR.MINOR; pass cuda_arch=")
+        raise AmxforgeError(f"a CUDA device reports compute capability {cc!r}, not MAJOR.MINOR; pass {option}90 "
+                            f"(its arch)")
     return match.group(1) + match.group(2)
 
 
-def resolve_cuda_archs(requested, probe_result: dict) -> tuple:
+def resolve_cuda_archs(requested, probe_result: dict, option: str = SCONS) -> tuple:
     """The archs to build, ascending (PTX goes to the last). Never `native` without a GPU to ask."""
     nvcc = probe_result["cuda"]["nvcc"]
     if not nvcc:
@@ -41,15 +46,15 @@ def resolve_cuda_archs(requested, probe_result: dict) -> tuple:
     items = [x for x in re.split(r"[;,\s]+", requested or "") if x]
     if not items or items == ["native"]:
         if not devices:
-            raise AmxforgeError("no CUDA device visible here to take `native` archs from: pass cuda_arch=90 "
-                                "(or \"86;89;120\"); amxforge never hands `native` to nvcc on a GPU-less builder")
-        archs = {device_arch(d["cc"]) for d in devices}
+            raise AmxforgeError(f"no CUDA device visible here to take `native` archs from: pass {option}90 (or "
+                                f"{option}'86;89;120'); amxforge never hands `native` to nvcc on a GPU-less builder")
+        archs = {device_arch(d["cc"], option) for d in devices}
     else:
-        archs = {normalize(x) for x in items}
+        archs = {normalize(x, option) for x in items}
     archs = sorted(archs, key=lambda a: (int(re.sub(r"\D", "", a)), a))
     for arch in archs:
         if arch.rstrip("abcdefghijklmnopqrstuvwxyz") not in supported:
-            raise AmxforgeError(f"cuda_arch {arch} is not known to nvcc {nvcc['version']}; "
+            raise AmxforgeError(f"{option.strip(' =')} {arch} is not known to nvcc {nvcc['version']}; "
                                 f"it supports: {' '.join(supported)}")
     return tuple(archs)
 

@@ -208,9 +208,11 @@ class Isa:
     def _require(self, what: str, flag: str, minimum: dict, compiler: Compiler) -> str:
         need = minimum.get(compiler.family)
         if need is not None and Version(compiler.version) < Version(need):
+            # a level (x86-64-v3) is every variant's base: only a newer compiler helps; a feature some variants lack
+            other = "" if what in self.levels else f", or a variant without {what} (`amxforge probe` lists them)"
             raise AmxforgeError(
                 f"{compiler.describe()} does not accept {flag} ({what} needs {compiler.family} >= {need}); "
-                f"install a newer compiler and pass CC=/path/to/it, or choose a variant without {what}")
+                f"install {compiler.family} >= {need} and pass CC=/path/to/it{other}")
         return flag
 
     def flag(self, name: str, compiler: Compiler) -> str:
