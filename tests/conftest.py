@@ -65,6 +65,23 @@ def run(cmd, cwd=None, env=None, check=False, timeout=600):
     return res
 
 
+def policy_root(tmp_path: Path) -> Path:
+    """A copy of toolchain/ and templates/ to alter (AMXFORGE_ROOT points amxforge at it)."""
+    root = Path(tmp_path) / "root"
+    shutil.copytree(ROOT / "toolchain", root / "toolchain")
+    shutil.copytree(ROOT / "templates", root / "templates")
+    return root
+
+
+def edit_isa_feature(root: Path, feature: str, field: str, line) -> None:
+    """Replace the `field = ...` line of [features.FEATURE] in root's isa.toml by `line` (None: remove it)."""
+    isa = root / "toolchain" / "isa.toml"
+    text = isa.read_text()
+    start = text.index(f"[features.{feature}]")
+    old = next(x for x in text[start:].splitlines() if x.startswith(f"{field} = "))
+    isa.write_text(text[:start] + text[start:].replace(old + "\n", "" if line is None else line + "\n", 1))
+
+
 def scons(project: Path, *args, env=None):
     return run([tool("scons"), "-Q", f"--site-dir={SITE}", *args], cwd=project, env=env)
 

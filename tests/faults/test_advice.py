@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from conftest import FIXTURES, ROOT, make_project, run, scons, tool
+from conftest import FIXTURES, ROOT, edit_isa_feature, make_project, policy_root, run, scons, tool
 
 CPUS = FIXTURES / "cpuinfo"
 
@@ -94,14 +94,8 @@ def test_a_cxx_that_is_not_there_names_cxx(tmp_path):
 
 
 def test_a_missing_key_in_isa_toml_names_its_table(tmp_path):
-    root = tmp_path / "root"
-    shutil.copytree(ROOT / "toolchain", root / "toolchain")
-    shutil.copytree(ROOT / "templates", root / "templates")
-    isa = root / "toolchain" / "isa.toml"
-    text = isa.read_text()
-    start = text.index("[features.avx2]")
-    line = next(x for x in text[start:].splitlines() if x.startswith("no_flag = "))
-    isa.write_text(text[:start] + text[start:].replace(line + "\n", "", 1))
+    root = policy_root(tmp_path)
+    edit_isa_feature(root, "avx2", "no_flag", None)
     res = run([tool("amxforge"), "probe"], env={"AMXFORGE_ROOT": str(root)})
     assert res.returncode == 2 and "[features.avx2]: missing key 'no_flag'" in one_line(res)
 

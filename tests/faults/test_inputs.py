@@ -4,12 +4,11 @@ half-written, never a Python traceback."""
 
 import json
 import os
-import shutil
 import stat
 
 import pytest
 
-from conftest import FIXTURES, ROOT, make_project, run, scons, tool
+from conftest import FIXTURES, ROOT, make_project, policy_root, run, scons, tool
 from faultlib import remount, tmpfs
 
 CPUS = FIXTURES / "cpuinfo"
@@ -136,9 +135,7 @@ def test_a_read_only_build_directory(tmp_path):
 
 # --- templates and bugs -------------------------------------------------------------------------------------------
 def altered_root(tmp_path, template: str, text: str) -> str:
-    root = tmp_path / "root"
-    shutil.copytree(ROOT / "toolchain", root / "toolchain")
-    shutil.copytree(ROOT / "templates", root / "templates")
+    root = policy_root(tmp_path)
     (root / "templates" / "flags" / template).write_text(text)
     return str(root)
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES, ROOT, make_project, run, scons, tool, variant_runs_here
+from conftest import FIXTURES, edit_isa_feature, make_project, policy_root, run, scons, tool, variant_runs_here
 
 # each part would run a command if anything handed it to `sh -c` unquoted, or SCons substituted it
 HOSTILE = "my proj `touch PWNED1` $(touch PWNED2) ;touch PWNED3; q'\"d $HOME"
@@ -60,14 +60,8 @@ def test_a_newline_in_a_path_is_one_clear_refusal(tmp_path, where):
     ("flag", "-mavx2;touch PWNED5"),
 ])
 def test_a_flag_in_isa_toml_that_is_no_isa_flag_is_refused_at_load(tmp_path, field, value):
-    root = tmp_path / "root"
-    shutil.copytree(ROOT / "toolchain", root / "toolchain")
-    shutil.copytree(ROOT / "templates", root / "templates")
-    isa = root / "toolchain" / "isa.toml"
-    text = isa.read_text()
-    start = text.index("[features.avx2]")
-    line = next(x for x in text[start:].splitlines() if x.startswith(f"{field} = "))
-    isa.write_text(text[:start] + text[start:].replace(line, f"{field} = {json.dumps(value)}", 1))
+    root = policy_root(tmp_path)
+    edit_isa_feature(root, "avx2", field, f"{field} = {json.dumps(value)}")
     project = make_project(tmp_path, fork=False)
     env = {"AMXFORGE_ROOT": str(root)}
     for res in (scons(project, "variant=baseline", env=env), run([tool("amxforge"), "probe"], env=env)):
@@ -79,9 +73,7 @@ def test_a_flag_in_isa_toml_that_is_no_isa_flag_is_refused_at_load(tmp_path, fie
 
 def test_a_template_that_renders_a_non_isa_flag_is_refused_for_every_variant(tmp_path):
     """A typo or a -D inside a loop that is empty for baseline fails every build, not only amx's."""
-    root = tmp_path / "root"
-    shutil.copytree(ROOT / "toolchain", root / "toolchain")
-    shutil.copytree(ROOT / "templates", root / "templates")
+    root = policy_root(tmp_path)
     amx = root / "templates" / "flags" / "amx.j2"
     amx.write_text(amx.read_text().replace("{{ flag(f) }}", "{{ flag(f) }}\n-DAMX_UNIT=1", 1))
     project = make_project(tmp_path, fork=False)

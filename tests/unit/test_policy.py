@@ -1,6 +1,5 @@
 """Rendering for every class x variant, classification, and the policy's bad-input errors."""
 
-import shutil
 
 import pytest
 
@@ -9,7 +8,7 @@ from amxforge.policy import Compiler, Policy
 from amxforge.policy.classes import glob_to_regex
 from amxforge.policy.cuda_arch import normalize, resolve_cuda_archs
 from amxforge.probe.cpu import parse_cpuinfo
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, policy_root
 
 GCC12 = Compiler("gcc", "12.2.0", "/usr/bin/gcc")
 POLICY = Policy()
@@ -125,9 +124,7 @@ def test_unknown_variant_lists_valid_ones():
 
 @pytest.fixture
 def policy_copy(tmp_path):
-    shutil.copytree(ROOT / "toolchain", tmp_path / "toolchain")
-    shutil.copytree(ROOT / "templates", tmp_path / "templates")
-    return tmp_path
+    return policy_root(tmp_path)
 
 
 def test_malformed_toml_names_file_and_line(policy_copy):

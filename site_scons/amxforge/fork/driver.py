@@ -101,10 +101,21 @@ class ForkBuild:
             records.append(["cuda", *self.ctx.class_flags("cuda")])
         return "".join("\t".join(r) + "\n" for r in records)
 
+    @property
+    def launcher_argv(self) -> list:
+        """The launcher as CMake is told it and writes it into every compile command: the shim and its config."""
+        return [str(self.cmake_project / self.shim.relative_to(self.ctx.project_dir)),
+                str(self.cmake_dir / self.config_path.name)]
+
     def cmake_args(self) -> list:
+        """What amxforge gives CMake (each -D a setting the build then checks in the cache); computed once."""
+        if getattr(self, "_cmake_args", None) is None:
+            self._cmake_args = self._make_cmake_args()
+        return list(self._cmake_args)
+
+    def _make_cmake_args(self) -> list:
         opts, variant = set(self.fork.options), self.ctx.variant
-        launcher = ";".join([str(self.cmake_project / self.shim.relative_to(self.ctx.project_dir)),
-                             str(self.cmake_dir / self.config_path.name)])
+        launcher = ";".join(self.launcher_argv)
         args = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}", "-DCMAKE_BUILD_TYPE=Release",
                 f"-DCMAKE_C_COMPILER={self.ctx.compiler.path}", f"-DCMAKE_CXX_COMPILER={self.ctx.cxx.path}",
                 f"-DCMAKE_C_COMPILER_LAUNCHER={launcher}", f"-DCMAKE_CXX_COMPILER_LAUNCHER={launcher}",
@@ -180,7 +191,11 @@ class ForkBuild:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.shim.is_file():
             raise AmxforgeError(f"{self.shim} missing: build the variant's kernels first (scons variant={self.ctx.name})")
-        if not self.config_path.is_file() or self.config_path.read_text() != self.config_text:
+        try:
+            current = atomic.read_text(self.config_path)
+        except OSError:
+            current = None
+        if current != self.config_text:
             atomic.write_text(self.config_path, self.config_text)
         if not self.configure_needed():
             return
@@ -360,8 +375,7 @@ class ForkBuild:
         edges = self.ninja.compile_edges()
         inputs = self.ninja.inputs(self.targets)
         objects = sorted(o for o in edges if o in inputs)
-        launcher = [str(self.cmake_project / self.shim.relative_to(self.ctx.project_dir)),
-                    str(self.cmake_dir / self.config_path.name)]
+        launcher = self.launcher_argv
         ledger = {os.path.normpath(e["object"]): e for e in read_ledger(self.ledger)}
         entries, problems = [], []
         for obj in objects:

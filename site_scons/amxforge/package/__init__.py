@@ -26,7 +26,6 @@ from .. import __version__
 from ..context import VariantContext
 from ..errors import AmxforgeError
 from ..paths import project_root
-from ..policy import Policy
 from .archive import write_archive
 from .layout import Layout
 
@@ -88,13 +87,13 @@ def check_request(req: Request, policy, plan: dict) -> None:
         raise AmxforgeError(f"--cuda-arch {req.cuda_arch} is for CUDA variants; --variants {','.join(req.variants)} "
                             f"has none: leave --cuda-arch out")
     for name in cuda:  # the archs each CUDA variant builds for, settled before anything is built
-        variant_context(req, name)
+        variant_context(req, name, policy)
 
 
-def variant_context(req: Request, variant: str) -> VariantContext:
+def variant_context(req: Request, variant: str, policy) -> VariantContext:
     """The variant as package builds it: CUDA variants with --cuda-arch (and its spelling in every message)."""
     from ..policy.cuda_arch import CLI
-    cuda = bool(Policy().variants.fields(variant).get("cuda"))
+    cuda = bool(policy.variants.fields(variant).get("cuda"))
     return VariantContext(variant, project_dir=req.project, cuda_arch=req.cuda_arch if cuda else None,
                           cuda_option=CLI)
 
@@ -125,8 +124,8 @@ def scons_command(variant: str, fork: str = None, targets=(), jobs: int = None, 
     return cmd
 
 
-def build_variant(req: Request, variant: str, log) -> None:
-    archs = ";".join(variant_context(req, variant).cuda_archs)
+def build_variant(req: Request, variant: str, policy, log) -> None:
+    archs = ";".join(variant_context(req, variant, policy).cuda_archs)
     cmd = scons_command(variant, req.fork, req.fork_targets, req.jobs, archs or None)
     log(f"amxforge: package: building variant {variant}: {' '.join(cmd[1:])}")
     res = subprocess.run(cmd, cwd=req.project, stdout=sys.stderr, stderr=sys.stderr)
@@ -176,7 +175,7 @@ def _build_and_lay_out(req: Request, fork, order, epoch, base, layout, log) -> t
 
     policy = base.policy
     for variant in order:
-        build_variant(req, variant, log)
+        build_variant(req, variant, policy, log)
     audits = {}
     for variant in order:
         result = audit_variant(variant, req.project)
@@ -189,7 +188,7 @@ def _build_and_lay_out(req: Request, fork, order, epoch, base, layout, log) -> t
     version = req.version or (f"{__version__}+g{(_git(req.project, 'rev-parse', 'HEAD') or 'unknown')[:10]}")
     variants = {}
     for variant in order:
-        ctx = variant_context(req, variant)
+        ctx = variant_context(req, variant, policy)
         needs = requirements(policy, ctx.variant)
         seen = sorted(audits[variant].features_seen)
         beyond = set(seen) - set(needs["features"])

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -130,7 +131,6 @@ def fork_builds(project: Path, variants) -> dict:
 def put_back(project: Path, before: dict, jobs, log) -> None:
     """Rebuild (a ninja no-op where nothing changed) the fork builds that packaging replaced or removed."""
     from . import scons_command
-    import subprocess
     now = fork_builds(project, before)
     for variant, was in before.items():
         if was is None or now.get(variant) == was:
