@@ -158,7 +158,7 @@ def load_policy(build_root: Path, variant: str) -> dict:
 def fork_units(policy: dict, project_dir: Path, variant: str):
     """The fork's units of the last good build, and what is wrong with that build's files (missing, damaged, fewer
     than recorded): a fork the policy says was built but whose units cannot be seen is a finding, never skipped."""
-    from .fork.driver import load_record, read_snapshot, verify_record
+    from .fork.record import load_record, read_snapshot, verify_record
     from .fork.ledger import audit_units as ledger_units
 
     if not policy.get("fork"):

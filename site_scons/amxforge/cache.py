@@ -1,5 +1,5 @@
-"""A compile cache shared between builders: ccache's remote storage (ccache >= 4.4: a Redis or HTTP server) behind the
-shim, for fork builds. What makes sharing across hosts and checkouts correct:
+"""A compile cache shared between builders: ccache's remote storage (ccache >= 4.4: a Redis or HTTP server) in front of
+every compile amxforge runs (behind the shim for fork builds, in the kernels' own SCons compiles). What makes sharing across hosts and checkouts correct:
 
 - with a remote cache, a namespace per flag policy: the variant and the hash of its rendered flags (a `native` variant
   renders the host's own features, so its namespace differs per host: its expansion is part of the key); without
@@ -145,8 +145,7 @@ def namespace(ctx) -> str:
     checkouts of one policy share entries, another policy never sees them, and `native` differs per host."""
     import hashlib
     import json
-    flags = {cls: list(ctx.class_flags(cls)) for cls in ctx.policy.classes.classes
-             if cls != "cuda" or ctx.variant.cuda}
+    flags = {cls: list(ctx.class_flags(cls)) for cls in ctx.policy.classes_for(ctx.variant)}
     digest = hashlib.sha256(json.dumps(flags, sort_keys=True).encode()).hexdigest()[:16]
     return f"amxforge-{ctx.name}-{digest}"
 
@@ -218,13 +217,10 @@ def ccache_facts() -> dict:
 def last_builds(project: Path) -> list:
     """The cache totals and where the units compiled, for each variant's last fork build (its validated record,
     build/VARIANT/fork/)."""
-    from .fork.driver import load_record
+    from .fork.record import last_good
     out = []
     for build_dir in sorted(Path(project).glob("build/*/")):
-        try:
-            record = load_record(build_dir)
-        except (FileNotFoundError, AmxforgeError):
-            continue
+        record = last_good(build_dir) or {}
         if isinstance(record.get("ccache"), dict) or isinstance(record.get("dist"), dict):
             out.append({"variant": record.get("variant"), **(record.get("ccache") or {}),
                         "dist": record.get("dist") or {}})

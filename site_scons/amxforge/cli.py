@@ -298,7 +298,21 @@ class BenchFailed(AmxforgeError):
 
 @cli.group()
 def fork():
-    """Fork trees (ik_llama.cpp, its AMX branch, llama.cpp) that `scons fork=PATH` builds."""
+    """Fork trees that `scons fork=PATH` builds (the kinds of toolchain/forks.toml: `amxforge fork kinds`)."""
+
+
+@fork.command("kinds")
+@click.option("--json", "as_json", is_flag=True)
+def fork_kinds(as_json):
+    """The kinds of tree amxforge builds, in the order they are recognised: markers, default targets, kernel route."""
+    from .fork.kinds import kinds
+    table = kinds()
+    if as_json:
+        click.echo(json.dumps([k.__dict__ for k in table.kinds.values()]))
+        return
+    for k in table.kinds.values():
+        click.echo(f"{k.name}\n  {k.description}\n  markers  {' '.join(k.markers)}\n  targets  "
+                   f"{' '.join(k.default_targets)}\n  kernels  {k.kernels['route']} ({' '.join(k.kernels['entries'])})")
 
 
 @fork.command("detect")
@@ -309,11 +323,15 @@ def fork_detect(path, as_json):
     from .fork.detect import detect_fork
 
     info = detect_fork(path)
+    entries = info.kernel_entries()
     if as_json:
-        click.echo(json.dumps(info.as_dict()))
+        click.echo(json.dumps(info.as_dict() | {"kernels": entries}))
     else:
+        found = (f"{', '.join(entries['declared'])} in {entries['header']}" if entries["declared"] else
+                 f"none of {', '.join(entries['missing'])} in {entries['header']}")
         click.echo(f"{info.root}\n  kind     {info.kind}: {info.as_dict()['description']}\n"
-                   f"  commit   {info.commit or '(not a git checkout)'}\n  options  {' '.join(info.options) or 'none'}")
+                   f"  commit   {info.commit or '(not a git checkout)'}\n  options  {' '.join(info.options) or 'none'}\n"
+                   f"  kernels  {entries['route']}: {found}")
 
 
 @cli.command()
@@ -322,9 +340,9 @@ def fork_detect(path, as_json):
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="the release directory to write: new, empty, or an earlier release (with --force); never the "
                    "project, build/, a checkout, / or your home")
-@click.option("--fork", default=None, help="a fork tree to build into every variant (ik_llama.cpp, ggml, ...)")
-@click.option("--fork-targets", default="llama-bench", show_default=True,
-              help="comma-separated fork targets to ship (with --fork)")
+@click.option("--fork", default=None, help="a fork tree to build into every variant (`amxforge fork kinds`)")
+@click.option("--fork-targets", default=None,
+              help="comma-separated programs of the fork to ship (with --fork; default: its kind's, e.g. llama-bench)")
 @click.option("--name", default=None, help="package name (default: the fork's kind, or amxforge-kernels)")
 @click.option("--version", "version_", default=None, help="package version (default: amxforge's, with the commit)")
 @click.option("--force", is_flag=True, help="replace an earlier release at --out (nothing else is ever replaced)")
@@ -341,9 +359,12 @@ def package(variants, out, fork, fork_targets, name, version_, force, cuda_arch,
     forces one), OUT/manifest.json names each variant's CPU and OS needs, and OUT.tar.gz is reproducible."""
     from .package import Request, make_package
 
-    targets = _csv(fork_targets)
-    if fork and not targets:
-        raise AmxforgeError("--fork-targets is empty; name at least one, e.g. --fork-targets llama-bench")
+    targets = None if fork_targets is None else _csv(fork_targets)
+    if fork_targets is not None and not targets:
+        raise AmxforgeError("--fork-targets is empty; name at least one, e.g. --fork-targets llama-bench, or leave it "
+                            "out for the fork kind's default")
+    if targets and not fork:
+        raise AmxforgeError("--fork-targets names programs of a fork tree: pass --fork PATH too, or leave it out")
     req = Request(_csv(variants), Path(out).resolve(), Path(project).resolve(),
                   fork, targets, name, version_, force, jobs, cuda_arch)
     summary = make_package(req, log=lambda line: click.echo(line, err=True))

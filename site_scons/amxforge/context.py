@@ -79,9 +79,8 @@ class VariantContext:
         compilers = [(self.compiler, "CC")] + ([(self.cxx, "CXX")] if self.fork is not None else [])
         for compiler, var in compilers:
             flags = []
-            for cls in self.policy.classes.classes:
-                if cls != "cuda":
-                    flags += [f for f in self.policy.class_flags(cls, self.variant, compiler) if f not in flags]
+            for cls in self.policy.classes_for(self.variant, cpu_only=True):
+                flags += [f for f in self.policy.class_flags(cls, self.variant, compiler) if f not in flags]
             for flag, ok in accepted_flags(compiler.path, flags).items():
                 if not ok:
                     feat = next((f for f in self.policy.isa.features.values() if flag in (f.flag, f.clang_flag)), None)
@@ -107,9 +106,7 @@ class VariantContext:
     def policy_document(self) -> dict:
         runnable, why = self.runnable_here()
         classes = {}
-        for cls in self.policy.classes.classes:
-            if cls == "cuda" and not self.variant.cuda:
-                continue
+        for cls in self.policy.classes_for(self.variant):
             classes[cls] = {"flags": list(self.class_flags(cls)),
                             "features": self.policy.class_features(cls, self.variant, self.compiler)}
         return {

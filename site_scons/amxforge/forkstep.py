@@ -14,7 +14,11 @@ from .errors import AmxforgeError
 from .fork.ledger import RECORD
 
 
-def fork_targets(env) -> list:
+def fork_targets(env, fork=None) -> list:
+    """fork_targets= as given, or the tree kind's default targets (toolchain/forks.toml) when it was left out."""
+    fork = fork or env["AMXFORGE"].fork
+    if "fork_targets" not in env["AMXFORGE_ARGS"]:
+        return list(fork.spec.default_targets)
     return [t.strip() for t in env["fork_targets"].split(",") if t.strip()]
 
 
@@ -29,18 +33,14 @@ def fork_build(env):
 
 def fork_step(env):
     """The fork step's node (None without fork=): ctx.fork built into build/VARIANT/, its record the target."""
-    from .fork.driver import load_record
+    from .fork.record import record_path
 
     ctx = env["AMXFORGE"]
     out = f"#build/{ctx.name}/fork"
     if ctx.fork is None:
-        try:
-            record = load_record(ctx.build_dir)
-        except FileNotFoundError:
+        if not record_path(ctx.build_dir).exists():
             return None
-        except AmxforgeError:
-            record = {"installed": [], "sha256": "damaged"}
-        node = env.Command(f"{out}/retired.json", Value(record["sha256"]), Action(_retire, None))
+        node = env.Command(f"{out}/retired.json", Value("retire"), Action(_retire, None))
         env.AlwaysBuild(node)  # a record there means files are installed now: the same build again is not retired
         return node
     build = fork_build(env)
@@ -81,14 +81,11 @@ def _run(target, source, env) -> int:
 @scons_action
 def _retire(target, source, env) -> int:
     from . import atomic
-    from .fork.driver import load_record, record_path, retire
     from .fork.ledger import LEDGER
+    from .fork.record import last_good, record_path, retire
 
     ctx = env["AMXFORGE"]
-    try:
-        record = load_record(ctx.build_dir)
-    except (FileNotFoundError, AmxforgeError):
-        record = {"installed": []}  # damaged: nothing trustworthy to remove, only the record itself
+    record = last_good(ctx.build_dir) or {"installed": []}  # damaged: nothing trustworthy to remove but itself
     retire(ctx.project_dir, record.get("installed", []))
     record_path(ctx.build_dir).unlink(missing_ok=True)
     (ctx.build_dir / "fork" / LEDGER).unlink(missing_ok=True)
@@ -102,7 +99,7 @@ def _retire(target, source, env) -> int:
 def merge_compile_commands(target, source, env) -> int:
     """compile_commands.json: the kernels' entries plus the last good fork build's units (never silently without)."""
     from . import atomic
-    from .fork.driver import load_record, read_snapshot
+    from .fork.record import load_record, read_snapshot
     from .fork.ledger import compile_commands
 
     ctx = env["AMXFORGE"]

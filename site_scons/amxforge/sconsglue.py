@@ -21,8 +21,8 @@ HELP_HEAD = """amxforge: build variant binaries with per-unit ISA flags, then au
   scons variant=amx             outputs in build/amx/: bin/ lib/ compile_commands.json policy.json
   scons variant=amx audit       build, then disassemble every object and check the policy held
   amxforge probe                what this host has, and which variants it can build and run
-  scons variant=amx fork=PATH   also build a fork checkout (ik_llama.cpp, its AMX branch, llama.cpp) through its
-                                own CMake, with amxforge's launcher enforcing the policy; build/amx/bin/llama-bench
+  scons variant=amx fork=PATH   also build a fork tree through its own CMake, with amxforge's launcher enforcing the
+                                policy, into build/amx/bin/ (`amxforge fork kinds` lists the kinds of tree)
   amxforge flags --variant amx kernels/dense/gemm_amx.c   which flags a unit gets, and why
 
 Variables (name=value on the command line):
@@ -75,9 +75,9 @@ def variables(arguments) -> Variables:
     key, help_, default, _, convert = EnumVariable("variant", "target variant", "auto", allowed_values=names)
     vars_.Add(key, help_, default, known_variant, convert)
     vars_.Add("cuda_arch", "CUDA archs for cuda variants, e.g. 90 or \"86;89;120\" (default: the probed GPUs)", "")
-    vars_.Add("fork", "a llama.cpp-family checkout to build into build/VARIANT/ (ik_llama.cpp, its AMX branch, "
-                      "llama.cpp)", "")
-    vars_.Add("fork_targets", "comma-separated fork targets to build and install", "llama-bench")
+    vars_.Add("fork", "a fork tree to build into build/VARIANT/ (`amxforge fork kinds` lists the kinds)", "")
+    vars_.Add("fork_targets", "comma-separated programs of the fork to build and install (default: its kind's, "
+                              "e.g. llama-bench)", "")
     vars_.Add("jobs", "parallel compile jobs, a positive number (default: CPU count)", str(os.cpu_count() or 1),
               _positive_count)
     vars_.Add("cache", "a compile cache shared between builders, for kernel and fork builds: redis://HOST:PORT or "
@@ -128,8 +128,10 @@ def configure(env, variables):
             from .fork.detect import detect_fork
             fork = detect_fork(env["fork"], base=env.Dir("#").abspath)
             from .forkstep import fork_targets
-            if not fork_targets(env):
-                raise AmxforgeError("fork_targets is empty; name at least one, e.g. fork_targets=llama-bench")
+            if not fork_targets(env, fork):
+                example = fork.spec.default_targets[0]
+                raise AmxforgeError(f"fork_targets is empty; name at least one, e.g. fork_targets={example}, or leave "
+                                    f"it out for the kind's default")
         if env["cache"]:
             from .cache import parse_cache_url
             parse_cache_url(env["cache"])

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -116,7 +117,7 @@ def test_rebuild_does_not_recompile(built):
 
 @pytest.mark.parametrize("args,message", [
     (["fork=nowhere"], "fork=nowhere: no such directory"),
-    (["fork=kernels"], "not a llama.cpp-family tree"),
+    (["fork=kernels"], "fork=kernels: not a tree amxforge knows ("),
     (["fork=minifork", "fork_targets="], "fork_targets is empty"),
 ])
 def test_bad_fork_input_one_line(tmp_path, args, message):
@@ -234,3 +235,21 @@ def test_protected_units_are_not_compared_across_different_forks(tmp_path):
     result = json.loads(run([tool("amxforge"), "audit", "--variant", "amx", "--json"], cwd=project).stdout)
     assert result["ok"], result["findings"]
     assert all(c["with"] != "avx512" for c in result["compared"])  # no fork unit compared across trees
+
+
+def test_a_kind_added_as_a_row_builds_with_its_own_default_target(tmp_path):
+    """whisper.cpp is a row of toolchain/forks.toml plus tests/fixtures/miniwhisper: detected as itself (it once
+    passed for llama.cpp), built with its kind's default target (whisper-bench), its ggml-cpu unit classed amx."""
+    project = make_project(tmp_path)
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "miniwhisper", project / "miniwhisper")
+    res = scons(project, "variant=baseline", "fork=miniwhisper")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    record = json.loads((project / "build" / "baseline" / "fork" / "amxforge-build.json").read_text())
+    assert record["fork"]["kind"] == "whisper.cpp" and record["targets"] == ["whisper-bench"]
+    ledger = [json.loads(x) for x in (project / "build" / "baseline" / "fork" / "ledger.jsonl").read_text().splitlines()]
+    assert {e["source"]: e["class"] for e in ledger}["ggml/src/ggml-cpu/ggml-cpu.c"] == "amx"
+    assert run([tool("amxforge"), "audit", "--variant", "baseline"], cwd=project).returncode == 0
+    ok, why = variant_runs_here("baseline")
+    if ok:
+        out = run([str(project / "build" / "baseline" / "bin" / "whisper-bench")], check=True).stdout
+        assert json.loads(out) == {"encode": 1024.0, "cpu": "AVX2"}

@@ -182,3 +182,25 @@ def test_blackwell_archs_become_arch_specific_for_forks():
     variant = POLICY.variant("cuda")
     out = POLICY.class_flags("cuda", variant, GCC12, archs)
     assert "-gencode=arch=compute_120a,code=sm_120a" in out and out[2] == "-gencode=arch=compute_120a,code=compute_120a"
+
+
+def test_every_toolchain_table_has_a_schema_it_passes():
+    """Each toolchain/*.toml is validated when it is loaded (tomlfile.load_toml): none may go without a schema."""
+    from amxforge.tomlfile import load_toml, schema_path
+    for path in sorted((ROOT / "toolchain").glob("*.toml")):
+        assert schema_path(path).is_file(), f"{path.name} has no schema in toolchain/schemas/"
+        load_toml(path)
+
+
+@pytest.mark.parametrize("name,old,new,where", [
+    ("kernels.toml", 'bench = false', 'bench = "no"', r"kernels\.toml \[implementations\[0\]\.bench\]: 'no' is not of type 'boolean'"),
+    ("forks.toml", 'ggml = "src"', 'ggml = "/abs"', r"forks\.toml \[kinds\.ggml\.ggml\]: '/abs' does not match"),
+    ("forks.toml", 'value = "OFF"\nwhen = "always"', 'value = "OFF"\nwhen = "sometimes"', r"\[settings\.GGML_NATIVE\.when\]"),
+    ("models.toml", 'amx = true', 'amx = true\nextra = 1', r"models\.toml \[types\.f16\]: unknown key\(s\): 'extra'"),
+])
+def test_a_table_that_breaks_its_schema_names_file_key_and_row(policy_copy, name, old, new, where):
+    from amxforge.tomlfile import load_toml
+    path = policy_copy / "toolchain" / name
+    path.write_text(path.read_text().replace(old, new, 1))
+    with pytest.raises(AmxforgeError, match=where):
+        load_toml(path)

@@ -140,7 +140,8 @@ def open_release(path: Path) -> Release:
     except (KeyError, TypeError, AttributeError):
         raise AmxforgeError(f"{path}/manifest.json is not an amxforge package manifest; give a directory that "
                             f"`amxforge package` wrote") from None
-    name = (manifest.get("package") or {}).get("name") or f"{kind}-amxforge"
+    from ..fork.kinds import kinds
+    name = (manifest.get("package") or {}).get("name") or kinds().package_name(kind)
     return Release(label=path.name, kind=kind, path=path, package_name=name, variants=order)
 
 
@@ -572,11 +573,13 @@ def run_bench(req: Request, log, progress=None) -> dict:
     sources = []
     labels = unique_labels(list(req.forks) + list(req.packages))
     from ..fork.detect import detect_fork
+    from ..fork.kinds import kinds
     from ..model.synth import gguf_cannot
     needs_quantizer = not req.model and any(gguf_cannot(t) for t in req.types)
     for path, label in zip(req.forks, labels):
         info = detect_fork(path, base=req.project)
-        src = BuiltTree(label=label, kind=info.kind, path=Path(info.root), package_name=f"{info.kind}-amxforge")
+        src = BuiltTree(label=label, kind=info.kind, path=Path(info.root),
+                        package_name=kinds().package_name(info.kind))
         src.skipped.update(why_not)
         if needs_quantizer and not any(isinstance(s, BuiltTree) for s in sources):
             src.extra_targets = ("llama-quantize",)

@@ -1,7 +1,8 @@
-"""Which llama.cpp-family tree is this: ik_llama.cpp (ggml/src/iqk/), its AMX branch (an ik tree with
-ggml/src/ggml-cpu/amx/), upstream llama.cpp (ggml/src/ggml-cpu/ without iqk/), or upstream ggml itself (ggml-org/ggml:
-src/ggml-cpu/ at the top, the ggml that llama.cpp vendors). Anything else: one clear line."""
+"""Which tree is this: the kinds of toolchain/forks.toml (ik_llama.cpp, its AMX branch, upstream llama.cpp,
+upstream ggml, whisper.cpp), tried in order by their markers; its commit, the CMake options it declares that amxforge
+sets or reads, and whether it declares the entry points our kernels would take. Anything else: one clear line."""
 
+import os
 import re
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -9,17 +10,9 @@ from pathlib import Path
 
 from ..atomic import read_text, why
 from ..errors import AmxforgeError
+from .kinds import kinds
 
-KINDS = {
-    "ik_llama.cpp": "ik_llama.cpp (IQK kernels in ggml/src/iqk/)",
-    "ik_llama.cpp+amx": "ik_llama.cpp AMX branch (ggml/src/iqk/ and ggml/src/ggml-cpu/amx/)",
-    "llama.cpp": "upstream llama.cpp (ggml/src/ggml-cpu/)",
-    "ggml": "upstream ggml (src/ggml-cpu/ at the top)",
-}
-# CMake options amxforge sets or reads when the tree declares them.
-KNOWN_OPTIONS = ("GGML_NATIVE", "GGML_AVX512", "GGML_AMX", "GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16",
-                 "GGML_CUDA", "GGML_CCACHE", "GGML_IQK_FA_ALL_QUANTS", "GGML_CPU_ALL_VARIANTS", "GGML_BACKEND_DL")
-_OPTION = re.compile(r"^\s*option\s*\(\s*(GGML_[A-Z0-9_]+)\b", re.MULTILINE)
+_OPTION = re.compile(r"^\s*option\s*\(\s*([A-Z][A-Z0-9_]*)\b", re.MULTILINE)
 
 
 @dataclass
@@ -31,16 +24,32 @@ class ForkInfo:
     dirty: bool = None  # tracked files changed since the commit (None outside git)
 
     @property
+    def spec(self):
+        return kinds().kinds[self.kind]
+
+    @property
     def src(self) -> Path:
         """The directory holding ggml's sources: ggml/src in llama.cpp-family trees, src in ggml itself."""
-        return self.root / ("src" if self.kind == "ggml" else "ggml/src")
+        return self.root / self.spec.ggml
 
     @property
     def has_amx_backend(self) -> bool:
-        return self.kind == "ik_llama.cpp+amx" or (self.src / "ggml-cpu" / "amx").is_dir()
+        return bool(self.spec.amx_backend) and (self.src / self.spec.amx_backend).is_dir()
+
+    def kernel_entries(self) -> dict:
+        """Where our kernels can enter this tree (forks.toml), and which of its entry points the header declares."""
+        spec = self.spec.kernels
+        header = self.src / spec["header"]
+        try:
+            text = read_text(header)
+        except OSError:
+            text = ""
+        declared = [e for e in spec["entries"] if re.search(rf"\b{re.escape(e)}\s*\(", text)]
+        return {"route": spec["route"], "header": os.path.normpath(header),
+                "declared": declared, "missing": [e for e in spec["entries"] if e not in declared]}
 
     def as_dict(self) -> dict:
-        return asdict(self) | {"root": str(self.root), "description": KINDS[self.kind]}
+        return asdict(self) | {"root": str(self.root), "description": self.spec.description}
 
 
 def detect_fork(path, base=None) -> ForkInfo:
@@ -51,36 +60,20 @@ def detect_fork(path, base=None) -> ForkInfo:
     if base is not None and not root.is_absolute():
         root = Path(base) / root
     if not root.exists():
-        raise AmxforgeError(f"fork={path}: no such directory; point fork= at a checkout of ik_llama.cpp or llama.cpp")
+        raise AmxforgeError(f"fork={path}: no such directory; point fork= at a checkout of "
+                            f"{kinds().help_list()}")
     root = root.resolve()
-    kind, src = _kind(root, path)
+    kind = kinds().identify(root, path)
     options = set()
-    for cml in (root / "CMakeLists.txt", root / "ggml" / "CMakeLists.txt", src / "CMakeLists.txt",
-                src / "ggml-cpu" / "CMakeLists.txt"):
+    for rel in kind.option_files:
+        cml = root / rel
         if cml.is_file():
             try:
                 options.update(_OPTION.findall(read_text(cml)))
             except OSError as exc:
                 raise AmxforgeError(f"fork={path}: {cml} cannot be read ({why(exc)})") from None
     commit, dirty = _git_state(root)
-    return ForkInfo(root, kind, commit, sorted(o for o in options if o in KNOWN_OPTIONS), dirty)
-
-
-def _kind(root: Path, path):
-    """(kind, the directory holding ggml's sources) of the tree at root."""
-    if (root / "CMakeLists.txt").is_file() and (root / "src" / "ggml-cpu").is_dir() and \
-            (root / "include" / "ggml.h").is_file():
-        return "ggml", root / "src"
-    if not (root / "CMakeLists.txt").is_file() or not (root / "ggml").is_dir():
-        raise AmxforgeError(f"fork={path}: not a llama.cpp-family tree (no CMakeLists.txt and ggml/ at its top, nor "
-                            f"ggml's own src/ggml-cpu/); point fork= at the checkout's root")
-    src = root / "ggml" / "src"
-    if (src / "iqk").is_dir():
-        return ("ik_llama.cpp+amx" if (src / "ggml-cpu" / "amx").is_dir() else "ik_llama.cpp"), src
-    if (src / "ggml-cpu").is_dir():
-        return "llama.cpp", src
-    raise AmxforgeError(f"fork={path}: a ggml tree, but neither ggml/src/iqk/ (ik_llama.cpp) nor "
-                        f"ggml/src/ggml-cpu/ (llama.cpp): not a tree amxforge knows how to build")
+    return ForkInfo(root, kind.name, commit, sorted(options & kinds().read_options), dirty)
 
 
 def _git_state(root: Path):

@@ -25,7 +25,9 @@ from ..cache import namespace as cache_namespace
 from ..errors import AmxforgeError
 from . import cmake
 from .detect import ForkInfo
-from .ledger import LEDGER, RECORD, read_ledger, snapshot_entry
+from .kinds import kinds
+from .record import last_good, load_record, object_problem, read_snapshot, retire, verify_record, write_record
+from .ledger import LEDGER, read_ledger, snapshot_entry
 from .ninja import Ninja
 
 STAMP = "amxforge-stamp.json"
@@ -94,11 +96,10 @@ class ForkBuild:
         records.append(["common", *self.ctx.reproducible_flags(self.cmake_source, self.fork.kind, self.cmake_dir)])
         for rule_id, cls, globs in policy.classes.rules:
             records += [["rule", rule_id, cls, glob, regex.pattern] for glob, regex in globs]
-        for cls in policy.classes.classes:
-            if cls != "cuda":
-                records.append(["class", cls, *self.ctx.class_flags(cls)])
-        if variant.cuda:
-            records.append(["cuda", *self.ctx.class_flags("cuda")])
+        for cls in policy.classes_for(variant, cpu_only=True):
+            records.append(["class", cls, *self.ctx.class_flags(cls)])
+        for cls in set(policy.classes_for(variant)) - set(policy.classes_for(variant, cpu_only=True)):
+            records.append(["cuda", *self.ctx.class_flags(cls)])  # what nvcc units get (the shim's one GPU record)
         return "".join("\t".join(r) + "\n" for r in records)
 
     @property
@@ -119,21 +120,11 @@ class ForkBuild:
         args = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}", "-DCMAKE_BUILD_TYPE=Release",
                 f"-DCMAKE_C_COMPILER={self.ctx.compiler.path}", f"-DCMAKE_CXX_COMPILER={self.ctx.cxx.path}",
                 f"-DCMAKE_C_COMPILER_LAUNCHER={launcher}", f"-DCMAKE_CXX_COMPILER_LAUNCHER={launcher}",
-                "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN/../lib;$ORIGIN",
-                # neutral arch setting: ISA flags come only from amxforge (the shim strips the rest)
-                "-DGGML_NATIVE=OFF", "-DGGML_ARCH_FLAGS="]
-        if "GGML_AVX512" in opts:
-            args.append("-DGGML_AVX512=OFF")
-        if "GGML_CCACHE" in opts:
-            args.append("-DGGML_CCACHE=OFF")  # the shim chains ccache itself, after rewriting the command
-        for amx_opt in ("GGML_AMX", "GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16"):
-            if amx_opt in opts:
-                args.append(f"-D{amx_opt}={'ON' if variant.amx and self.fork.has_amx_backend else 'OFF'}")
+                "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN/../lib;$ORIGIN"]
+        # the kind's settings (toolchain/forks.toml), as functions of the variant's facts
+        facts = {"amx": bool(variant.amx) and self.fork.has_amx_backend, "cuda": variant.cuda}
+        args += [f"-D{s.name}={s.render(facts)}" for s in kinds().settings if s.when == "always" or s.name in opts]
         text = atomic.read_text(self.fork.root / "CMakeLists.txt")
-        if re.search(r"^\s*option\s*\(\s*LLAMA_CURL\b", text, re.MULTILINE):
-            args.append("-DLLAMA_CURL=OFF")  # nothing to download in a variant build
-        if "GGML_CUDA" in opts:
-            args.append(f"-DGGML_CUDA={'ON' if variant.cuda else 'OFF'}")
         if variant.cuda:
             nvcc = (self.ctx.probe["cuda"]["nvcc"] or {}).get("path")
             # CMake only needs to stop asking for `native`; the shim renders the real -gencode flags
@@ -444,11 +435,7 @@ class ForkBuild:
         self.configure()
         self.build()
         units = self.units()
-        old = None
-        try:
-            old = load_record(self.ctx.build_dir)
-        except (FileNotFoundError, AmxforgeError):
-            pass
+        old = last_good(self.ctx.build_dir)
         old_units = read_snapshot(self.state / LEDGER, missing_ok=True) if old else []
         cache = self.cache_outcomes(units, old_units)
         dist = self.dist_outcomes(units, self.compiled_now(), old_units)
@@ -475,91 +462,6 @@ class ForkBuild:
 
 def warn(line: str) -> None:
     print(line, file=sys.stderr)
-
-
-# --- the record of the last good build -----------------------------------------------------------------------------
-def record_path(build_dir: Path) -> Path:
-    return Path(build_dir) / "fork" / RECORD
-
-
-def write_record(build_dir: Path, record: dict) -> None:
-    body = json.dumps(record, sort_keys=True)
-    atomic.write_json(record_path(build_dir), record | {"sha256": hashlib.sha256(body.encode()).hexdigest()})
-
-
-def load_record(build_dir: Path) -> dict:
-    """The record, validated (its own checksum, the keys every reader needs); FileNotFoundError if there is none."""
-    path = record_path(build_dir)
-    fix = "rebuild the variant with its fork= to repair it"
-    record = atomic.read_json(path, "fork build record", fix=fix)
-    claimed = record.pop("sha256", None)
-    body = json.dumps(record, sort_keys=True)
-    if claimed != hashlib.sha256(body.encode()).hexdigest():
-        raise AmxforgeError(f"{path}: damaged fork build record (checksum mismatch); {fix}")
-    missing = {"format", "fork", "targets", "ledger", "installed"} - set(record)
-    if missing:
-        raise AmxforgeError(f"{path}: damaged fork build record (no {', '.join(sorted(missing))}); {fix}")
-    return record | {"sha256": claimed}
-
-
-def verify_record(record: dict, project_dir: Path) -> list:
-    """What no longer matches the record: its ledger, the objects it lists, the files it installed."""
-    problems = []
-    ledger_path = Path(project_dir) / record["ledger"]["path"]
-    try:
-        text = atomic.read_text(ledger_path)
-    except OSError as exc:
-        return [f"{record['ledger']['path']}: {atomic.why(exc)}"]
-    if hashlib.sha256(text.encode()).hexdigest() != record["ledger"]["sha256"]:
-        problems.append(f"{record['ledger']['path']}: damaged (does not match its record)")
-    else:
-        entries = read_snapshot(ledger_path)
-        if len(entries) != record["ledger"]["units"]:
-            problems.append(f"{record['ledger']['path']}: {len(entries)} units, the record says "
-                            f"{record['ledger']['units']}")
-        problems += [p for p in (object_problem(e) for e in entries) if p]
-    for f in record["installed"]:
-        path = Path(project_dir) / f["path"]
-        if not path.is_file():
-            problems.append(f"{f['path']}: missing")
-        elif path.stat().st_size != f["size"] or atomic.file_sha256(path) != f["sha256"]:
-            problems.append(f"{f['path']}: damaged (does not match the last good build)")
-    return problems
-
-
-def object_problem(entry: dict):
-    obj = Path(entry["object"])
-    try:
-        st = obj.stat()
-    except OSError:
-        return f"{obj}: missing"
-    if st.st_size != entry["size"]:
-        return f"{obj}: {st.st_size} bytes, the ledger says {entry['size']} (truncated or replaced)"
-    if st.st_mtime_ns != entry.get("mtime_ns") and atomic.file_sha256(obj) != entry["sha256"]:
-        return f"{obj}: content differs from the ledger's hash"
-    return None
-
-
-def read_snapshot(path: Path, missing_ok: bool = False) -> list:
-    """The last good build's ledger: every line must parse and carry the keys the audit needs."""
-    path = Path(path)
-    if missing_ok and not path.is_file():
-        return []
-    entries = []
-    for n, line in enumerate(atomic.read_text(path).splitlines(), 1):
-        try:
-            entry = json.loads(line)
-            assert isinstance(entry, dict) and {"source", "object", "class", "rule", "sha256", "size"} <= set(entry)
-        except (ValueError, AssertionError):
-            raise AmxforgeError(f"{path}:{n}: damaged ledger line; rebuild the variant with its fork= to repair it") \
-                from None
-        entries.append(entry)
-    return entries
-
-
-def retire(project_dir: Path, files) -> None:
-    for f in files:
-        Path(project_dir, f["path"]).unlink(missing_ok=True)
 
 
 def first_error(text: str) -> str:

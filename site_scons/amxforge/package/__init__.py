@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
@@ -45,7 +45,7 @@ class Request:
     out: Path
     project: Path
     fork: str = None
-    fork_targets: list = field(default_factory=lambda: ["llama-bench"])
+    fork_targets: list = None  # None: the fork kind's default targets (toolchain/forks.toml)
     name: str = None
     version: str = None
     force: bool = False
@@ -146,6 +146,8 @@ def make_package(req: Request, log=print) -> dict:
     if req.fork:
         from ..fork.detect import detect_fork
         fork = detect_fork(req.fork, base=req.project)
+        if req.fork_targets is None:
+            req.fork_targets = list(fork.spec.default_targets)
     outputs.refuse_unsafe_out(req.out, req.project, fork.root if fork else None)
     order = selection_order(policy, list(dict.fromkeys(req.variants)))
     epoch = source_date_epoch(req.project)
@@ -184,7 +186,8 @@ def _build_and_lay_out(req: Request, fork, order, epoch, base, layout, log) -> t
                            f"({len(result.findings)} finding(s): amxforge audit --variant {variant})")
         audits[variant] = result
     targets = list(OUR_TARGETS) + (list(req.fork_targets) if fork else [])
-    name = req.name or (f"{fork.kind}-amxforge" if fork else "amxforge-kernels")
+    from ..fork.kinds import kinds
+    name = req.name or (kinds().package_name(fork.kind) if fork else "amxforge-kernels")
     version = req.version or (f"{__version__}+g{(_git(req.project, 'rev-parse', 'HEAD') or 'unknown')[:10]}")
     variants = {}
     for variant in order:
@@ -201,8 +204,7 @@ def _build_and_lay_out(req: Request, fork, order, epoch, base, layout, log) -> t
         variants[variant] = {
             "requires": needs, "audit_seen": seen, "psabi_level": level, "glibc_hwcaps": hwcaps,
             "glibc_hwcaps_why_not": why, "gpu": bool(ctx.variant.cuda), "files": files,
-            "flags": {cls: list(ctx.class_flags(cls)) for cls in policy.classes.classes
-                      if cls != "cuda" or ctx.variant.cuda},
+            "flags": {cls: list(ctx.class_flags(cls)) for cls in policy.classes_for(ctx.variant)},
         }
     launcher = req.project / "build" / order[0] / "libexec" / "amxforge-launch"
     layout.add_selectors(launcher, targets)

@@ -114,12 +114,11 @@ def check_space(where: Path, project: Path, variants) -> None:
 # --- the user's own fork builds ---------------------------------------------------------------------------------
 def fork_builds(project: Path, variants) -> dict:
     """{variant: (fork root, targets, cc, cxx, cuda archs)} of the fork build each variant holds now (None: none)."""
-    from ..fork.driver import load_record
+    from ..fork.record import last_good
     out = {}
     for variant in variants:
-        try:
-            record = load_record(Path(project) / "build" / variant)
-        except (FileNotFoundError, AmxforgeError):
+        record = last_good(Path(project) / "build" / variant)
+        if record is None:
             out[variant] = None
             continue
         compilers = record.get("compilers") or {}

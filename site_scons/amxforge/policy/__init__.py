@@ -54,13 +54,23 @@ class Policy:
             "march": lambda lv: isa.levels[lv].march, "host_flags": [isa.levels[isa.portable_level].march],
         }
         for cls in self.classes.classes:
-            self.renderer.render(cls, context)
+            self.renderer.render(cls, context, gpu=cls in self.classes.gpu_classes)
 
     # --- variants ---------------------------------------------------------------------------------------
     def variant(self, name: str, host_features=None) -> Variant:
         if name == "auto":
             raise AmxforgeError("variant 'auto' is chosen from the probe: use amxforge.probe.choose_auto()")
         return self.variants.resolve(name, host_features)
+
+    def classes_for(self, variant: Variant, cpu_only: bool = False) -> list:
+        """The classes whose flags a variant renders: GPU classes only for CUDA variants (and never with cpu_only:
+        what a C/C++ compiler must accept)."""
+        return [cls for cls in self.classes.classes
+                if cls not in self.classes.gpu_classes or (variant.cuda and not cpu_only)]
+
+    def cpu_class(self, unit_class: str) -> str:
+        """The class whose ISA flags a unit's CPU code gets: its own, or the host class for a GPU class."""
+        return self.classes.host_class if unit_class in self.classes.gpu_classes else unit_class
 
     # --- rendering --------------------------------------------------------------------------------------
     def _render_class(self, unit_class: str, variant: Variant, compiler: Compiler, cuda_archs: tuple) -> tuple:
@@ -79,16 +89,16 @@ class Policy:
             "no_flag": lambda f: isa.no_flag(f, compiler),
             "march": lambda lv: isa.march(lv, compiler),
         }
-        if unit_class == "cuda":
-            context["host_flags"] = list(self._class_flags("default", variant, compiler, ()))
-        return tuple(self.renderer.render(unit_class, context))
+        if unit_class in self.classes.gpu_classes:
+            context["host_flags"] = list(self._class_flags(self.classes.host_class, variant, compiler, ()))
+        return tuple(self.renderer.render(unit_class, context, gpu=unit_class in self.classes.gpu_classes))
 
     def class_flags(self, unit_class: str, variant: Variant, compiler: Compiler, cuda_archs=()) -> tuple:
         return self._class_flags(unit_class, variant, compiler, tuple(cuda_archs))
 
     def class_features(self, unit_class: str, variant: Variant, compiler: Compiler) -> list:
         """The CPU features a class's rendered flags turn on (what its objects may contain)."""
-        flags = self.class_flags("default" if unit_class == "cuda" else unit_class, variant, compiler)
+        flags = self.class_flags(self.cpu_class(unit_class), variant, compiler)
         return sorted(self.isa.features_of_flags(flags))
 
     def classify(self, unit: str, source: Path = None) -> Classification:

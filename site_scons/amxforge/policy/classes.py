@@ -51,6 +51,12 @@ class ClassTable:
         data = load_toml(path)
         self.path = path
         self.classes = list(data.get("classes", []))
+        self.gpu_classes = list(data.get("gpu_classes", []))
+        self.host_class = data.get("host_class", "default")
+        unknown = [c for c in self.gpu_classes + [self.host_class] if c not in self.classes]
+        if unknown:
+            raise AmxforgeError(f"{path}: gpu_classes or host_class name {', '.join(unknown)}, which `classes` does "
+                                f"not list")
         self.rules = []
         for i, rule in enumerate(data.get("rules", [])):
             where = f"{path} rules[{i}]"

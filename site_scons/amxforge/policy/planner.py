@@ -87,9 +87,7 @@ def plan(policy, facts: dict, compiler) -> dict:
     for name, variant in variants.items():
         flags, error = [], None
         if not isinstance(compiler, str):
-            for cls in policy.classes.classes:
-                if cls == "cuda":
-                    continue
+            for cls in policy.classes_for(variant, cpu_only=True):
                 try:
                     flags += policy.class_flags(cls, variant, compiler)
                 except AmxforgeError as exc:

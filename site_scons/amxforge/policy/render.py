@@ -32,7 +32,8 @@ class Renderer:
             autoescape=False,
         )
 
-    def render(self, unit_class: str, context: dict) -> list:
+    def render(self, unit_class: str, context: dict, gpu: bool = False) -> list:
+        """The class's flags, one per whitespace-separated word; `gpu`: a GPU class (nvcc's arch forms allowed)."""
         name = f"{unit_class}.j2"
         try:
             text = self.env.get_template(name).render(**context)
@@ -48,8 +49,8 @@ class Renderer:
             raise AmxforgeError(f"{where}: template error: {exc.__class__.__name__}: {exc}; fix that line") from None
         flags = text.split()
         for flag in flags:  # what a template may put on a command line: ISA flags, and CUDA's arch forms
-            if not (ISA_FLAG.fullmatch(flag) or (unit_class == "cuda" and CUDA_FLAG.fullmatch(flag))):
+            if not (ISA_FLAG.fullmatch(flag) or (gpu and CUDA_FLAG.fullmatch(flag))):
                 raise AmxforgeError(f"{self.folder / name}: renders {flag!r}, which is not an ISA flag (-m..., "
-                                    f"-march=, -mtune={', or a CUDA arch form' if unit_class == 'cuda' else ''}); "
+                                    f"-march=, -mtune={', or a CUDA arch form' if gpu else ''}); "
                                     f"fix the template")
         return flags
