@@ -13,12 +13,6 @@
 #if AKF_BUILT_amx
 #include <immintrin.h>
 
-struct tile_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
-
 static void loop(int dt, long iters) {
     for (long i = 0; i < iters; i++) {
         if (dt == AKF_BF16) {
@@ -58,11 +52,7 @@ double akf_tile_peak_amx(int dtype, int mode, int threads, double seconds) {
         double t0 = akf_now(), t_end = 0.0;
 #pragma omp parallel num_threads(threads)
         {
-            struct tile_config cfg;
-            memset(&cfg, 0, sizeof cfg);
-            cfg.palette = 1;
-            for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
-            _tile_loadconfig(&cfg);
+            akf_amx_load_config(16, 8);
             unsigned char operand[16 * 1024] __attribute__((aligned(64)));
             uint32_t state = 2463534242u;
             for (int i = 0; i < (int)sizeof operand; i++) {

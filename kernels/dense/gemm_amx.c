@@ -16,21 +16,26 @@
 #include <omp.h>
 #endif
 
-struct tile_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
-
-/* C tiles 0-3 and A tiles 4-5 hold `rows` rows: fewer than 16 for a decode of fewer rows (the tile op then does
- * less work); B tiles 6-7 always 16 rows of k groups. */
-static void load_config(int rows) {
-    struct tile_config cfg;
+/* The tile configuration both AMX kernels load (palette 1, eight 64-byte-wide tiles): tiles below `row_tiles` (C,
+ * and A) hold `rows` rows, fewer than 16 for a decode of fewer rows (the tile op then does less work); the others (B)
+ * always 16 rows of k groups. */
+void akf_amx_load_config(int rows, int row_tiles) {
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    for (int t = 0; t < 8; t++) { cfg.rows[t] = t < 6 ? (uint8_t)rows : 16; cfg.colsb[t] = 64; }
+    for (int t = 0; t < 8; t++) { cfg.rows[t] = t < row_tiles ? (uint8_t)rows : 16; cfg.colsb[t] = 64; }
+    /* gcc 12 does not count the bytes ldtilecfg reads as used once this is a function of its own: without the
+     * barrier it dropped the rows/colsb stores (an invalid configuration: SIGSEGV on the first tile op) */
+    __asm__ __volatile__("" : : "r"(&cfg) : "memory");
     _tile_loadconfig(&cfg);
 }
+
+/* C tiles 0-3 and A tiles 4-5 hold the block's rows; B tiles 6-7 are full. */
+static void load_config(int rows) { akf_amx_load_config(rows, 6); }
 
 /* Decode (one or two row blocks) streams B once: software prefetch this many bytes ahead in each of the two B
  * panels, by thread count (rows: up to that many threads). AKF_DECODE_PF=BYTES overrides it for tuning runs.

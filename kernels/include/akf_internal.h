@@ -90,6 +90,8 @@ AKF_IMPLEMENTATIONS(AKF_DECLARE_ENTRY_POINTS)
     }
 /* modes of the tile peak loop: random operands, zero operands, the dense kernel's 2x2 step with its tile loads */
 enum { AKF_TILE_RANDOM, AKF_TILE_ZEROS, AKF_TILE_BLOCK };
+/* AMX units only (gemm_amx.c): configure the eight tiles, the first row_tiles with `rows` rows, the rest full. */
+void akf_amx_load_config(int rows, int row_tiles);
 double akf_tile_peak_amx(int dtype, int mode, int threads, double seconds);
 double akf_fma_peak(int threads, double seconds);
 double akf_avx512_peak(int dtype, int threads, double seconds);

@@ -13,21 +13,8 @@
 
 enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
 
-struct tile_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
-
-/* C tiles 0-3 and A tile 4 hold `rows` rows (fewer than 16 for decode: the tile op then does less work). */
-static void load_config(int rows) {
-    struct tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
-    for (int t = 0; t <= 4; t++) cfg.rows[t] = (uint8_t)rows;
-    _tile_loadconfig(&cfg);
-}
+/* C tiles 0-3 and A tile 4 hold the block's rows (fewer than 16 for decode); the expanded B tiles are full. */
+static void load_config(int rows) { akf_amx_load_config(rows, 5); }
 
 static inline __attribute__((always_inline)) void expand_tile(int dt, const void *masks, const char *vp, char *buf) {
     for (int r = 0; r < 16; r++) {

@@ -1,7 +1,10 @@
-"""`amxforge`: probe the host, explain a unit's flags, audit a built variant.
+"""`amxforge`: probe the host; explain a unit's flags; audit a built variant; benchmark the kernels and a fork's own
+tools; detect fork trees and list their kinds; package every variant into one release with a selector; check the
+shared cache and the icecream scheduler; write synthetic models. Builds themselves run through SCons.
 
-Exit codes: 0 success; 1 the audit found problems; 2 bad input or cannot run here (one line on stderr); 3 internal
-error (one line naming the log with the traceback).
+Exit codes: 0 success; 1 findings (the audit, a benchmark cell that failed, an unreachable cache or scheduler); 2 bad
+input or cannot run here (one line on stderr); 3 internal error (one line naming the log with the traceback); 130
+interrupted, 143 terminated.
 """
 
 import json
@@ -10,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from .cli_bench import bench
+from .cliargs import VARIANT_HELP, csv_items, resolve_variant
 from .errors import AmxforgeError
 
 # Features shown in the human probe table (the JSON lists all of them).
@@ -43,37 +48,6 @@ def probe(as_json, refresh, cpuinfo):
         from .report import probe_table
 
         click.echo(probe_table(result, SHOWN))
-
-
-def resolve_variant(variant) -> str:
-    """A --variant left out (or `auto`) is the variant `scons` builds here: the best this host can build and run.
-    Anything else must be a variant's name (not a path, not shell text): one line listing them otherwise."""
-    if variant in (None, "auto"):
-        from .probe import choose_auto, probe as run_probe
-        return choose_auto(run_probe())
-    from .policy import Policy
-    variants = Policy().variants
-    if variant not in variants.raw:
-        raise variants.unknown(variant)
-    return variant
-
-
-VARIANT_HELP = "variant name (see `amxforge probe`); default: the one `auto` picks on this host"
-
-
-def _csv(text) -> list:
-    """A comma-separated option as its non-empty items."""
-    return [item.strip() for item in (text or "").split(",") if item.strip()]
-
-
-def _counts(text: str, name: str, example: str) -> list:
-    """A comma-separated list of positive counts (thread counts), or one line naming the fix."""
-    try:
-        counts = [int(t) for t in _csv(text)]
-        assert counts and all(t > 0 for t in counts)
-    except (ValueError, AssertionError):
-        raise AmxforgeError(f"{name} {text!r}: give positive counts like {example}") from None
-    return counts
 
 
 @cli.command()
@@ -123,177 +97,7 @@ def audit(variant, project, as_json):
     sys.exit(0 if result.ok else 1)
 
 
-@cli.group()
-def bench():
-    """Benchmarks that compare against limits measured in the same run."""
-
-
-@bench.command("kernels")
-@click.option("--variant", "-v", default=None, help=VARIANT_HELP + " (it must be built under build/)")
-@click.option("--threads", default="1", show_default=True, help="comma-separated thread counts, e.g. 1,2")
-@click.option("--quick", is_flag=True, help="a subset that runs in under a minute")
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per line (limits, then cases)")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="write speedup vs sparsity to this PNG")
-@click.option("--case", "cases", multiple=True, metavar="KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY]",
-              help="run only these cases (repeatable), e.g. sparse:bf16:amx:1:4096:4096:0.7")
-@click.option("--min-bytes", type=float, default=None,
-              help="weight bytes each decode case streams per rep (default 1.1e9: more than the L3)")
-@click.option("--rounds", type=click.IntRange(1, 50), default=1, show_default=True,
-              help="run the whole plan this many times, limits included: medians, and each ratio's spread")
-@click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
-              help="the directory holding build/ (default: here)")
-def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes, rounds, project):
-    """Dense and sparse kernels on Llama-3-8B shapes against the tile peak and read bandwidth measured in the
-    same run. Decode cases stream more than 1 GB of weights so that the L3 cannot hide DRAM."""
-    from .bench import kernels as kb
-
-    counts = _counts(threads, "--threads", "1,2")
-    exe = kb.kbench_path(resolve_variant(variant), Path(project))
-    per_round = []
-    for n in range(rounds):
-        bar = {"bar": None}
-
-        def progress(record):
-            if record.get("record") == "plan":
-                label = f"bench {record['variant']}" + (f" round {n + 1}/{rounds}" if rounds > 1 else "")
-                bar["bar"] = click.progressbar(length=record["records"], label=label, file=sys.stderr)
-                bar["bar"].__enter__()
-            elif bar["bar"] is not None:
-                bar["bar"].update(1)
-
-        try:
-            records = kb.run_kbench(exe, counts, quick, extra=kb.kbench_args(cases, min_bytes), on_record=progress)
-        finally:
-            if bar["bar"] is not None:
-                bar["bar"].__exit__(None, None, None)
-        per_round.append(kb.derive(records))
-    rows = kb.aggregate(per_round)
-    if as_json:
-        for row in rows:
-            click.echo(json.dumps(row))
-    else:
-        click.echo(kb.table(rows))
-    if plot_path:
-        kb.plot(rows, Path(plot_path))
-        click.echo(f"plot written to {plot_path}", err=True)
-
-
-@bench.command("fork")
-@click.option("--fork", "forks", multiple=True, type=click.Path(), metavar="PATH",
-              help="a fork tree, built here for each variant through the normal build (repeatable: tree against tree)")
-@click.option("--package", "packages", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
-              help="an `amxforge package` release to run instead of building (repeatable)")
-@click.option("--variants", default=None, metavar="V,V,...",
-              help="variants to compare, e.g. baseline,amx (default: auto's pick; with --package: all it has)")
-@click.option("--threads", default="1", show_default=True, help="comma-separated thread counts, e.g. 1,2,4,8,16")
-@click.option("--model", type=click.Path(), default=None, help="a GGUF model (default: synthetic models of --types)")
-@click.option("--types", default=None, metavar="T,T,...",
-              help="tensor types of synthetic models, e.g. q8_0,q4_0,bf16 (q4_k, q6_k, iq4_xs through the fork's "
-                   "llama-quantize); default q8_0")
-@click.option("--synth", "synth_shape", default="4x1024x2816", show_default=True, metavar="LAYERSxDIMxFF",
-              help="the shape of the synthetic models (a bigger model makes longer, steadier runs)")
-@click.option("--amx", type=click.Choice(["auto", "on", "off", "both"]), default="auto", show_default=True,
-              help="the AMX branch's --amx runtime option: both where the tools take it (auto), or only on / off")
-@click.option("--pp", type=click.IntRange(1, 65536), default=128, show_default=True, help="prompt tokens per run")
-@click.option("--tg", type=click.IntRange(1, 65536), default=32, show_default=True,
-              help="generated tokens per run (llama-sweep-bench generates pp/4)")
-@click.option("--reps", type=click.IntRange(1, 100), default=5, show_default=True,
-              help="runs per cell, interleaved across cells")
-@click.option("--warmup", type=click.IntRange(0, 10), default=1, show_default=True,
-              help="passes over all cells before measuring (not counted)")
-@click.option("--tool", default="auto", show_default=True,
-              help="the fork tool that measures: auto (the first in toolchain/bench.toml that can express every "
-                   "cell), llama-bench or llama-sweep-bench")
-@click.option("--numa", type=click.Choice(["off", "distribute", "isolate", "numactl"]), default="off",
-              show_default=True, help="the tools' --numa mode")
-@click.option("--timeout", type=click.FloatRange(1, 86400), default=600, show_default=True,
-              help="seconds one run may take; a cell that times out is marked failed, the others complete")
-@click.option("--out", type=click.Path(file_okay=False), default="build/bench-fork", show_default=True,
-              help="where builds, models, cells.jsonl, summary.json and the plot go")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="the PNG of t/s against threads (default OUT/tps.png)")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: a line per cell, then the summary")
-@click.option("--save-preference", is_flag=True,
-              help="write the winning variant order into the host preference file the package selector honours")
-@click.option("--prefer", type=click.Choice(["tg", "pp"]), default="tg", show_default=True,
-              help="the metric that orders variants in the preference")
-@click.option("--jobs", type=click.IntRange(1, 1024), default=None, help="parallel compile jobs per build")
-@click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
-              help="the amxforge project to build in (default: here)")
-def bench_fork(forks, packages, variants, threads, model, types, synth_shape, amx, pp, tg, reps, warmup, tool, numa, timeout, out,
-               plot_path, as_json, save_preference, prefer, jobs, project):
-    """A fork's own tools over variants x threads x trees x --amx on/off x types: a table per metric (rows =
-    threads, columns = variants / trees / --amx, each against the first), JSON lines, a PNG and a recommendation.
-
-    Cells are interleaved across rounds, warmed up, pinned to physical cores, and differences smaller than a
-    reference cell's spread are called "= noise". Exit 1 when a cell failed (the others complete)."""
-    from .bench import fork as fb
-    from .report import bench_fork_report
-
-    project = Path(project).resolve()
-    import importlib.util
-    can_plot = importlib.util.find_spec("matplotlib") is not None
-    if plot_path and not can_plot:
-        raise AmxforgeError("--plot needs matplotlib: pip install -e '.[bench]'")
-    chosen = _csv(variants) or ([] if packages and not forks else [resolve_variant(None)])
-    qtypes = _csv(types)
-    try:
-        shape = tuple(int(x) for x in synth_shape.lower().split("x"))
-        assert len(shape) == 3 and all(x > 0 for x in shape)
-    except (ValueError, AssertionError):
-        raise AmxforgeError(f"--synth {synth_shape!r}: give LAYERSxDIMxFF, e.g. 8x2048x5632") from None
-    out_dir = Path(out) if Path(out).is_absolute() else project / out
-    if save_preference:
-        fb.check_preference_writable()  # before the benchmark, not after it
-    req = fb.Request(forks=list(forks), packages=[Path(p).resolve() for p in packages], variants=chosen,
-                     threads=list(dict.fromkeys(_counts(threads, "--threads", "1,2,4"))), types=qtypes,
-                     model=Path(model).resolve() if model else None, amx=amx, pp=pp, tg=tg, reps=reps, warmup=warmup,
-                     tool=tool, numa=numa, timeout=timeout, out=out_dir, project=project, jobs=jobs, prefer=prefer,
-                     shape=shape)
-    bar = {"bar": None}
-
-    def progress(i, total, kind, cell):
-        if bar["bar"] is None:
-            bar["bar"] = click.progressbar(length=total, label="bench fork", file=sys.stderr,
-                                           item_show_func=lambda x: x)
-            bar["bar"].__enter__()
-        bar["bar"].update(1, None if cell is None else
-                          f"{kind} {cell.column.label(True)} {cell.threads}t {cell.qtype}")
-
-    log = lambda line: click.echo(line, err=True)  # noqa: E731
-    try:
-        result = fb.run_bench(req, log, progress)
-    finally:
-        if bar["bar"] is not None:
-            bar["bar"].__exit__(None, None, None)
-    written = fb.write_outputs(result, out_dir)
-    plot_file = Path(plot_path) if plot_path else out_dir / "tps.png"
-    if can_plot:
-        fb.plot(result, plot_file)
-    else:
-        plot_file = None
-        click.echo("amxforge: bench fork: no plot (matplotlib is not installed: pip install -e '.[bench]')", err=True)
-    saved = None
-    if save_preference:
-        import time
-        note = f"amxforge bench fork {time.strftime('%Y-%m-%d')}: by {prefer} t/s ({written['summary']})"
-        saved = fb.save_preference(result["summary"]["preference"], note)
-    if as_json:
-        for rec in result["cells"]:
-            click.echo(json.dumps(rec))
-        click.echo(json.dumps(result["summary"] | {"outputs": written, "plot": str(plot_file) if plot_file else None,
-                                                   "preference_file": str(saved) if saved else None}))
-    else:
-        click.echo(bench_fork_report(result, saved=saved, prefer=prefer))
-        click.echo(f"\ncells {written['cells']}, summary {written['summary']}, plot {plot_file}")
-    if result["summary"]["failed"]:
-        raise BenchFailed(f"{len(result['summary']['failed'])} cell(s) failed: {result['summary']['failed'][0]}")
-
-
-class BenchFailed(AmxforgeError):
-    """Some cells failed (a tool crashed or timed out); the others completed: exit 1."""
-
-    exit_code = 1
+cli.add_command(bench)
 
 
 @cli.group()
@@ -359,13 +163,13 @@ def package(variants, out, fork, fork_targets, name, version_, force, cuda_arch,
     forces one), OUT/manifest.json names each variant's CPU and OS needs, and OUT.tar.gz is reproducible."""
     from .package import Request, make_package
 
-    targets = None if fork_targets is None else _csv(fork_targets)
+    targets = None if fork_targets is None else csv_items(fork_targets)
     if fork_targets is not None and not targets:
         raise AmxforgeError("--fork-targets is empty; name at least one, e.g. --fork-targets llama-bench, or leave it "
                             "out for the fork kind's default")
     if targets and not fork:
         raise AmxforgeError("--fork-targets names programs of a fork tree: pass --fork PATH too, or leave it out")
-    req = Request(_csv(variants), Path(out).resolve(), Path(project).resolve(),
+    req = Request(csv_items(variants), Path(out).resolve(), Path(project).resolve(),
                   fork, targets, name, version_, force, jobs, cuda_arch)
     summary = make_package(req, log=lambda line: click.echo(line, err=True))
     if as_json:

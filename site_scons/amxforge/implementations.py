@@ -119,3 +119,12 @@ def _cached(path: str):
 def kernel_table() -> KernelTable:
     """The project's table, loaded once per process (features expanded against isa.toml)."""
     return _cached(str(toolchain_dir() / "kernels.toml"))
+
+
+PROGRAM_PREFIX = "amxforge-"  # kernels/bin/NAME.c is installed as bin/amxforge-NAME
+
+
+def our_programs(kernels_dir: Path) -> list:
+    """The programs the kernels build and install: one per kernels/bin/*.c (what the SConscript builds and a package
+    ships)."""
+    return [PROGRAM_PREFIX + main.stem for main in sorted(Path(kernels_dir, "bin").glob("*.c"))]

@@ -39,5 +39,9 @@ def generate(env):
     env.AddMethod(_audit_alias, "AmxforgeAuditAlias")
 
 
+NEEDS = "objdump on PATH: install binutils (apt-get install binutils)"
+
+
 def exists(env):
-    return True
+    import shutil
+    return shutil.which("objdump") is not None

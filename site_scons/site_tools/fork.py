@@ -11,9 +11,13 @@ def generate(env):
     env.AddMethod(forkstep.fork_step, "AmxforgeForkStep")
 
 
+NEEDS = "cmake and ninja (pip install -e . installs both from PyPI)"
+
+
 def exists(env):
+    from amxforge.errors import AmxforgeError
     from amxforge.fork.driver import tool
     try:
         return bool(tool("cmake") and tool("ninja"))
-    except Exception:
+    except AmxforgeError:
         return False

@@ -10,5 +10,8 @@ def generate(env):
     env["ESCAPE"] = argv.quote
 
 
+NEEDS = "nothing"
+
+
 def exists(env):
     return True

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,19 @@ def test_model_synth_refuses_before_writing(tmp_path, args, fragment):
     res = run([tool("amxforge"), "model", "synth", "--out", str(tmp_path / "m.gguf"), *args], timeout=60)
     assert res.returncode == 2 and fragment in one_line(res)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_site_tool_whose_program_is_missing_says_so_when_it_is_used(tmp_path):
+    """Each site tool's exists() checks its program; the build asks those it uses: without objdump a build works,
+    `audit` is one line naming the package to install."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for d in os.environ["PATH"].split(os.pathsep):
+        for prog in (Path(d).iterdir() if Path(d).is_dir() else ()):
+            if prog.name != "objdump" and not (bin_dir / prog.name).exists():
+                (bin_dir / prog.name).symlink_to(prog)
+    env = {"PATH": str(bin_dir)}
+    project = make_project(tmp_path, fork=False)
+    assert scons(project, "variant=baseline", env=env).returncode == 0
+    res = scons(project, "variant=baseline", "audit", env=env)
+    assert res.returncode == 2 and "the amxforge_audit tool needs objdump on PATH: install binutils" in one_line(res)

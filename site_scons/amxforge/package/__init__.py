@@ -30,7 +30,6 @@ from .archive import write_archive
 from .layout import Layout
 
 FORMAT = 1
-OUR_TARGETS = ("amxforge-kbench", "amxforge-selftest")
 
 
 class Findings(AmxforgeError):
@@ -185,7 +184,8 @@ def _build_and_lay_out(req: Request, fork, order, epoch, base, layout, log) -> t
             raise Findings(f"variant {variant} is not clean, so it is not packaged: {result.findings[0].line()} "
                            f"({len(result.findings)} finding(s): amxforge audit --variant {variant})")
         audits[variant] = result
-    targets = list(OUR_TARGETS) + (list(req.fork_targets) if fork else [])
+    from ..implementations import our_programs
+    targets = our_programs(req.project / "kernels") + (list(req.fork_targets) if fork else [])
     from ..fork.kinds import kinds
     name = req.name or (kinds().package_name(fork.kind) if fork else "amxforge-kernels")
     version = req.version or (f"{__version__}+g{(_git(req.project, 'rev-parse', 'HEAD') or 'unknown')[:10]}")

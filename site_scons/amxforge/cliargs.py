@@ -1,0 +1,35 @@
+"""What several `amxforge` commands take alike: a variant name (auto and left out resolve here), comma lists, counts."""
+
+from .errors import AmxforgeError
+
+def resolve_variant(variant) -> str:
+    """A --variant left out (or `auto`) is the variant `scons` builds here: the best this host can build and run.
+    Anything else must be a variant's name (not a path, not shell text): one line listing them otherwise."""
+    if variant in (None, "auto"):
+        from .probe import choose_auto, probe as run_probe
+        return choose_auto(run_probe())
+    from .policy import Policy
+    variants = Policy().variants
+    if variant not in variants.raw:
+        raise variants.unknown(variant)
+    return variant
+
+
+VARIANT_HELP = "variant name (see `amxforge probe`); default: the one `auto` picks on this host"
+
+
+def csv_items(text) -> list:
+    """A comma-separated option as its non-empty items."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def positive_counts(text: str, name: str, example: str) -> list:
+    """A comma-separated list of positive counts (thread counts), or one line naming the fix."""
+    try:
+        counts = [int(t) for t in csv_items(text)]
+        assert counts and all(t > 0 for t in counts)
+    except (ValueError, AssertionError):
+        raise AmxforgeError(f"{name} {text!r}: give positive counts like {example}") from None
+    return counts
+
+
