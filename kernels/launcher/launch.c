@@ -6,16 +6,20 @@
  * can run here, and otherwise prints why and exits 2: never SIGILL. It never loads anything of a variant it rejects.
  *
  *   AMXFORGE_VARIANT=NAME    run that variant or say why it cannot (exit 2)
- *   AMXFORGE_EXPLAIN=1       print on stderr each variant's verdict and the choice
- *   AMXFORGE_PREFERENCE=FILE the host preference file (default /etc/amxforge/preference, then
- *                            $XDG_CONFIG_HOME/amxforge/preference or ~/.config/amxforge/preference): lines
+ *   AMXFORGE_EXPLAIN=1       print on stderr each variant's verdict, the CUDA driver and devices, and the choice
+ *   AMXFORGE_PREFERENCE=FILE the host preference file: the first that exists of toolchain/selector.toml's search order
+ *                            (this variable, then the user's file, then /etc/amxforge/preference); lines
  *                            "PACKAGE VARIANT [VARIANT...]" ("*" for any package); the runnable ones listed are tried
  *                            first, in that order
+ *   AMXFORGE_VERIFY=1        check every file of the chosen variant by CRC-32 even where its stamp says it was
  *   AMXFORGE_GUARD_HIDE      make the guard treat features (and xcr0_<state>, amx_permission) as absent (tests)
+ *   AMXFORGE_GUARD_CUDA      a simulated CUDA driver instead of libcuda (tests; see akf_selector.h)
  *
  * Table (written by amxforge, tab-separated):
  *   amxforge-launch<TAB>1[<TAB>PACKAGE]
- *   variant<TAB>NAME<TAB>DIR<TAB>FEATURES[<TAB>gpu]       DIR relative to the root (the parent of bin/)
+ *   variant<TAB>NAME<TAB>DIR<TAB>FEATURES[<TAB>gpu<TAB>SASS<TAB>PTX<TAB>DRIVER]
+ *                                                          DIR relative to the root (the parent of bin/); a CUDA
+ *                                                          variant's GPU code (akf_selector.h) and the driver it needs
  *   file<TAB>VARIANT<TAB>PATH<TAB>SIZE<TAB>CRC32            a package's files: the chosen variant's are checked at
  *                                                          every start (size and CRC-32; the manifest has SHA-256)
  *   manifest<TAB>PATH<TAB>CRC32                            so is the package manifest (a package must have one,
@@ -24,7 +28,9 @@
  *                                                          that a table cut at a line boundary, or missing a line,
  *                                                          is damaged, not trusted
  * A damaged release (the table, a file missing or not matching its checksum) is named and exits 2. Every file it
- * reads must be a regular file (a FIFO is refused at once, never waited on). */
+ * reads must be a regular file (a FIFO is refused at once, never waited on). The chosen variant's files are checked by
+ * size at every start and by CRC-32 once, then while their stamp (device, inode, size, mtime, ctime) holds; `amxforge
+ * verify` checks a whole release against the manifest's SHA-256. */
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -35,6 +41,8 @@
 #include <unistd.h>
 
 #include "akf_file.h"
+#include "akf_preference.h"
+#include "akf_selector.h"
 #include "amxforge_kernels.h"
 
 #define TABLE_PATH "share/amxforge/launch.tsv"
@@ -42,14 +50,14 @@
 #define MAX_FILES 512
 #define MAX_TABLE (1 << 20)
 
-struct variant { char name[64], dir[256], features[1024], extra[64]; };
+struct variant { char name[64], dir[256], features[1024]; int gpu; struct akf_gpu_need need; };
 struct file { char variant[64], path[512], crc[9]; long long size; };
 
 static const char *prog = "amxforge-launch";
 static char package[128] = "";
 static struct file files[MAX_FILES];
 static int nfiles = 0;
-static char manifest_path[512] = "", manifest_crc[9] = "";
+static char manifest_path[512] = "", manifest_crc[9] = "", table_crc[9] = "";
 
 static void fail(const char *fmt, const char *a, const char *b) {
     fprintf(stderr, "%s: ", prog);
@@ -158,6 +166,7 @@ static int load_table(const char *path, struct variant *v, char *why, size_t len
         return -1;
     }
     *last = '\0';
+    snprintf(table_crc, sizeof table_crc, "%s", actual);
 
     char line[2048], size_text[32];
     int n = 0, lineno = 0;
@@ -190,9 +199,16 @@ static int load_table(const char *path, struct variant *v, char *why, size_t len
                  field(line, 2, manifest_crc, sizeof manifest_crc) && strlen(manifest_crc) == 8;
         } else if (ok && !strcmp(tag, "variant")) {
             if (n == MAX_VARIANTS) { snprintf(why, len, "%s: more than %d variants", path, MAX_VARIANTS); return -1; }
+            char extra[16] = "", driver[16] = "";
             ok = field(line, 1, v[n].name, sizeof v[n].name) && v[n].name[0] &&
                  field(line, 2, v[n].dir, sizeof v[n].dir) && field(line, 3, v[n].features, sizeof v[n].features);
-            if (ok && !field(line, 4, v[n].extra, sizeof v[n].extra)) v[n].extra[0] = '\0';
+            v[n].gpu = ok && field(line, 4, extra, sizeof extra) && !strcmp(extra, "gpu");
+            if (v[n].gpu) { /* SASS, PTX ("-": none), the driver it needs */
+                ok = field(line, 5, v[n].need.sass, sizeof v[n].need.sass) &&
+                     field(line, 6, v[n].need.ptx, sizeof v[n].need.ptx) && field(line, 7, driver, sizeof driver);
+                if (!strcmp(v[n].need.ptx, "-")) v[n].need.ptx[0] = '\0';
+                v[n].need.driver = atoi(driver);
+            } else ok = ok && !extra[0];
             n += ok;
         } else ok = 0;
         if (!ok) {
@@ -221,68 +237,135 @@ static int explain(void) {
 }
 
 /* ---- the host preference -------------------------------------------------------------------------------------- */
-/* The variant names the preference file lists for this package (or "*"), space-separated into out; "" if none. */
-static void preference(char *out, size_t len, char *source, size_t slen) {
-    char path[PATH_MAX];
-    const char *env = getenv("AMXFORGE_PREFERENCE"), *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
-    const char *candidates[3] = {env, NULL, NULL};
-    char user[PATH_MAX] = "";
-    if (xdg && *xdg) snprintf(user, sizeof user, "%s/amxforge/preference", xdg);
-    else if (home && *home) snprintf(user, sizeof user, "%s/.config/amxforge/preference", home);
-    if (!env || !*env) { candidates[0] = "/etc/amxforge/preference"; candidates[1] = user; }
+/* A search-order path with its {NAME} variables filled in; 0 when one is unset or empty. */
+static int expand_path(const char *pattern, char *out, size_t len) {
+    size_t used = 0;
+    for (const char *p = pattern; *p;) {
+        const char *text = p, *close;
+        size_t n = 1;
+        char name[64];
+        if (*p == '{' && (close = strchr(p, '}')) && (size_t)(close - p - 1) < sizeof name) {
+            snprintf(name, sizeof name, "%.*s", (int)(close - p - 1), p + 1);
+            text = getenv(name);
+            if (!text || !*text) return 0;
+            n = strlen(text);
+            p = close + 1;
+        } else p++;
+        if (used + n >= len) return 0;
+        memcpy(out + used, text, n);
+        used += n;
+    }
+    out[used] = '\0';
+    return 1;
+}
+
+/* The variant names the preference file lists for this package (or "*"), space-separated into out; "" if none. The
+ * file is the first of the search order that exists; source names it. Lines it cannot use are said (EXPLAIN). */
+static void preference(char *out, size_t len, char *source, size_t slen, struct variant *v, int count) {
+    char path[PATH_MAX], why[PATH_MAX + 64];
     out[0] = source[0] = '\0';
-    for (int c = 0; c < 3 && !out[0]; c++) {
-        if (!candidates[c] || !*candidates[c]) continue;
-        snprintf(path, sizeof path, "%s", candidates[c]);
-        char why[PATH_MAX + 64];
-        FILE *f = akf_open_regular(path, NULL, why, sizeof why); /* a FIFO here must not hang every start */
+    FILE *f = NULL;
+    for (int c = 0; c < AKF_PREFERENCE_COUNT && !f; c++) {
+        if (!expand_path(AKF_PREFERENCE_PATHS[c], path, sizeof path) || access(path, F_OK) != 0) continue;
+        f = akf_open_regular(path, NULL, why, sizeof why); /* a FIFO here must not hang every start */
         if (!f) {
-            if (errno != ENOENT && explain()) fprintf(stderr, "%s: the host preference is ignored: %s\n", prog, why);
+            if (explain()) fprintf(stderr, "%s: the host preference is ignored: %s\n", prog, why);
+            return;
+        }
+    }
+    if (!f) return;
+    snprintf(source, slen, "%s", path);
+    char line[1024], pkg[128], best[1024] = "";
+    int lineno = 0, specific = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) { /* a line longer than any preference: its rest is skipped */
+            int ch;
+            while ((ch = fgetc(f)) != EOF && ch != '\n') {}
+            if (explain()) fprintf(stderr, "%s: %s:%d: too long, not used\n", prog, path, lineno);
             continue;
         }
-        char line[1024], pkg[128];
-        while (fgets(line, sizeof line, f)) {
-            if (line[0] == '#' || sscanf(line, "%127s", pkg) != 1) continue;
-            if (strcmp(pkg, "*") && strcmp(pkg, package)) continue;
-            snprintf(out, len, "%s", line + strcspn(line, " \t") + strspn(line + strcspn(line, " \t"), " \t"));
-            out[strcspn(out, "\n#")] = '\0';
-            snprintf(source, slen, "%s", path);
-            if (strcmp(pkg, "*")) break; /* a line for this package wins over "*" */
+        line[strcspn(line, "#\n")] = '\0';
+        if (sscanf(line, "%127s", pkg) != 1) continue; /* blank or a comment */
+        char *rest = line + strspn(line, " \t") + strlen(pkg);
+        rest += strspn(rest, " \t");
+        for (size_t end = strlen(rest); end && (rest[end - 1] == ' ' || rest[end - 1] == '\t'); end--) rest[end - 1] = '\0';
+        if (strcmp(pkg, "*") && strcmp(pkg, package)) continue; /* another package's line */
+        char names[1024] = "", unknown[256] = "";
+        snprintf(names, sizeof names, "%s", rest);
+        int known = 0;
+        for (char *save = NULL, *tok = strtok_r(names, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+            int found = 0;
+            for (int i = 0; i < count && !found; i++) found = !strcmp(tok, v[i].name);
+            known += found;
+            if (!found) {
+                size_t u = strlen(unknown);
+                snprintf(unknown + u, sizeof unknown - u, "%s%s", u ? " " : "", tok);
+            }
         }
-        fclose(f);
+        if (explain() && (unknown[0] || !known))
+            fprintf(stderr, "%s: %s:%d: %s%s\n", prog, path, lineno, known ? "names no variant of this package: " :
+                    "names no variant of this package, not used", known ? unknown : "");
+        if (!known || (specific && !strcmp(pkg, "*"))) continue;
+        snprintf(best, sizeof best, "%s", rest);
+        specific = strcmp(pkg, "*") != 0; /* a line for this package wins over "*" */
     }
+    fclose(f);
+    snprintf(out, len, "%s", best);
 }
 
 /* ---- verification of the chosen variant ------------------------------------------------------------------------ */
+static int verify_forced(void) {
+    const char *e = getenv("AMXFORGE_VERIFY");
+    return e && *e && strcmp(e, "0") != 0;
+}
+
+/* The chosen variant's files and the manifest: present and of their recorded size at every start; their CRC-32 once,
+ * and again whenever their stamp (device, inode, size, mtime, ctime) no longer holds or AMXFORGE_VERIFY=1 asks. */
 static void verify(const char *root, const char *variant) {
-    char path[2 * PATH_MAX], sum[9], why[2 * PATH_MAX + 128];
-    struct stat st;
+    static char store[MAX_FILES + 1][2 * PATH_MAX];
+    char *paths[MAX_FILES + 1], sum[9], why[2 * PATH_MAX + 128], key[PATH_MAX + 128];
+    const char *crcs[MAX_FILES + 1];
+    int n = 0;
     if (manifest_path[0]) {
-        snprintf(path, sizeof path, "%s/%s", root, manifest_path);
-        if (crc32_file(path, sum, why, sizeof why) != 0)
-            fail("the release is damaged: %s; reinstall the package%s", why, "");
-        if (strcmp(sum, manifest_crc)) fail("the release is damaged: %s does not match its checksum; reinstall the "
-                                            "package%s", path, "");
+        snprintf(store[n], sizeof store[n], "%s/%s", root, manifest_path);
+        crcs[n] = manifest_crc;
+        paths[n] = store[n];
+        n++;
     }
     for (int i = 0; i < nfiles; i++) {
         if (strcmp(files[i].variant, variant)) continue;
-        snprintf(path, sizeof path, "%s/%s", root, files[i].path);
-        if (stat(path, &st) != 0)
-            fail("the release is damaged: %s is missing (%s); reinstall the package", path, strerror(errno));
-        if (crc32_file(path, sum, why, sizeof why) != 0)
-            fail("the release is damaged: %s; reinstall the package%s", why, "");
-        if ((long long)st.st_size != files[i].size || strcmp(sum, files[i].crc))
-            fail("the release is damaged: %s does not match its checksum; reinstall the package%s", path, "");
+        struct stat st;
+        snprintf(store[n], sizeof store[n], "%s/%s", root, files[i].path);
+        if (stat(store[n], &st) != 0)
+            fail("the release is damaged: %s is missing (%s); reinstall the package", store[n], strerror(errno));
+        if ((long long)st.st_size != files[i].size)
+            fail("the release is damaged: %s does not match its size; reinstall the package%s", store[n], "");
+        crcs[n] = files[i].crc;
+        paths[n] = store[n];
+        n++;
     }
+    if (n == 0) return; /* a build's table: nothing recorded to check */
+    snprintf(key, sizeof key, "%s|%s|%s", root, variant, table_crc);
+    if (!verify_forced() && akf_stamp_matches(key, paths, n)) {
+        if (explain()) fprintf(stderr, "%s: %d files of variant %s: sizes checked, their stamp holds (AMXFORGE_VERIFY=1 "
+                               "checks the CRC-32s)\n", prog, n, variant);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (crc32_file(paths[i], sum, why, sizeof why) != 0)
+            fail("the release is damaged: %s; reinstall the package%s", why, "");
+        if (strcmp(sum, crcs[i]))
+            fail("the release is damaged: %s does not match its checksum; reinstall the package%s", paths[i], "");
+    }
+    akf_stamp_write(key, paths, n);
+    if (explain()) fprintf(stderr, "%s: %d files of variant %s: checked by CRC-32, stamp written\n", prog, n, variant);
 }
 
 /* May variant v run here? AKF_OK, or a status with the reason in msg. */
 static int judge(const struct variant *v, char *msg, size_t len) {
     int rc = akf_check_features(v->name, v->features, msg, len);
-    if (rc == AKF_OK && !strcmp(v->extra, "gpu") && access("/dev/nvidiactl", F_OK) != 0 && access("/dev/nvidia0", F_OK) != 0) {
-        snprintf(msg, len, "variant %s needs an NVIDIA GPU, and none is visible (/dev/nvidia*)", v->name);
-        rc = AKF_ERR_CPU;
-    }
+    if (rc == AKF_OK && v->gpu) rc = akf_gpu_check(v->name, &v->need, msg, len);
     return rc;
 }
 
@@ -313,8 +396,12 @@ int main(int argc, char **argv) {
     /* the order to try: the host's preference first (runnable ones it names), then the table's */
     int order[MAX_VARIANTS], norder = 0, used[MAX_VARIANTS] = {0};
     char pref[1024], source[PATH_MAX];
-    preference(pref, sizeof pref, source, sizeof source);
-    if (explain() && pref[0]) fprintf(stderr, "%s: the host preference (%s) puts first: %s\n", prog, source, pref);
+    preference(pref, sizeof pref, source, sizeof source, v, count);
+    if (explain() && source[0])
+        fprintf(stderr, "%s: the host preference (%s) puts first: %s\n", prog, source, pref[0] ? pref : "nothing");
+    if (explain())
+        for (int i = 0; i < count; i++)
+            if (v[i].gpu) { akf_gpu_describe(stderr, prog); break; }
     for (char *save = NULL, *tok = strtok_r(pref, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save))
         for (int i = 0; i < count; i++)
             if (!used[i] && !strcmp(tok, v[i].name)) { order[norder++] = i; used[i] = 1; }

@@ -186,6 +186,24 @@ def package(variants, out, fork, fork_targets, name, version_, force, cuda_arch,
                f" MiB naive); archive {summary['archive']} {summary['archive_bytes'] / 2**20:.1f} MiB")
 
 
+@cli.command()
+@click.argument("release", type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True)
+def verify(release, as_json):
+    """Check a whole release against its manifest: every file's size and SHA-256, and the selector's table (exit 1
+    naming each bad file). The selector itself checks sizes at every start and CRC-32s once per change."""
+    from .package.layout import verify_release
+    result = verify_release(Path(release))
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for line in result["bad"]:
+            click.echo(f"{release}: {line}")
+        click.echo(f"{release}: {result['files']} files, {len(result['bad'])} bad")
+    if result["bad"]:
+        sys.exit(1)
+
+
 @cli.group()
 def dist():
     """Builds past one machine: the shared compile cache (scons ... cache=redis://HOST:PORT) and compiles on other

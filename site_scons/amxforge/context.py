@@ -70,6 +70,18 @@ class VariantContext:
         return [line.strip() for line in render("build", "reproducible.j2", source=str(source), mapped=name,
                                                  build=str(build) if build else None).splitlines() if line.strip()]
 
+    def gpu_needs(self):
+        """None for a CPU variant; for a CUDA variant the GPU code its cuda-class units get (from the rendered
+        flags) and the driver its toolkit needs: what the selector checks against the host's devices."""
+        if not self.variant.cuda:
+            return None
+        from .policy.cuda_arch import driver_number, gpu_code
+        code = {"sass": [], "ptx": []}
+        for cls in set(self.policy.classes_for(self.variant)) - set(self.policy.classes_for(self.variant, True)):
+            for key, archs in gpu_code(self.class_flags(cls)).items():
+                code[key] += [a for a in archs if a not in code[key]]
+        return code | {"driver": driver_number(self.probe["cuda"]["nvcc"]["version"])}
+
     def class_flags(self, unit_class: str) -> tuple:
         return self.policy.class_flags(unit_class, self.variant, self.compiler, self.cuda_archs)
 

@@ -7,9 +7,18 @@ import zlib
 from .templating import render
 
 
+def gpu_fields(needs) -> str:
+    """A CUDA variant's extra fields (gpu, SASS archs, the PTX arch or -, the driver number); "" for a CPU variant."""
+    if not needs:
+        return ""
+    return "\t".join(["gpu", ",".join(needs["sass"]) or "-", (needs["ptx"] or ["-"])[-1], str(needs["driver"])])
+
+
 def launch_table(variants, package: str = None, files=None, manifest=None) -> str:
     """The table, ending with the line the launcher checks everything before it against: `end`, the number of lines
-    before it and their CRC-32 (a table cut at a line boundary, or missing a line, is damaged)."""
+    before it and their CRC-32 (a table cut at a line boundary, or missing a line, is damaged). variants: (name,
+    directory, required CPU features, its gpu_needs or None)."""
+    variants = [(name, folder, features, gpu_fields(needs)) for name, folder, features, needs in variants]
     context = {"variants": variants, "package": package or ""}
     if files is not None:
         context["files"] = files

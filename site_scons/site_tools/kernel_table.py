@@ -1,6 +1,7 @@
 """SCons tool: the kernel library's tables as generated C headers in build/VARIANT/gen/ (rewritten only when their
 content changes): akf_table.h (implementations and dtypes, toolchain/kernels.toml, with which implementations this
-variant's flags build) and akf_cpuid.h (the guard's CPUID bits and XSAVE states, toolchain/isa.toml).
+variant's flags build), akf_cpuid.h (the guard's CPUID bits and XSAVE states, toolchain/isa.toml) and
+akf_preference.h (the selector's search order for the host preference file, toolchain/selector.toml).
 
 env.AmxforgeKernelHeaders()   returns the include directory holding them
 exists(env): the header templates are there (templates/kernels/).
@@ -32,6 +33,8 @@ def kernel_headers(env):
             required=sorted(ctx.variant.required_features(isa)), **table.header_context(built)))
         generated(env, f"{gen}/akf_cpuid.h", render(
             "kernels", "akf_cpuid.h.j2", cpuid=list(isa.cpuid.values()), states=list(isa.xsave_states.values())))
+        from amxforge.preference import search_order
+        generated(env, f"{gen}/akf_preference.h", render("kernels", "akf_preference.h.j2", paths=list(search_order())))
     except AmxforgeError as exc:
         fail(str(exc))
     return env.Dir(gen)
@@ -46,4 +49,5 @@ def generate(env):
 
 def exists(env):
     from amxforge.paths import templates_dir
-    return all((templates_dir() / "kernels" / name).is_file() for name in ("akf_table.h.j2", "akf_cpuid.h.j2"))
+    return all((templates_dir() / "kernels" / name).is_file()
+               for name in ("akf_table.h.j2", "akf_cpuid.h.j2", "akf_preference.h.j2"))

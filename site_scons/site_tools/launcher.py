@@ -18,10 +18,10 @@ def launcher(env, objects):
     """build/VARIANT/libexec/amxforge-launch and its table for this one variant."""
     ctx = env["AMXFORGE"]
     out = f"#build/{ctx.name}"
-    program = env.Program(f"{out}/libexec/amxforge-launch", objects, LIBS=[])
+    program = env.Program(f"{out}/libexec/amxforge-launch", objects, LIBS=["dl"])  # dlopen of libcuda (glibc < 2.34)
     required = sorted(ctx.variant.required_features(ctx.policy.isa))
     from amxforge.launchtable import launch_table
-    generated(env, f"{out}/share/amxforge/launch.tsv", launch_table([(ctx.name, ".", required, "")]))
+    generated(env, f"{out}/share/amxforge/launch.tsv", launch_table([(ctx.name, ".", required, ctx.gpu_needs())]))
     ctx.launcher = program  # shared by every environment of this build
     return program
 

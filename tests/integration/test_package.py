@@ -8,6 +8,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -230,6 +231,132 @@ def test_the_release_table_is_checked_like_its_files(release, tmp_path, damage):
     assert "damaged" in res.stderr and len(res.stderr.strip().splitlines()) == 1 and res.stdout == ""
     if damage == "fifo-manifest":
         assert "is a FIFO, not a regular file" in res.stderr
+
+
+def _gpu_release(release, tmp_path, sass="90", ptx="90", driver=13000):
+    """A copy of the release whose table makes baseline (which every host runs) a CUDA variant tried first: the
+    selector's GPU judgement, without a GPU or nvcc."""
+    _, rel, _ = release
+    copy = tmp_path / "rel"
+    shutil.copytree(rel, copy, symlinks=True)
+    table = copy / "share" / "amxforge" / "launch.tsv"
+    lines = table.read_text().splitlines(keepends=True)[:-1]
+    rows = [l for l in lines if l.startswith("variant\t")]
+    gpu = next(l for l in rows if l.startswith("variant\tbaseline\t")).rstrip("\n") + \
+        f"\tgpu\t{sass}\t{ptx}\t{driver}\n"
+    body = [lines[0], gpu] + [l for l in rows if l is not gpu and not l.startswith("variant\tbaseline\t")] + \
+        [l for l in lines[1:] if not l.startswith("variant\t")]
+    _reseal(table, "".join(body))
+    return copy
+
+
+@pytest.mark.parametrize("needs,devices,runs,why", [
+    ({}, "driver=13000;devices=9.0", True, None),                                     # SASS covers 9.0
+    ({}, "driver=13000;devices=9.0,8.6", True, None),                                 # one device is enough
+    ({}, "driver=13000;devices=8.6", False, "has GPU code for 90 (SASS) and PTX for 90 only"),
+    ({}, "driver=13000;devices=12.0", True, None),                                    # PTX 9.0 JITs for 12.0
+    ({"ptx": "-"}, "driver=13000;devices=12.0", False, "has GPU code for 90 (SASS) only"),
+    ({"sass": "86"}, "driver=13000;devices=8.9", True, None),                         # same major, higher minor
+    ({"sass": "120a", "ptx": "120a"}, "driver=13000;devices=12.1", False, "12.1"),    # arch-specific: exactly 12.0
+    ({"sass": "120a", "ptx": "120a"}, "driver=13000;devices=12.0", True, None),
+    ({}, "driver=12040;devices=9.0", False, "built with CUDA 13.0 and needs a driver at least that new; this one is 12.4"),
+    ({}, "driver=13000;devices=", False, "the driver lists none"),
+    ({}, "none", False, "libcuda.so.1 cannot be loaded"),
+])
+def test_a_cuda_variant_runs_only_where_a_device_and_the_driver_can(release, tmp_path, needs, devices, runs, why):
+    """Issue 19: capability covered by SASS, by PTX, not at all; an arch-specific target; an old driver; no device;
+    no driver. A simulated driver (AMXFORGE_GUARD_CUDA) stands in for libcuda."""
+    copy = _gpu_release(release, tmp_path, **needs)
+    res = launch(copy, env={"AMXFORGE_EXPLAIN": "1", "AMXFORGE_GUARD_CUDA": devices, "XDG_CACHE_HOME": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    assert "CUDA: " in res.stderr  # the driver and devices are named
+    if runs:
+        assert "llama-bench: variant baseline: runs here" in res.stderr
+        assert "llama-bench: running variant baseline: " in res.stderr
+    else:
+        verdict = next(line for line in res.stderr.splitlines() if line.startswith("llama-bench: variant baseline: "))
+        assert why in verdict, verdict
+        assert f"llama-bench: running variant {best_runnable()}: " in res.stderr or best_runnable() == "baseline"
+
+
+def test_without_a_driver_here_the_selector_never_picks_a_cuda_variant(release, tmp_path):
+    if os.path.exists("/dev/nvidiactl"):
+        pytest.skip("this host has an NVIDIA driver: the simulated cases above cover the verdicts")
+    copy = _gpu_release(release, tmp_path)
+    res = launch(copy, env={"AMXFORGE_EXPLAIN": "1", "XDG_CACHE_HOME": str(tmp_path)})
+    assert res.returncode == 0 and "variant baseline: variant baseline needs an NVIDIA GPU: " in res.stderr
+
+
+def test_the_stamp_spares_the_crc_until_a_file_changes(release, tmp_path):
+    """Sizes at every start, CRC-32 once, then while the files' stamp (device, inode, size, mtime, ctime) holds; a
+    file changed in place with its size and mtime kept (its ctime cannot be) is checked again and refused."""
+    _, rel, _ = release
+    copy = tmp_path / "rel"
+    shutil.copytree(rel, copy, symlinks=False)
+    env = {"AMXFORGE_EXPLAIN": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    first, second = launch(copy, env=env), launch(copy, env=env)
+    assert "checked by CRC-32, stamp written" in first.stderr and first.returncode == 0
+    assert "their stamp holds" in second.stderr and second.returncode == 0
+    forced = launch(copy, env=dict(env, AMXFORGE_VERIFY="1"))
+    assert "checked by CRC-32" in forced.stderr
+    chosen = best_runnable()
+    victim = copy / "variants" / chosen / "lib" / "libggml.so"
+    st = victim.stat()
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    third = launch(copy, env=env)
+    assert third.returncode == 2 and str(victim) in third.stderr and "does not match its checksum" in third.stderr
+
+
+def test_one_preference_search_order_and_its_unusable_lines_said(release, tmp_path):
+    """toolchain/selector.toml's order, read by the selector and by amxforge.preference alike: the user's file before
+    the system one; EXPLAIN names the file and each line it could not use."""
+    from amxforge.preference import read_path, search_order
+    _, rel, _ = release
+    home, xdg = tmp_path / "home", tmp_path / "xdg"
+    (home / ".config" / "amxforge").mkdir(parents=True)
+    (xdg / "amxforge").mkdir(parents=True)
+    (home / ".config" / "amxforge" / "preference").write_text("* avx512\n")
+    (xdg / "amxforge" / "preference").write_text("minifork-test avx1024 baseline\nminifork-test nope\n"
+                                                 "something-else amx\n")
+    environ = {"HOME": str(home), "XDG_CONFIG_HOME": str(xdg)}
+    assert read_path(environ) == xdg / "amxforge" / "preference"
+    assert search_order()[-1] == "/etc/amxforge/preference"
+    res = launch(rel, env=dict(environ, AMXFORGE_EXPLAIN="1", XDG_CACHE_HOME=str(tmp_path / "c")))
+    assert res.returncode == 0
+    assert f"the host preference ({xdg / 'amxforge' / 'preference'}) puts first: avx1024 baseline" in res.stderr
+    assert ":1: names no variant of this package: avx1024" in res.stderr
+    assert ":2: names no variant of this package, not used" in res.stderr
+    assert "llama-bench: running variant baseline: " in res.stderr
+
+
+def test_verify_checks_the_whole_release_against_the_manifest(release, tmp_path):
+    _, rel, _ = release
+    assert run([tool("amxforge"), "verify", str(rel)]).returncode == 0
+    copy = tmp_path / "rel"
+    shutil.copytree(rel, copy, symlinks=False)
+    victim = copy / "variants" / "avx512" / "libexec" / "llama-cli"
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 0xFF
+    victim.unlink()
+    victim.write_bytes(bytes(data))
+    res = run([tool("amxforge"), "verify", str(copy), "--json"])
+    assert res.returncode == 1
+    assert json.loads(res.stdout)["bad"] == ["variants/avx512/libexec/llama-cli: its SHA-256 differs from the manifest's"]
+    res = run([tool("amxforge"), "verify", str(tmp_path)])
+    assert res.returncode == 2 and "not an amxforge release" in res.stderr
+
+
+def test_the_startup_benchmark_reports_selector_and_direct_in_one_run(release):
+    _, rel, _ = release
+    res = run([sys.executable, str(ROOT / "benchmarks" / "selector_startup.py"), "--release", str(rel), "--target",
+               "llama-bench", "--runs", "5"])
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["variant"] == best_runnable() and out["runs"] == 5
+    assert out["selector_ms"] > 0 and out["direct_ms"] > 0 and "added_ms" in out
 
 
 def test_two_checkouts_give_bit_identical_archives(release, tmp_path):

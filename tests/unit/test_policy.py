@@ -204,3 +204,21 @@ def test_a_table_that_breaks_its_schema_names_file_key_and_row(policy_copy, name
     path.write_text(path.read_text().replace(old, new, 1))
     with pytest.raises(AmxforgeError, match=where):
         load_toml(path)
+
+
+def test_selection_order_for_every_mix_of_cpu_and_cuda_variants():
+    """Best first by `auto`'s order, each CUDA variant just before its CPU twin (its `like`), for every subset."""
+    import itertools
+    from amxforge.package import selection_order
+    names = [n for n in POLICY.variants.raw if not POLICY.variants.raw[n].get("host")]
+    assert selection_order(POLICY, names) == ["amx-cuda", "amx", "avx512", "cuda", "baseline"]
+    rank = {n: i for i, n in enumerate(POLICY.variants.auto)}
+    for k in range(1, len(names) + 1):
+        for subset in itertools.combinations(names, k):
+            order = selection_order(POLICY, list(subset))
+            assert sorted(order) == sorted(subset)
+            twin = {n: POLICY.variants.raw[n].get("like", n) for n in subset}
+            assert [rank[twin[n]] for n in order] == sorted(rank[twin[n]] for n in order), order
+            for i, n in enumerate(order):  # a CUDA variant comes right before its twin when both are there
+                if twin[n] != n and twin[n] in subset:
+                    assert order[i + 1] == twin[n], order

@@ -102,9 +102,9 @@ def selection_order(policy, variants) -> list:
     rank = {name: i for i, name in enumerate(policy.variants.auto)}
 
     def key(name):
-        rec = policy.variants.fields(name)
-        twin = rec.get("like", name) if rec.get("cuda") else name
-        return (rank.get(twin, len(rank)), 0 if rec.get("cuda") else 1, name)
+        cuda = bool(policy.variants.fields(name).get("cuda"))
+        twin = policy.variants.raw[name].get("like", name) if cuda else name  # fields() merges `like` away
+        return (rank.get(twin, len(rank)), 0 if cuda else 1, name)
     return sorted(variants, key=key)
 
 
@@ -203,7 +203,7 @@ def _build_and_lay_out(req: Request, fork, order, epoch, base, layout, log) -> t
         hwcaps, why = layout.add_hwcaps(variant, level, needs["features"], policy.isa)
         variants[variant] = {
             "requires": needs, "audit_seen": seen, "psabi_level": level, "glibc_hwcaps": hwcaps,
-            "glibc_hwcaps_why_not": why, "gpu": bool(ctx.variant.cuda), "files": files,
+            "glibc_hwcaps_why_not": why, "gpu": bool(ctx.variant.cuda), "cuda": ctx.gpu_needs(), "files": files,
             "flags": {cls: list(ctx.class_flags(cls)) for cls in policy.classes_for(ctx.variant)},
         }
     launcher = req.project / "build" / order[0] / "libexec" / "amxforge-launch"
@@ -228,5 +228,5 @@ def _build_and_lay_out(req: Request, fork, order, epoch, base, layout, log) -> t
         "variants": {v: {k: d[k] for k in d if k != "flags"} for v, d in variants.items()},
     }
     manifest.update(layout.finish(manifest, name, order, {v: variants[v]["requires"] for v in order},
-                                  {v: variants[v]["gpu"] for v in order}))
+                                  {v: variants[v]["cuda"] for v in order}))
     return layout.commit(req.force), manifest, targets

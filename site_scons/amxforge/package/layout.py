@@ -72,6 +72,7 @@ class Layout:
             (self.stage / "bin" / target).chmod(0o755)
 
     def finish(self, manifest: dict, name: str, order, requires: dict, gpu: dict) -> dict:
+        """gpu: {variant: its gpu_needs, or None}."""
         """Identical files stored once (hard links), the launch table and manifest.json written, modes and times
         fixed. Returns what the manifest adds: the file list and the sizes."""
         first_of, files, naive, stored = {}, [], 0, 0
@@ -92,7 +93,7 @@ class Layout:
         text = json.dumps(manifest | extra, indent=2, sort_keys=True) + "\n"
         atomic.write_text(self.stage / "manifest.json", text)
         by_variant = {v: [f for f in files if f["path"].startswith(f"variants/{v}/")] for v in order}
-        table = launch_table([(v, f"variants/{v}", requires[v]["features"], "gpu" if gpu[v] else "") for v in order],
+        table = launch_table([(v, f"variants/{v}", requires[v]["features"], gpu[v]) for v in order],
                              package=name,
                              files=[(v, f["path"], f["size"], atomic.file_crc32(self.stage / f["path"])) for v in order
                                     for f in by_variant[v]],
@@ -124,3 +125,34 @@ class Layout:
 
     def abandon(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
+
+
+def verify_release(release: Path) -> dict:
+    """A whole release against its manifest: every file there, of its size and SHA-256; the launch table sealed and
+    listing what the manifest lists. {"files": n, "bad": ["path: why", ...]}; AmxforgeError when it is no release."""
+    from .outputs import is_release
+    release = Path(release)
+    if not is_release(release):
+        raise AmxforgeError(f"{release}: not an amxforge release (no manifest.json and share/amxforge/launch.tsv); give "
+                            f"the directory `amxforge package --out` wrote")
+    manifest = atomic.read_json(release / "manifest.json", "release manifest", fix="reinstall the package")
+    bad = []
+    for entry in manifest.get("files", []):
+        path = release / entry["path"]
+        try:
+            if path.stat().st_size != entry["size"]:
+                bad.append(f"{entry['path']}: {path.stat().st_size} bytes, the manifest says {entry['size']}")
+            elif atomic.file_sha256(path) != entry["sha256"]:
+                bad.append(f"{entry['path']}: its SHA-256 differs from the manifest's")
+        except OSError as exc:
+            bad.append(f"{entry['path']}: {atomic.why(exc)}")
+    table = atomic.read_text(release / TABLE)
+    body, _, end = table.rstrip("\n").rpartition("\n")
+    body += "\n"
+    if end != f"end\t{body.count(chr(10))}\t{zlib.crc32(body.encode()):08x}":
+        bad.append(f"{TABLE}: its end line does not match the lines before it")
+    listed = {line.split("\t")[2] for line in body.splitlines() if line.startswith("file\t")}
+    wanted = {e["path"] for e in manifest.get("files", []) if e["path"].startswith("variants/")}
+    for path in sorted(wanted - listed):
+        bad.append(f"{TABLE}: no file line for {path}")
+    return {"files": len(manifest.get("files", [])), "bad": bad}

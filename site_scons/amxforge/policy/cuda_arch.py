@@ -59,6 +59,26 @@ def resolve_cuda_archs(requested, probe_result: dict, option: str = SCONS) -> tu
     return tuple(archs)
 
 
+GENCODE = re.compile(r"-gencode=arch=compute_(\w+),code=(sm|compute)_(\w+)")
+
+
+def gpu_code(flags) -> dict:
+    """What the rendered cuda class's flags put into a binary: {"sass": [arch, ...], "ptx": [arch, ...]}."""
+    out = {"sass": [], "ptx": []}
+    for flag in flags:
+        m = GENCODE.fullmatch(flag)
+        if m:
+            out["sass" if m.group(2) == "sm" else "ptx"].append(m.group(3))
+    return out
+
+
+def driver_number(nvcc_version: str) -> int:
+    """The driver version (cuDriverGetVersion's number, 1000 * major + 10 * minor) a toolkit's code needs: 13.0.88 ->
+    13000."""
+    major, minor = (nvcc_version.split(".") + ["0"])[:2]
+    return 1000 * int(major) + 10 * int(minor)
+
+
 def arch_specific(archs, specific) -> tuple:
     """Blackwell block-scale MMA is not forward compatible: a fork that uses it needs 12.0 built as sm_120a."""
     return tuple(a + "a" if a in specific else a for a in archs)
