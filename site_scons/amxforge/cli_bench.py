@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cliargs import VARIANT_HELP, csv_items, positive_counts, resolve_variant
+from .cliargs import VARIANT_HELP, csv_items, duration, positive_counts, resolve_variant
 from .errors import AmxforgeError
 
 
@@ -85,8 +85,15 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
 @click.option("--pp", type=click.IntRange(1, 65536), default=128, show_default=True, help="prompt tokens per run")
 @click.option("--tg", type=click.IntRange(1, 65536), default=32, show_default=True,
               help="generated tokens per run (llama-sweep-bench generates pp/4)")
-@click.option("--reps", type=click.IntRange(1, 100), default=5, show_default=True,
-              help="runs per cell, interleaved across cells")
+@click.option("--reps", type=click.IntRange(1, 200), default=12, show_default=True,
+              help="rounds at least (a round runs every cell once, in ABBA order); a 95 % interval needs 6, one "
+                   "that an outlier run cannot move 12")
+@click.option("--threshold", type=click.FloatRange(0, 50, min_open=True), default=2.0, show_default=True,
+              metavar="PCT", help="a difference whose interval lies within +-PCT % is called \"same\"")
+@click.option("--target-ci", type=click.FloatRange(0, 100, min_open=True), default=None, metavar="PCT",
+              help="add rounds until every comparison's 95 % interval is within +-PCT % (or --max-time is spent)")
+@click.option("--max-time", default=None, metavar="DURATION",
+              help="with --target-ci: stop adding rounds when this is spent, e.g. 600, 10m, 1h (default: 200 rounds)")
 @click.option("--warmup", type=click.IntRange(0, 10), default=1, show_default=True,
               help="passes over all cells before measuring (not counted)")
 @click.option("--tool", default="auto", show_default=True,
@@ -108,13 +115,16 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
 @click.option("--jobs", type=click.IntRange(1, 1024), default=None, help="parallel compile jobs per build")
 @click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
               help="the amxforge project to build in (default: here)")
-def bench_fork(forks, packages, variants, threads, model, types, synth_shape, amx, pp, tg, reps, warmup, tool, numa, timeout, out,
-               plot_path, as_json, save_preference, prefer, jobs, project):
+def bench_fork(forks, packages, variants, threads, model, types, synth_shape, amx, pp, tg, reps, threshold, target_ci,
+               max_time, warmup, tool, numa, timeout, out, plot_path, as_json, save_preference, prefer, jobs, project):
     """A fork's own tools over variants x threads x trees x --amx on/off x types: a table per metric (rows =
     threads, columns = variants / trees / --amx, each against the first), JSON lines, a PNG and a recommendation.
 
-    Cells are interleaved across rounds, warmed up, pinned to physical cores, and differences smaller than a
-    reference cell's spread are called "= noise". Exit 1 when a cell failed (the others complete)."""
+    Cells are warmed up, pinned to physical cores and interleaved in rounds; each difference is the ratio of two
+    cells within a round, summarised over the rounds with an exact Wilcoxon signed-rank 95 % interval: "+21 % [+6, +31]
+    faster", or slower, same (within +-threshold) or undecided. --target-ci adds rounds until the intervals are that
+    narrow. The run's conditions (governor, turbo, load, steal, busy processes, pinning) are recorded and the noisy
+    ones named. Exit 1 when a cell failed (the others complete)."""
     from .bench import fork as fb
     from .report import bench_fork_report
 
@@ -131,6 +141,10 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
     except (ValueError, AssertionError):
         raise AmxforgeError(f"--synth {synth_shape!r}: give LAYERSxDIMxFF, e.g. 8x2048x5632") from None
     out_dir = Path(out) if Path(out).is_absolute() else project / out
+    if max_time is not None and not target_ci:
+        raise AmxforgeError("--max-time bounds the rounds --target-ci adds: give --target-ci PCT too, e.g. "
+                            "--target-ci 5 --max-time 10m")
+    max_seconds = duration(max_time, "--max-time") if max_time is not None else None
     if save_preference:
         from .preference import check_preference_writable
         check_preference_writable()  # before the benchmark, not after it
@@ -138,7 +152,7 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
                      threads=list(dict.fromkeys(positive_counts(threads, "--threads", "1,2,4"))), types=qtypes,
                      model=Path(model).resolve() if model else None, amx=amx, pp=pp, tg=tg, reps=reps, warmup=warmup,
                      tool=tool, numa=numa, timeout=timeout, out=out_dir, project=project, jobs=jobs, prefer=prefer,
-                     shape=shape)
+                     shape=shape, threshold=threshold, target_ci=target_ci, max_time=max_seconds)
     bar = {"bar": None}
 
     def progress(i, total, kind, cell):
@@ -146,6 +160,7 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
             bar["bar"] = click.progressbar(length=total, label="bench fork", file=sys.stderr,
                                            item_show_func=lambda x: x)
             bar["bar"].__enter__()
+        bar["bar"].length = total  # --target-ci adds rounds: the bar grows with them
         bar["bar"].update(1, None if cell is None else
                           f"{kind} {cell.column.label(True)} {cell.threads}t {cell.qtype}")
 
@@ -178,6 +193,30 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
         click.echo(f"\ncells {written['cells']}, summary {written['summary']}, plot {plot_file}")
     if result["summary"]["failed"]:
         raise BenchFailed(f"{len(result['summary']['failed'])} cell(s) failed: {result['summary']['failed'][0]}")
+
+
+@bench.command("compare")
+@click.argument("old", type=click.Path())
+@click.argument("new", type=click.Path())
+@click.option("--threshold", type=click.FloatRange(0, 50, min_open=True), default=2.0, show_default=True,
+              metavar="PCT", help="a difference whose interval lies within +-PCT % is called \"same\"")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object: every row, the verdict counts")
+@click.option("--fail-on-slower", is_flag=True, help="exit 1 when a cell of NEW is slower than in OLD")
+def bench_compare(old, new, threshold, as_json, fail_on_slower):
+    """Two saved `bench fork` runs, NEW against OLD, cell by cell (same column, threads and type): each metric's
+    ratio of medians with an exact Mann-Whitney / Hodges-Lehmann 95 % interval (the runs of two benchmarks are not
+    paired), and a verdict: faster, slower, same (within +-threshold) or undecided. OLD and NEW are `bench fork
+    --out` directories or their cells.jsonl. Exit 2 when they are not bench runs or share no cell."""
+    from .bench.compare import compare_runs, load_run
+    from .report import bench_compare_report
+
+    result = compare_runs(load_run(old), load_run(new), threshold / 100.0)
+    if as_json:
+        click.echo(json.dumps(result | {"old": str(old), "new": str(new)}))
+    else:
+        click.echo(bench_compare_report(result, old, new))
+    if fail_on_slower and result["verdicts"]["slower"]:
+        raise BenchFailed(f"{result['verdicts']['slower']} comparison(s) slower in {new}")
 
 
 class BenchFailed(AmxforgeError):

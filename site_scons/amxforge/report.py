@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+from .bench.comparisons import text as comparison_text
 from .templating import render
 
 
@@ -57,17 +58,25 @@ def bench_fork_report(result: dict, saved=None, prefer="tg") -> str:
                         amx = " AMX" if c.get("amx_buffer") else ""
                         texts.append(f"{st['median']:.2f} [{st['min']:.2f}-{st['max']:.2f}]{amx}")
                     if i:
-                        d = c.get(f"{metric}_diff_pct") if c else None
-                        diffs.append("-" if d is None else
-                                     f"{d:+.1f} %" + (" = noise" if c.get(f"{metric}_within_noise") else ""))
+                        diffs.append(comparison_text({
+                            k: c.get(f"{metric}_{k}") for k in ("ratio", "ci_low", "ci_high", "pairs", "verdict")}
+                            if c else {}))
                 first = line[0] if line else {}
                 rows.append({"threads": threads, "cpus": first.get("cpus", "-"), "over": first.get("oversubscribed"),
                              "cells": texts, "diffs": diffs})
             tokens = next((c["tokens"][metric] for c in cells if c["type"] == qtype and c.get("tokens")), None)
             widths = [max([len(label)] + [len(r["cells"][i]) for r in rows])
                       for i, label in enumerate(summary["columns"])]
+            widths += [max([len(f"diff {i}")] + [len(r["diffs"][i - 1]) for r in rows])
+                       for i in range(1, len(summary["columns"]))]
             tables.append({"type": qtype, "metric": metric, "columns": summary["columns"], "rows": rows,
                            "widths": widths,
                            "tokens": tokens, "over": any(r["over"] for r in rows),
                            "any_amx": any(c.get("amx_buffer") for c in cells)})
     return _render("bench_fork.j2", r=result, tables=tables, saved=saved, prefer=prefer)
+
+
+def bench_compare_report(result: dict, old, new) -> str:
+    width = max([len("column")] + [len(r["column"]) for r in result["rows"]])
+    return _render("bench_compare.j2", r=result, old=old, new=new, width=width,
+                   texts=[comparison_text(r) for r in result["rows"]])

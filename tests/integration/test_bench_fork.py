@@ -68,12 +68,24 @@ def test_variants_threads_types_and_amx_on_off_in_one_table(project, tmp_path):
         # the weights went through the AMX buffer only in the amx build, with --amx, on a host that runs AMX
         assert c["amx_buffer"] == (c["variant"] == "amx" and c["amx"] and amx_runs)
         assert c["cpus"] == ("0" if c["threads"] == 1 else c["cpus"]) and c["oversubscribed"] is False
-        if c["column"] != expect_columns[0]:
-            assert isinstance(c["pp_diff_pct"], float) and isinstance(c["tg_within_noise"], bool)
+        assert len(c["tg_rounds"]) == 2 and all(v > 0 for v in c["tg_rounds"])
+        if c["column"] != expect_columns[0]:  # each against the first column, paired round by round
+            assert c["tg_pairs"] == 2 and c["tg_ratio"] > 0 and c["tg_method"].startswith("wilcoxon signed-rank")
+            assert c["tg_ci_low"] is None and c["tg_verdict"] == "undecided"  # 2 pairs: no 95 % interval exists
+        else:
+            assert "tg_ratio" not in c
     assert set(summary["recommendation"]) == {"q8_0", "q4_0"}
     for per in summary["recommendation"].values():
         assert set(per) == {"pp", "tg"} and per["tg"]["column"] in expect_columns
     assert summary["reference"]["runs"] == 4 and summary["reference"]["noise_pct"]["tg"] >= 0
+    assert summary["rounds"] == 2 and summary["stopped"] == "2 rounds (--reps)"
+    n_comparisons = (len(expect_columns) - 1) * 2 * 2 * 2  # columns after the first x threads x types x metrics
+    assert summary["verdicts"]["undecided"] == len(summary["undecided"]) == n_comparisons
+    assert all(u["pairs"] == 2 and u["pairs_needed"] >= 12 for u in summary["undecided"])
+    assert set(summary["conditions"]) >= {"governor", "turbo", "load_before", "load_after", "steal_pct",
+                                          "busy_processes", "pinning_held", "warnings"}
+    assert summary["conditions"]["pinning_held"] is True
+    assert len(summary["preference_why"]["ik_llama.cpp+amx-amxforge"]) == len(RUNNABLE) - 1
     # the preference: this tree's package line replaced or added, other lines kept; the selector's format
     lines = pref.read_text().splitlines()
     assert "other-package avx512 baseline" in lines
@@ -112,6 +124,39 @@ def test_fork_against_fork_in_one_run(project, tmp_path):
     assert "minifork/baseline --amx against minifork/baseline" in run(
         [tool("amxforge"), "bench", "fork", "--fork", "minifork", "--fork", "nofork", "--variants", "baseline",
          "--threads", "1", "--reps", "1", "--warmup", "0", "--out", str(tmp_path / "o2")], cwd=project).stdout
+
+
+def test_target_ci_adds_rounds_until_the_time_is_spent_and_bench_compare_reads_two_runs(project, tmp_path):
+    common = ["--fork", "minifork", "--variants", "baseline", "--amx", "auto", "--threads", "1", "--pp", "32",
+              "--tg", "8", "--warmup", "0"]
+    res = bench(project, *common, "--reps", "1", "--target-ci", "0.01", "--max-time", "4s", "--json",
+                "--out", str(tmp_path / "a"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    cells, summary = json_lines(res)
+    # an interval of +-0.01 % is out of reach: rounds were added until another would not fit in 4 s
+    assert summary["rounds"] > 1 and summary["stopped"].startswith(f"--max-time 4 s spent after {summary['rounds']}")
+    assert summary["seconds"] <= 4 + 3 and summary["target_ci_pct"] == 0.01 and summary["max_time_s"] == 4
+    assert all(c["reps"] == summary["rounds"] for c in cells)
+    res = bench(project, *common, "--reps", "3", "--out", str(tmp_path / "b"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "3 round(s) after 0 warm-up pass(es)" in res.stdout and "[3 pairs: too few] undecided" in res.stdout
+    assert "undecided (2; the pairs" in res.stdout
+    got = run([tool("amxforge"), "bench", "compare", str(tmp_path / "a"), str(tmp_path / "b" / "cells.jsonl"),
+               "--json"], cwd=project)
+    assert got.returncode == 0, got.stderr
+    result = json.loads(got.stdout)
+    assert result["method"].startswith("mann-whitney") and len(result["rows"]) == 4  # 2 columns x 2 metrics
+    for row in result["rows"]:
+        assert row["samples"] == [summary["rounds"], 3] and row["verdict"] in ("faster", "slower", "same",
+                                                                                "undecided")
+    text = run([tool("amxforge"), "bench", "compare", str(tmp_path / "a"), str(tmp_path / "b")], cwd=project)
+    assert text.returncode == 0 and "NEW against OLD, mann-whitney" in text.stdout
+    (tmp_path / "junk.jsonl").write_text('{"record": "cell", "column": "x"}\n')
+    for args, expect in (([str(tmp_path / "a"), str(tmp_path / "nothing")], "no such file"),
+                         ([str(tmp_path / "a"), str(tmp_path / "junk.jsonl")], "line 1: a cell without column"),
+                         ([str(tmp_path / "a"), str(project / "SConstruct")], "line 1: not JSON")):
+        bad = run([tool("amxforge"), "bench", "compare", *args], cwd=project)
+        assert bad.returncode == 2 and expect in one_line(bad), bad.stderr
 
 
 def test_a_cell_that_crashes_or_hangs_is_marked_and_the_others_complete(project, tmp_path):

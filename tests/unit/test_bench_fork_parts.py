@@ -5,8 +5,14 @@ import json
 
 import pytest
 
-from amxforge.bench import forktools, pinning, verdicts
-from amxforge.bench.cells import schedule
+import os
+import subprocess
+import sys
+import threading
+
+from amxforge.bench import cells as cellmod, conditions, forktools, pinning, verdicts
+from amxforge.cliargs import duration
+from amxforge.errors import AmxforgeError
 from conftest import ROOT
 
 # llama-bench -o json (the fields amxforge reads, as ik_llama.cpp's llama-bench writes them: one object per test)
@@ -109,9 +115,11 @@ def test_a_tool_takes_amx_only_when_its_help_lists_it(help_text, expect):
 
 def test_rounds_interleave_cells_abba_between_two_reference_runs():
     cells, ref = ["A", "B", "C"], "R"
-    plan = list(schedule(cells, reps=2, warmup=1, reference=ref))
-    assert [c for k, c in plan] == ["A", "B", "C", "R", "A", "B", "C", "R", "R", "C", "B", "A", "R"]
-    assert [k for k, _ in plan][:3] == ["warmup"] * 3
+    plan = [step for r in range(2) for step in cellmod.round_plan(cells, r, ref)]
+    assert [c for k, c in plan] == ["R", "A", "B", "C", "R", "R", "C", "B", "A", "R"]
+    assert [k for k, _ in plan][:2] == ["reference", "measure"]
+    runs = [{"tg": 40.0, "round": 0}, {"tg": 41.0, "round": 2}, {"pp": 9.0, "round": 1}, {"tg": 1.0, "round": 5}]
+    assert cellmod.per_round(runs, "tg", 3) == [40.0, None, 41.0]  # a round without a good run pairs with nothing
 
 
 def test_cpu_lists_are_written_as_ranges():
@@ -129,16 +137,94 @@ def test_one_cpu_per_physical_core_before_any_sibling(tmp_path, monkeypatch):
     assert pinning.cpu_order(tmp_path) == [0, 1, 2, 3]
 
 
-def _cell(column, tg):
-    return {"type": "q8_0", "column": column, "threads": 4, "oversubscribed": False,
-            "tg": verdicts.stats(tg), "pp": verdicts.stats([100.0])}
+def _cell(column, tg, pp=None, variant=None, threads=4, qtype="q8_0"):
+    pp = pp or [100.0] * len(tg)
+    return {"type": qtype, "column": column, "variant": variant or column, "tree": "ik", "threads": threads,
+            "oversubscribed": False, "tg": verdicts.stats(tg), "pp": verdicts.stats(pp), "tg_rounds": tg,
+            "pp_rounds": pp}
 
 
-def test_the_recommendation_names_ties_within_the_noise():
-    cells = [_cell("baseline", [40.0, 41.0]), _cell("amx", [40.5, 40.9]), _cell("avx512", [30.0, 31.0])]
-    rec = verdicts.recommend(cells, {"pp": 1.0, "tg": 3.0})
+def _rounds(center, wobble=(0.0, 0.4, -0.3, 0.2, -0.1, 0.3, -0.2, 0.1, 0.0, -0.4, 0.2, -0.3)):
+    return [center + w for w in wobble]
+
+
+def test_the_recommendation_names_what_the_paired_comparison_cannot_tell_apart():
+    cells = [_cell("baseline", _rounds(40.0)), _cell("amx", _rounds(40.2)), _cell("avx512", _rounds(30.0))]
+    rec = verdicts.recommend(cells, 0.02)
     assert rec["q8_0"]["tg"]["column"] == "amx"
-    assert rec["q8_0"]["tg"]["equal_within_noise"] == ["baseline at 4 threads"]
+    assert len(rec["q8_0"]["tg"]["not_told_apart"]) == 1
+    assert rec["q8_0"]["tg"]["not_told_apart"][0].startswith("baseline at 4 threads (-0 % [")
+    assert rec["q8_0"]["tg"]["not_told_apart"][0].endswith("] same)")
+
+
+class _Src:
+    label, package_name = "ik", "ik_llama.cpp+amx-amxforge"
+
+
+def test_a_variant_that_wins_one_metric_and_ties_the_other_is_never_demoted():
+    # the Zen 4 case of issue 22: avx512 +70 % in pp, tg a tie within noise; by tg, baseline's median is a hair higher
+    cells = [_cell("baseline", _rounds(20.0), pp=_rounds(100.0)),
+             _cell("avx512", _rounds(19.95), pp=_rounds(170.0)),
+             _cell("amx", _rounds(15.0), pp=_rounds(300.0))]
+    lines, why = verdicts.preference_lines(cells, [_Src()], "tg", 0.02)
+    assert lines == {"ik_llama.cpp+amx-amxforge": ["avx512", "baseline", "amx"]}
+    assert why["ik_llama.cpp+amx-amxforge"][0].startswith("avx512 before baseline: tg ")
+    assert "same; pp +70 % [" in why["ik_llama.cpp+amx-amxforge"][0]
+    assert why["ik_llama.cpp+amx-amxforge"][1].startswith("baseline before amx: tg +33 % [")  # tg decides first
+
+
+def test_pinning_is_watched_thread_by_thread(tmp_path):
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip(f"this process may run on {len(allowed)} CPU only: a move off the pinned CPU cannot be made")
+    spin = "import os, sys, time\nif len(sys.argv) > 1: os.sched_setaffinity(0, {int(sys.argv[1])})\n" \
+           "end = time.time() + 0.4\nwhile time.time() < end: pass\n"
+    for extra, held in (([], True), ([str(allowed[1])], False)):  # the second re-pins itself, as a tool might
+        proc = subprocess.Popen([sys.executable, "-c", spin, *extra],
+                                preexec_fn=lambda: os.sched_setaffinity(0, {allowed[0]}))
+        seen = set()
+        watcher = threading.Thread(target=cellmod._watch_cpus, args=(proc, seen, 0.01))
+        watcher.start()
+        proc.wait()
+        watcher.join()
+        assert seen and (seen <= {allowed[0]}) == held, (extra, seen)
+
+
+def test_conditions_are_read_and_the_noisy_ones_named():
+    before = conditions.host_conditions()
+    spin = "import time, sys\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end: pass"
+    burner = subprocess.Popen([sys.executable, "-c", spin, "1.0"])
+    burner.wait()  # a process that used a CPU during the run and ended: not named (it is gone) ...
+    hog = subprocess.Popen([sys.executable, "-c", spin, "30"])
+    try:
+        import time
+        time.sleep(1.0)
+        logged = []
+        got = conditions.finish_conditions(before, logged.append, ["x at 1 threads ran on CPUs 1, pinned to 0"])
+    finally:
+        hog.kill()
+        hog.wait()
+    pids = [p["pid"] for p in got["busy_processes"]]
+    assert pids.count(hog.pid) == 1 and burner.pid not in pids  # ... one still running is
+    assert got["pinning_held"] is False and len(got["load_before"]) == 3 and got["cpus"] == os.cpu_count()
+    assert got["steal_pct"] is None or got["steal_pct"] >= 0
+    assert isinstance(got["governor"], dict) and got["turbo"] in (True, False, None)
+    assert any("other processes used CPU" in w and f"({hog.pid}," in w for w in got["warnings"])
+    assert any(w.startswith("pinning did not hold: x at 1 threads") for w in got["warnings"])
+    assert logged == [f"amxforge: bench fork: warning: {w}" for w in got["warnings"]]
+    assert not any(k.startswith("_") for k in got)
+
+
+@pytest.mark.parametrize("text, seconds", [("600", 600), ("90s", 90), ("10m", 600), ("1h30m", 5400),
+                                           ("1.5h", 5400)])
+def test_durations(text, seconds):
+    assert duration(text, "--max-time") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "10 minutes", "5x", "-3", "m"])
+def test_bad_durations_name_the_fix(text):
+    with pytest.raises(AmxforgeError, match="give a duration like 600, 90s, 10m or 1h30m"):
+        duration(text, "--max-time")
 
 
 def test_lines_a_fork_prints_into_llama_bench_json_are_dropped_and_counted():

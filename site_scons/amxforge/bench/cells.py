@@ -7,6 +7,8 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,12 +62,23 @@ def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float,
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     try:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **env),
-                             cwd=workdir, preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
-    except subprocess.TimeoutExpired:
-        return {"error": f"{tool} timed out after {timeout:g} s"}
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, **env), cwd=workdir,
+                                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     except OSError as exc:
         return {"error": f"{tool} could not start: {exc.strerror}"}
+    seen = set()
+    watcher = threading.Thread(target=_watch_cpus, args=(proc, seen), daemon=True)
+    watcher.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"error": f"{tool} timed out after {timeout:g} s"}
+    finally:
+        watcher.join()
+    res = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
     if res.returncode != 0:
         how = (f"killed by {signal.Signals(-res.returncode).name}" if res.returncode < 0
                else f"exit {res.returncode}")
@@ -77,7 +90,26 @@ def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float,
         last = (res.stderr.strip().splitlines() or ["no output on stderr"])[-1]
         return {"error": f"{tool}: {exc}; its last line: {last[:160]}", "stdout": res.stdout, "stderr": res.stderr}
     got["amx_buffer"] = bench_tools()["evidence"]["amx_buffer"] in res.stderr + res.stdout
+    if cpus and seen - set(cpus):
+        got["pinning_held"] = False
+        got["ran_on"] = sorted(seen)
+    elif cpus:
+        got["pinning_held"] = True
     return got
+
+
+def _watch_cpus(proc, seen: set, every: float = 0.05) -> None:
+    """Adds to `seen` the CPU each of the process's threads last ran on, every `every` seconds until it exits (the
+    40th field of /proc/PID/task/TID/stat): the evidence that the pinning held."""
+    tasks = Path(f"/proc/{proc.pid}/task")
+    while proc.poll() is None:
+        try:
+            for task in tasks.iterdir():
+                stat = (task / "stat").read_text()
+                seen.add(int(stat[stat.rindex(")") + 2:].split()[36]))
+        except (OSError, ValueError, IndexError):
+            pass  # the process or a thread ended between the listing and the read
+        time.sleep(every)
 
 
 def failure_log(out: Path, cell: Cell, got: dict) -> str:
@@ -91,14 +123,19 @@ def failure_log(out: Path, cell: Cell, got: dict) -> str:
     return str(path)
 
 
-def schedule(cells: list, reps: int, warmup: int, reference: Cell):
-    """(kind, cell) in run order: warm-up passes, then per round the reference, every cell (ABBA: reversed on odd
-    rounds, so drift within a round hits every column alike), the reference again."""
-    for _ in range(warmup):
-        for cell in cells:
-            yield "warmup", cell
-    for r in range(reps):
-        yield "reference", reference
-        for cell in (cells if r % 2 == 0 else cells[::-1]):
-            yield "measure", cell
-        yield "reference", reference
+def round_plan(cells: list, r: int, reference: Cell):
+    """(kind, cell) of round r: the reference, every cell (ABBA: reversed on odd rounds, so drift within a round hits
+    every column alike, and the two cells of a comparison run side by side on average), the reference again."""
+    yield "reference", reference
+    for cell in (cells if r % 2 == 0 else cells[::-1]):
+        yield "measure", cell
+    yield "reference", reference
+
+
+def per_round(runs: list, metric: str, rounds: int) -> list:
+    """A cell's t/s of one metric indexed by round (None where that round has no good run): what pairs two cells."""
+    out = [None] * rounds
+    for run in runs:
+        if metric in run and run.get("round") is not None and run["round"] < rounds:
+            out[run["round"]] = run[metric]
+    return out

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AmxforgeError
-from .cells import Cell, Column, failure_log, run_cell, schedule
+from .cells import Cell, Column, failure_log, per_round, round_plan, run_cell
+from .comparisons import PAIRED, half_width, paired, pairs_needed, text as comparison_text
+from .conditions import finish_conditions, host_conditions
 from .forktools import accepts, bench_tools, help_text, tokens_per_run
 from .pinning import cpu_order, cpus_text, physical_cores, pinning
 from .sources import BuiltTree, open_release, unique_labels
@@ -45,6 +47,9 @@ class Request:
     jobs: int = None
     prefer: str = "tg"
     shape: tuple = (4, 1024, 2816)  # synthetic models: layers, embedding, feed-forward
+    threshold: float = 2.0  # percent: a comparison whose interval lies within +-threshold is "same"
+    target_ci: float = None  # percent: add rounds until every interval's half-width is at most this
+    max_time: float = None  # seconds: ... or until this is spent
 
 
 def variant_verdicts(plan: dict, variants, build: bool = True) -> tuple:
@@ -263,70 +268,142 @@ def run_bench(req: Request, log, progress=None) -> dict:
     reference = Cell(columns[0], ref_at, next(iter(models)), next(iter(models.values())),
                      pinning(ref_at, order, cores))
     ref_runs = []
-    plan = list(schedule(cells, req.reps, req.warmup, reference))
+    conditions = host_conditions()
     started = time.monotonic()
-    for i, (kind, cell) in enumerate(plan):
+    per_round_runs = len(cells) + 2
+    done = {"runs": 0, "total": (req.warmup + req.reps) * per_round_runs - req.warmup * 2}
+
+    def one(kind, cell, r):
         if progress:
-            progress(i, len(plan), kind, cell)
+            progress(done["runs"], done["total"], kind, cell)
+        done["runs"] += 1
         if cell.error:
-            continue  # a failed cell is not run again; the others complete
+            return  # a failed cell is not run again; the others complete
         got = run_cell(cell, tool, req.pp, req.tg, req.numa, req.timeout, req.out / "work")
         if "error" in got:
             cell.error = got["error"]  # the reference failing leaves the noise unknown
             cell.log = failure_log(req.out, cell, got)
-            continue
+            return
+        got["round"] = r
         if kind == "measure":
             cell.runs.append(got)
         elif kind == "reference":
             ref_runs.append(got)
+
+    for _ in range(req.warmup):
+        for cell in cells:
+            one("warmup", cell, None)
+    rounds, stop = 0, None
+    while stop is None:
+        round_started = time.monotonic()
+        for kind, cell in round_plan(cells, rounds, reference):
+            one(kind, cell, rounds)
+        rounds += 1
+        stop = enough_rounds(req, columns, cells, rounds, time.monotonic() - started,
+                             time.monotonic() - round_started)
+        if stop is None:
+            done["total"] += per_round_runs
     if progress:
-        progress(len(plan), len(plan), "done", None)
+        progress(done["runs"], done["runs"], "done", None)
     shutil.rmtree(req.out / "work", ignore_errors=True)
+    broken = [f"{c.column.label(True)} at {c.threads} threads ran on CPUs {cpus_text(r['ran_on'])}, pinned to "
+              f"{cpus_text(c.pin['cpus'])}" for c in cells for r in c.runs if r.get("pinning_held") is False]
+    conditions = finish_conditions(conditions, log, broken)
     return finish(req, sources, columns, cells, reference, ref_runs, tool, passed_over, skipped,
-                  time.monotonic() - started)
+                  time.monotonic() - started, rounds, stop, conditions)
 
 
-def finish(req, sources, columns, cells, reference, ref_runs, tool, passed_over, skipped, seconds) -> dict:
+MAX_ROUNDS = 200
+
+
+def enough_rounds(req: Request, columns, cells, rounds: int, spent: float, last_round: float):
+    """Why the run stops after `rounds` rounds, or None to run another: --reps rounds at least; with --target-ci,
+    until every comparison's interval is that narrow, --max-time is spent (another round would not fit), or
+    MAX_ROUNDS."""
+    if rounds < req.reps:
+        return None
+    if not req.target_ci:
+        return f"{rounds} rounds (--reps)"
+    wide = [c for c in comparisons_of(req, columns, cells, rounds)
+            if c["half_width"] is None or c["half_width"] > req.target_ci]
+    if not wide:
+        return f"every interval within +-{req.target_ci:g} % after {rounds} rounds"
+    if req.max_time and spent + last_round > req.max_time:
+        return f"--max-time {req.max_time:g} s spent after {rounds} rounds; {len(wide)} interval(s) still wider"
+    if rounds >= MAX_ROUNDS:
+        return f"{MAX_ROUNDS} rounds; {len(wide)} interval(s) still wider"
+    return None
+
+
+def comparisons_of(req: Request, columns, cells, rounds: int) -> list:
+    """Every comparison the tables show: each column against the first, per thread count, type and metric, paired
+    round by round."""
+    firsts = {(c.threads, c.qtype): c for c in cells if c.column is columns[0]}
+    out = []
+    for cell in cells:
+        first = firsts.get((cell.threads, cell.qtype))
+        if first is None or cell is first:
+            continue
+        for m in METRICS:
+            base, other = per_round(first.runs, m, rounds), per_round(cell.runs, m, rounds)
+            comp = paired(base, other, req.threshold / 100.0)
+            comp["half_width"] = half_width(comp)
+            seen = abs(100 * ((comp["ratio"] or 1) - 1))
+            comp["pairs_needed"] = pairs_needed(base, other, req.target_ci or max(req.threshold, seen))
+            out.append(comp | {"cell": cell, "metric": m})
+    return out
+
+
+def finish(req, sources, columns, cells, reference, ref_runs, tool, passed_over, skipped, seconds, rounds, stop,
+           conditions) -> dict:
     many = len(sources) > 1
     noise = {}
     for m in METRICS:
         st = stats([r[m] for r in ref_runs if m in r])
         noise[m] = st["spread_pct"] if st else None
-    summary_of = {id(c): {m: None if c.error else stats([r[m] for r in c.runs if m in r]) for m in METRICS}
-                  for c in cells}
-    firsts = {(c.threads, c.qtype): c for c in cells if c.column is columns[0]}
+    comparisons = {(id(c["cell"]), c["metric"]): c for c in comparisons_of(req, columns, cells, rounds)}
     records = []
     for cell in cells:
-        first = firsts[(cell.threads, cell.qtype)]
         rec = {"record": "cell", "type": cell.qtype, "model": str(cell.model), "tree": cell.column.source.label,
                "variant": cell.column.variant, "amx": cell.column.amx, "column": cell.column.label(many),
                "threads": cell.threads, "cpus": cpus_text(cell.pin["cpus"]), "nodes": cell.pin["nodes"],
                "oversubscribed": cell.pin["oversubscribed"], "tool": tool, "command": cell.command,
                "reps": len(cell.runs), "status": "failed: " + cell.error if cell.error else "ok", "log": cell.log,
                "amx_buffer": any(r.get("amx_buffer") for r in cell.runs) if cell.runs else None,
-               "foreign_lines": max((r.get("foreign_lines", 0) for r in cell.runs), default=0)}
+               "foreign_lines": max((r.get("foreign_lines", 0) for r in cell.runs), default=0),
+               "pinning_held": all(r.get("pinning_held", True) for r in cell.runs) if cell.runs else None}
         for m in METRICS:
-            st, base = summary_of[id(cell)][m], summary_of[id(first)][m]
-            rec[m] = st
-            if st and base and cell is not first:
-                diff = 100.0 * (st["median"] - base["median"]) / base["median"]
-                rec[f"{m}_diff_pct"] = diff
-                overlap = st["min"] <= base["max"] and base["min"] <= st["max"]
-                rec[f"{m}_within_noise"] = overlap or noise[m] is None or abs(diff) <= noise[m]
+            rec[m] = None if cell.error else stats([r[m] for r in cell.runs if m in r])
+            rec[f"{m}_rounds"] = per_round(cell.runs, m, rounds)
+            comp = comparisons.get((id(cell), m))
+            if comp:
+                for key in ("ratio", "ci_low", "ci_high", "pairs", "method", "verdict", "half_width"):
+                    rec[f"{m}_{key}"] = comp[key]
         tokens = next((r.get("tokens") for r in cell.runs if r.get("tokens")), None)
         rec["tokens"] = tokens or tokens_per_run(tool, req.pp, req.tg)
         records.append(rec)
+    undecided = [{"column": c["cell"].column.label(many), "threads": c["cell"].threads, "type": c["cell"].qtype,
+                  "metric": c["metric"], "against": columns[0].label(many), "comparison": comparison_text(c),
+                  "pairs": c["pairs"], "pairs_needed": c["pairs_needed"]}
+                 for c in comparisons.values() if c["verdict"] == "undecided"]
+    order, why = preference_lines(records, sources, req.prefer, req.threshold / 100.0)
     summary = {
         "record": "summary", "tool": tool, "tools_passed_over": passed_over or None,
         "columns": [c.label(many) for c in columns], "threads": req.threads, "types": list(dict.fromkeys(
-            r["type"] for r in records)), "reps": req.reps, "warmup": req.warmup,
+            r["type"] for r in records)), "reps": req.reps, "warmup": req.warmup, "rounds": rounds, "stopped": stop,
+        "threshold_pct": req.threshold, "target_ci_pct": req.target_ci, "max_time_s": req.max_time,
+        "method": PAIRED,
         "reference": {"column": reference.column.label(many), "threads": reference.threads, "type": reference.qtype,
                       "runs": len(ref_runs), "noise_pct": noise},
+        "verdicts": {v: sum(1 for c in comparisons.values() if c["verdict"] == v)
+                     for v in ("faster", "slower", "same", "undecided")},
+        "undecided": undecided,
+        "conditions": conditions,
         "skipped": skipped, "failed": [f"{r['column']} {r['threads']} threads {r['type']}: {r['status'][8:]}"
                                        for r in records if r["status"] != "ok"],
         "seconds": round(seconds, 1),
-        "recommendation": recommend(records, noise),
-        "preference": preference_lines(records, sources, req.prefer),
+        "recommendation": recommend(records, req.threshold / 100.0),
+        "preference": order, "preference_why": why,
     }
     return {"cells": records, "summary": summary}
 
