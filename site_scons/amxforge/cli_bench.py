@@ -220,7 +220,8 @@ def bench_compare(old, new, threshold, as_json, fail_on_slower):
 
 
 class BenchFailed(AmxforgeError):
-    """Some cells failed (a tool crashed or timed out); the others completed: exit 1."""
+    """A finding of a benchmark: cells failed (a tool crashed or timed out; the others completed), or `bench compare
+    --fail-on-slower` found a slower cell: exit 1."""
 
     exit_code = 1
 

@@ -157,6 +157,19 @@ def test_target_ci_adds_rounds_until_the_time_is_spent_and_bench_compare_reads_t
                          ([str(tmp_path / "a"), str(project / "SConstruct")], "line 1: not JSON")):
         bad = run([tool("amxforge"), "bench", "compare", *args], cwd=project)
         assert bad.returncode == 2 and expect in one_line(bad), bad.stderr
+    # --fail-on-slower: exit 1 exactly when a cell got slower (two runs written with a known 25 % loss in tg)
+    for name, tg in (("old", 40.0), ("new", 30.0), ("same", 40.0)):
+        samples = [tg * (1 + 0.001 * i) for i in range(8)]
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps({
+            "record": "cell", "column": "amx", "threads": 4, "type": "q8_0",
+            "tg": {"median": samples[4], "samples": samples}, "pp": None}) + "\n")
+    slower = run([tool("amxforge"), "bench", "compare", str(tmp_path / "old.jsonl"), str(tmp_path / "new.jsonl"),
+                  "--fail-on-slower"], cwd=project)
+    assert slower.returncode == 1 and "1 comparison(s) slower" in one_line(slower)
+    assert "-25 % [" in slower.stdout and "] slower" in slower.stdout
+    same = run([tool("amxforge"), "bench", "compare", str(tmp_path / "old.jsonl"), str(tmp_path / "same.jsonl"),
+                "--fail-on-slower"], cwd=project)
+    assert same.returncode == 0 and "] same" in same.stdout
 
 
 def test_a_cell_that_crashes_or_hangs_is_marked_and_the_others_complete(project, tmp_path):

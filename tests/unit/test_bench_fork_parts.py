@@ -183,7 +183,7 @@ def test_pinning_is_watched_thread_by_thread(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", spin, *extra],
                                 preexec_fn=lambda: os.sched_setaffinity(0, {allowed[0]}))
         seen = set()
-        watcher = threading.Thread(target=cellmod._watch_cpus, args=(proc, seen, 0.01))
+        watcher = threading.Thread(target=cellmod._watch_cpus, args=(proc, seen, {allowed[0]}, 0.01))
         watcher.start()
         proc.wait()
         watcher.join()

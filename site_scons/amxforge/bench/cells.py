@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import procfs
 from .forktools import bench_tools, parse_output
 from .sources import Source
 
@@ -68,7 +69,7 @@ def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float,
     except OSError as exc:
         return {"error": f"{tool} could not start: {exc.strerror}"}
     seen = set()
-    watcher = threading.Thread(target=_watch_cpus, args=(proc, seen), daemon=True)
+    watcher = threading.Thread(target=_watch_cpus, args=(proc, seen, set(cpus or ())), daemon=True)
     watcher.start()
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
@@ -78,18 +79,17 @@ def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float,
         return {"error": f"{tool} timed out after {timeout:g} s"}
     finally:
         watcher.join()
-    res = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
-    if res.returncode != 0:
-        how = (f"killed by {signal.Signals(-res.returncode).name}" if res.returncode < 0
-               else f"exit {res.returncode}")
-        last = (res.stderr.strip().splitlines() or res.stdout.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"{tool} {how}: {last[:200]}", "stdout": res.stdout, "stderr": res.stderr}
+    if proc.returncode != 0:
+        how = (f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+               else f"exit {proc.returncode}")
+        last = (stderr.strip().splitlines() or stdout.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"{tool} {how}: {last[:200]}", "stdout": stdout, "stderr": stderr}
     try:
-        got = parse_output(bench_tools()["tools"][tool]["output"], res.stdout, res.stderr)
+        got = parse_output(bench_tools()["tools"][tool]["output"], stdout, stderr)
     except ValueError as exc:
-        last = (res.stderr.strip().splitlines() or ["no output on stderr"])[-1]
-        return {"error": f"{tool}: {exc}; its last line: {last[:160]}", "stdout": res.stdout, "stderr": res.stderr}
-    got["amx_buffer"] = bench_tools()["evidence"]["amx_buffer"] in res.stderr + res.stdout
+        last = (stderr.strip().splitlines() or ["no output on stderr"])[-1]
+        return {"error": f"{tool}: {exc}; its last line: {last[:160]}", "stdout": stdout, "stderr": stderr}
+    got["amx_buffer"] = bench_tools()["evidence"]["amx_buffer"] in stderr + stdout
     if cpus and seen - set(cpus):
         got["pinning_held"] = False
         got["ran_on"] = sorted(seen)
@@ -98,16 +98,19 @@ def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float,
     return got
 
 
-def _watch_cpus(proc, seen: set, every: float = 0.05) -> None:
-    """Adds to `seen` the CPU each of the process's threads last ran on, every `every` seconds until it exits (the
-    40th field of /proc/PID/task/TID/stat): the evidence that the pinning held."""
+def _watch_cpus(proc, seen: set, pinned: set = frozenset(), every: float = 0.05) -> None:
+    """Adds to `seen` the CPU each of the process's threads last ran on (proc(5)'s `processor` field of
+    /proc/PID/task/TID/stat), every `every` seconds until it exits: the evidence that the pinning held. The watcher
+    itself keeps off the `pinned` CPUs where others are allowed, so it does not take time from the measured run."""
+    spare = os.sched_getaffinity(0) - pinned
+    if pinned and spare:
+        os.sched_setaffinity(threading.get_native_id(), spare)  # this thread only
     tasks = Path(f"/proc/{proc.pid}/task")
     while proc.poll() is None:
         try:
             for task in tasks.iterdir():
-                stat = (task / "stat").read_text()
-                seen.add(int(stat[stat.rindex(")") + 2:].split()[36]))
-        except (OSError, ValueError, IndexError):
+                seen.add(int(procfs.stat(task / "stat")[1][procfs.PROCESSOR]))
+        except (OSError, ValueError, KeyError):
             pass  # the process or a thread ended between the listing and the read
         time.sleep(every)
 

@@ -10,7 +10,8 @@ narrow below ten or so), it makes no normality assumption and from 12 pairs an o
 where the ratios are normal. One outlier pair (another tenant's burst in one run) makes the n most extreme Walsh
 averages; below ROBUST_PAIRS (12) the interval's end is among them and the outlier decides it, so the pairs planned
 are never fewer. It assumes the log ratios are symmetric about their median; a sign-test interval would not, at
-about two thirds of the efficiency. Below 6 pairs no exact 95 % interval exists (1 - 2/2^n < 0.95): the verdict is then undecided.
+about two thirds of the efficiency. Below 6 pairs no exact 95 % interval exists (1 - 2/2^n < 0.95): the verdict is
+then undecided.
 
 Verdicts against a threshold t (default 2 %): `same` when the interval lies inside +-t, else `faster` / `slower` when it
 lies wholly above / below 1, else `undecided`. Unpaired (two saved runs): the Mann-Whitney / Hodges-Lehmann two-sample

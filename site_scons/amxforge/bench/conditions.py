@@ -7,7 +7,8 @@ import os
 import time
 from pathlib import Path
 
-SYS_CPU = Path("/sys/devices/system/cpu")
+from .. import procfs
+from .pinning import CPU_SYSFS as SYS_CPU
 BUSY_SHARE = 0.10  # another process using a tenth of a CPU or more during the run is named
 STEAL_PCT = 1.0
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -59,15 +60,11 @@ def process_times() -> dict:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        stat = _read(entry / "stat")
-        if not stat or ")" not in stat:
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        rest = stat[stat.rindex(")") + 2:].split()
         try:
-            out[int(entry.name)] = (name, (int(rest[11]) + int(rest[12])) / TICKS)
-        except (IndexError, ValueError):
-            continue
+            name, fields = procfs.stat(entry / "stat")
+            out[int(entry.name)] = (name, (int(fields[procfs.UTIME]) + int(fields[procfs.STIME])) / TICKS)
+        except (OSError, ValueError, KeyError):
+            continue  # gone between the listing and the read, or not ours to read
     return out
 
 
@@ -97,7 +94,7 @@ def finish_conditions(before: dict, log, pinning_broken: list = ()) -> dict:
     for pid, (name, cpu) in process_times().items():
         if pid in ours:
             continue
-        used = cpu - before["_processes"].get(pid, (name, 0.0))[1] if pid in before["_processes"] else cpu
+        used = cpu - before["_processes"].get(pid, (name, 0.0))[1]  # all of it for a process started since
         if used / wall >= BUSY_SHARE:
             busy.append({"pid": pid, "name": name, "cpu_share": round(used / wall, 2)})
     busy.sort(key=lambda p: -p["cpu_share"])

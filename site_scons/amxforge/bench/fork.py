@@ -1,13 +1,13 @@
 """`amxforge bench fork`: a fork's own tools, run over variants x threads x trees x --amx on/off x tensor types, with
-measurement discipline: every cell a separate run of one repetition, cells interleaved (ABBA order across rounds) so
-drift hits every column alike, warm-up rounds, medians and spread over --reps, and a reference cell measured at the
-start and the end of every round whose spread is the run's noise. A difference between two cells is "equal within
-noise" when it is below that spread or the two cells' [min, max] ranges overlap. Threads are pinned to physical
-cores first.
+measurement discipline: every cell a separate run of one repetition, warm-up passes, then rounds that run every cell
+once in ABBA order between two runs of a reference cell (whose spread is the run's drift); each column against the
+first is the per-round ratio of two cells, with an exact interval and a verdict (comparisons), for --reps rounds or,
+with --target-ci, until the intervals are that narrow. Threads are pinned to physical cores first.
 
 This module checks the request, builds or opens the sources, makes the models and runs the plan; its parts:
 forktools (the tools of toolchain/bench.toml and their parsers), sources (built trees, releases), pinning (the CPUs),
-cells (one run, the run order), verdicts (statistics, the recommendation, the preference's order), forkplot."""
+cells (one run, the run order), comparisons (the intervals), conditions (the host's state), verdicts
+(statistics, the recommendation, the preference's order)."""
 
 import json
 import os
@@ -37,7 +37,7 @@ class Request:
     amx: str = "auto"  # on | off | both | auto (both where the tools take --amx, else off)
     pp: int = 128
     tg: int = 32
-    reps: int = 5
+    reps: int = 12
     warmup: int = 1
     tool: str = "auto"
     numa: str = "off"

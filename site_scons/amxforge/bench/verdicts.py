@@ -46,6 +46,13 @@ def recommend(records, threshold: float) -> dict:
     return out
 
 
+def explain(a: str, b: str, comparisons: list, metric: str) -> str:
+    """Why variant a stands before b: its comparisons against b, the chosen metric first."""
+    decided = any(c["verdict"] in ("faster", "slower") for _, c in comparisons)
+    return (f"{a} before {b}: " + "; ".join(f"{m} {text(c)}" for m, c in comparisons)
+            + ("" if decided else f"; no verdict decides: by the {metric} medians"))
+
+
 def preference_lines(records, sources, metric: str, threshold: float) -> tuple:
     """({package name: its variants best first}, {package name: why each stands where it does}): what the package
     selector's host preference file takes. Variants are ordered by the chosen metric's paired verdicts (each
@@ -79,9 +86,5 @@ def preference_lines(records, sources, metric: str, threshold: float) -> tuple:
 
         ranked = sorted(variants, key=functools.cmp_to_key(order))
         lines[src.package_name] = ranked
-        why[src.package_name] = [
-            f"{a} before {b}: " + "; ".join(f"{m} {text(c)}" for m, c in verdicts(a, b))
-            + ("" if any(c["verdict"] in ("faster", "slower") for _, c in verdicts(a, b)) else
-               f"; no verdict decides: by the {metric} medians")
-            for a, b in zip(ranked, ranked[1:])]
+        why[src.package_name] = [explain(a, b, verdicts(a, b), metric) for a, b in zip(ranked, ranked[1:])]
     return lines, why

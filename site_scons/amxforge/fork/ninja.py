@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from .. import procfs
 from ..errors import AmxforgeError
 
 LOCK = ".amxforge-ninja.lock"
@@ -148,9 +149,8 @@ class Ninja:
 
 def _alive(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+        return procfs.stat(f"/proc/{pid}/stat")[1][procfs.STATE] != "Z"
+    except (OSError, ValueError, KeyError):
         return False
 
 
