@@ -130,18 +130,18 @@ def test_target_ci_adds_rounds_until_the_time_is_spent_and_bench_compare_reads_t
     common = ["--fork", "minifork", "--variants", "baseline", "--amx", "auto", "--threads", "1", "--pp", "32",
               "--tg", "8", "--warmup", "0"]
     res = bench(project, *common, "--reps", "1", "--target-ci", "0.01", "--max-time", "4s", "--json",
-                "--out", str(tmp_path / "a"))
+                "--out", str(tmp_path / "run a"))
     assert res.returncode == 0, res.stderr[-3000:]
     cells, summary = json_lines(res)
     # an interval of +-0.01 % is out of reach: rounds were added until another would not fit in 4 s
     assert summary["rounds"] > 1 and summary["stopped"].startswith(f"--max-time 4 s spent after {summary['rounds']}")
     assert summary["seconds"] <= 4 + 3 and summary["target_ci_pct"] == 0.01 and summary["max_time_s"] == 4
     assert all(c["reps"] == summary["rounds"] for c in cells)
-    res = bench(project, *common, "--reps", "3", "--out", str(tmp_path / "b"))
+    res = bench(project, *common, "--reps", "3", "--out", str(tmp_path / "run 'b'"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "3 round(s) after 0 warm-up pass(es)" in res.stdout and "[3 pairs: too few] undecided" in res.stdout
     assert "undecided (2; the pairs" in res.stdout
-    got = run([tool("amxforge"), "bench", "compare", str(tmp_path / "a"), str(tmp_path / "b" / "cells.jsonl"),
+    got = run([tool("amxforge"), "bench", "compare", str(tmp_path / "run a"), str(tmp_path / "run 'b'" / "cells.jsonl"),
                "--json"], cwd=project)
     assert got.returncode == 0, got.stderr
     result = json.loads(got.stdout)
@@ -149,13 +149,15 @@ def test_target_ci_adds_rounds_until_the_time_is_spent_and_bench_compare_reads_t
     for row in result["rows"]:
         assert row["samples"] == [summary["rounds"], 3] and row["verdict"] in ("faster", "slower", "same",
                                                                                 "undecided")
-    text = run([tool("amxforge"), "bench", "compare", str(tmp_path / "a"), str(tmp_path / "b")], cwd=project)
+    text = run([tool("amxforge"), "bench", "compare", str(tmp_path / "run a"), str(tmp_path / "run 'b'")], cwd=project)
     assert text.returncode == 0 and "NEW against OLD, mann-whitney" in text.stdout
     (tmp_path / "junk.jsonl").write_text('{"record": "cell", "column": "x"}\n')
-    for args, expect in (([str(tmp_path / "a"), str(tmp_path / "nothing")], "no such file"),
-                         ([str(tmp_path / "a"), str(tmp_path / "junk.jsonl")], "line 1: a cell without column"),
-                         ([str(tmp_path / "a"), str(project / "SConstruct")], "line 1: not JSON")):
-        bad = run([tool("amxforge"), "bench", "compare", *args], cwd=project)
+    os.mkfifo(tmp_path / "fifo.jsonl")  # a FIFO where a saved run was: refused, never waited on
+    for args, expect in (([str(tmp_path / "run a"), str(tmp_path / "nothing")], "no such file"),
+                         ([str(tmp_path / "run a"), str(tmp_path / "junk.jsonl")], "line 1: a cell without column"),
+                         ([str(tmp_path / "run a"), str(project / "SConstruct")], "line 1: not JSON"),
+                         ([str(tmp_path / "fifo.jsonl"), str(tmp_path / "run a")], "is a FIFO, not a regular file")):
+        bad = run([tool("amxforge"), "bench", "compare", *args], cwd=project, timeout=30)
         assert bad.returncode == 2 and expect in one_line(bad), bad.stderr
     # --fail-on-slower: exit 1 exactly when a cell got slower (two runs written with a known 25 % loss in tg)
     for name, tg in (("old", 40.0), ("new", 30.0), ("same", 40.0)):
