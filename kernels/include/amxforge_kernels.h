@@ -88,6 +88,25 @@ int akf_spmm_bf16(int impl, int M, const uint16_t *A, const akf_sparse *B, float
 int akf_spmm_int8(int impl, int M, const int8_t *A, const float *a_scale, const akf_sparse *B, const float *b_scale,
                   float *C);
 
+/* The matmul handler forks enter our kernels through (kernels/hook/mulmat.c): the arguments of ik_llama.cpp's
+ * iqk_mul_mat_4d (thread ith of nth, byte strides for A and B, a float stride for C). 1 = taken (this thread's
+ * share of C is written), 0 = declined (the caller computes it; every thread of a call declines alike). */
+int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long ne12, long ne13, long nb02,
+                        long nb03, long nb12, long nb13, long nb2, long nb3, int typeA, const void *A, long strideA,
+                        int typeB, const void *B, long strideB, float *C, long stride_C, int ith, int nth);
+struct akf_hook_totals {
+    uint64_t dense, sparse, refused, repacked; /* tensors packed dense / sparse / not packed / packed again */
+    size_t bytes, refused_bytes;               /* memory held by packed tensors; that the refused ones needed */
+};
+void akf_hook_totals(struct akf_hook_totals *out);
+/* Run implementation `impl` (AKF_IMPL_BEST: the best here) and pack sparse from `sparse_min` zeros, overriding the
+ * environment (tests, embedders). Tensors packed before keep their form. */
+void akf_hook_settings(int impl, double sparse_min);
+/* Drop every packed tensor; no call may be running (tests, or a process whose weights are gone). */
+void akf_hook_forget(void);
+/* Pack W [N rows x K] (bf16 bits, row stride ldw elements), that is B = W^T, into the pair layout above. */
+void akf_bf16_pack_bt(int K, int N, const uint16_t *W, size_t ldw, uint16_t *Bp);
+
 /* Hardware limits, measured in the same run as the kernels (threads run in parallel; results are totals). */
 /* Whether the limit of that name (tile_*, avx512_*, fma_*, read_bw) can be measured here: its loop's
  * implementation is built into this variant and runs on this host. */

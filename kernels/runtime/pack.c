@@ -36,6 +36,17 @@ void akf_bf16_pack_b(int K, int N, const uint16_t *B, uint16_t *Bp) {
         for (int n = 0; n < N; n++) Bp[akf_bf16_packed_index(K, k, n)] = B[(size_t)k * N + n];
 }
 
+void akf_bf16_pack_bt(int K, int N, const uint16_t *W, size_t ldw, uint16_t *Bp) {
+    /* panel by panel, each row pair of a panel written whole: W is read row by row, Bp sequentially per panel */
+    const size_t kp = (size_t)AKF_ROUNDUP(K, AKF_BF16_KT);
+    memset(Bp, 0, akf_bf16_packed_elems(K, N) * sizeof *Bp);
+    for (int n = 0; n < N; n++) {
+        const uint16_t *w = W + (size_t)n * ldw;
+        uint16_t *panel = Bp + (size_t)(n / 16) * kp * 16 + (size_t)(n % 16) * 2;
+        for (int k = 0; k < K; k++) panel[(size_t)(k / 2) * 32 + (k & 1)] = w[k];
+    }
+}
+
 size_t akf_int8_packed_bytes(int K, int N) {
     size_t np = (size_t)AKF_ROUNDUP(N, 16);
     return (size_t)AKF_ROUNDUP(K, AKF_INT8_KT) * np + np * sizeof(int32_t);

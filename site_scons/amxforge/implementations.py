@@ -51,6 +51,7 @@ class KernelTable:
             self.dtypes = {name: Dtype(name, int(rec["id"]), int(rec["elem_bytes"]), int(rec["group"]))
                            for name, rec in data["dtypes"].items()}
             rows = data["implementations"]
+            self.hook = dict(data.get("hook", {"sparse_min": 0.5}))  # the matmul handler's settings
         except (KeyError, TypeError, ValueError) as exc:
             raise AmxforgeError(f"{self.path}: needs [dtypes.NAME] (id, elem_bytes, group) and "
                                 f"[[implementations]] ({exc})") from None
@@ -107,7 +108,8 @@ class KernelTable:
         return self.built(features)
 
     def header_context(self, built: dict) -> dict:
-        return {"implementations": self.implementations, "built": built, "dtypes": list(self.dtypes.values())}
+        return {"implementations": self.implementations, "built": built, "dtypes": list(self.dtypes.values()),
+                "hook": self.hook}
 
 
 @lru_cache(maxsize=None)

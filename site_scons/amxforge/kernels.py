@@ -41,6 +41,14 @@ def from_bf16(h) -> np.ndarray:
     return (np.asarray(h, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
+class HookTotals(ctypes.Structure):
+    _fields_ = [("dense", ctypes.c_uint64), ("sparse", ctypes.c_uint64), ("refused", ctypes.c_uint64),
+                ("repacked", ctypes.c_uint64), ("bytes", ctypes.c_size_t), ("refused_bytes", ctypes.c_size_t)]
+
+
+GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "bf16": 30}  # the ggml type ids the matmul handler is called with
+
+
 class KernelLibrary:
     def __init__(self, variant: str, project_dir: Path = None):
         path = Path(project_dir or ".").resolve() / "build" / variant / "lib" / "libamxforge_kernels.so"
@@ -80,6 +88,11 @@ class KernelLibrary:
         lib.akf_sparse_load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
         lib.akf_spmm_bf16.argtypes = [ctypes.c_int, ctypes.c_int, _u16p, ctypes.c_void_p, _f32p]
         lib.akf_spmm_int8.argtypes = [ctypes.c_int, ctypes.c_int, _i8p, _f32p, ctypes.c_void_p, _f32p, _f32p]
+        lib.akf_hook_mul_mat_4d.restype = ctypes.c_int
+        lib.akf_hook_mul_mat_4d.argtypes = ([ctypes.c_long] * 13 + [ctypes.c_int, ctypes.c_void_p, ctypes.c_long] * 2
+                                            + [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int])
+        lib.akf_hook_totals.argtypes = [ctypes.POINTER(HookTotals)]
+        lib.akf_hook_settings.argtypes = [ctypes.c_int, ctypes.c_double]
         self.lib = lib
         # the library's own table (built from kernels.toml for this variant): name -> id
         self.ids = {lib.akf_impl_name(i).decode(): i for i in range(1, lib.akf_impl_count() + 1)}
@@ -113,6 +126,31 @@ class KernelLibrary:
         out = aligned_empty(self.lib.akf_bf16_packed_elems(K, N), np.uint16)
         self.lib.akf_bf16_pack_b(K, N, np.ascontiguousarray(B, dtype=np.uint16), out)
         return out
+
+    # --- the matmul handler, called as a fork calls it -----------------------------------------------------
+    def hook_settings(self, impl: str = "best", sparse_min: float = 0.5) -> None:
+        self.lib.akf_hook_settings(self.impl_id(impl), sparse_min)
+
+    def hook_mul_mat(self, W: np.ndarray, B: np.ndarray, C: np.ndarray, ith: int, nth: int, type_a: str = "bf16",
+                     type_b: str = "f32", batch=(1, 1, 1, 1)) -> bool:
+        """One thread's call: W [Nx x K] (bf16 bits; its rows may be strided), B [Ny x K] float32, C [Ny x >=Nx]
+        float32, all 2-D views whose row strides are passed as the fork passes them (bytes, bytes, floats)."""
+        Nx, K = W.shape
+        Ny = B.shape[0]
+        for a in (W, B, C):
+            if a.strides[1] != a.itemsize:
+                raise AmxforgeError("hook_mul_mat: rows must be contiguous")
+        return bool(self.lib.akf_hook_mul_mat_4d(
+            Nx, Ny, K, *batch, 0, 0, 0, 0, 0, 0, GGML_TYPES[type_a], W.ctypes.data, W.strides[0],
+            GGML_TYPES[type_b], B.ctypes.data, B.strides[0], C.ctypes.data, C.strides[0] // 4, ith, nth))
+
+    def hook_totals(self) -> dict:
+        t = HookTotals()
+        self.lib.akf_hook_totals(ctypes.byref(t))
+        return {name: getattr(t, name) for name, _ in HookTotals._fields_}
+
+    def hook_forget(self) -> None:
+        self.lib.akf_hook_forget()
 
     @staticmethod
     def _check(rc: int, what: str) -> None:

@@ -1,0 +1,384 @@
+/* The matmul handler our kernels enter a fork through (class `portable`: plain C; the kernels it calls go through
+ * dispatch and its guard). A fork's thread ith of nth calls it with the fork's own arguments (ik_llama.cpp's
+ * iqk_mul_mat_4d: rows of weights Nx, activation rows Ny, K = ne00, byte strides, C with a float stride); it takes
+ * MUL_MAT with bf16 weights and f32 activations, computes thread ith's share of the output columns with the best
+ * implementation this host runs (one thread: no nested team), and declines everything else, counted, so that the
+ * caller runs its own path. Weights are packed once per tensor, on first use, into the dense pair layout, or into
+ * the sparse format when enough of them are zeros; a fingerprint of the tensor catches a reload at the same address.
+ *
+ * Environment (read once): AMXFORGE_KERNELS=fork declines every call (the fork's own kernels, same binary);
+ * AMXFORGE_KERNELS_IMPL=NAME runs that implementation instead of the best; AMXFORGE_SPARSE_MIN=F (0..1, default
+ * akf_hook_sparse_min_default) is the zero fraction from which a tensor goes sparse (>1: never);
+ * AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, and the packed memory. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "akf_internal.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define GGML_TYPE_F32 0
+#define GGML_TYPE_BF16 30
+#define FINGERPRINT_ROWS 8
+
+/* ---- settings -------------------------------------------------------------------------------------------- */
+static struct {
+    int off, impl, stats;
+    double sparse_min;
+    char impl_error[160];
+} settings;
+static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
+static void print_stats(void);
+
+static void read_settings(void) {
+    const char *mode = getenv("AMXFORGE_KERNELS"), *impl = getenv("AMXFORGE_KERNELS_IMPL");
+    const char *sparse = getenv("AMXFORGE_SPARSE_MIN"), *stats = getenv("AMXFORGE_KERNELS_STATS");
+    settings.off = mode && strcmp(mode, "fork") == 0;
+    settings.impl = AKF_IMPL_BEST;
+    settings.sparse_min = AKF_HOOK_SPARSE_MIN;
+    if (impl && *impl) {
+        settings.impl = akf_impl_find(impl);
+        if (settings.impl < 0) {
+            snprintf(settings.impl_error, sizeof settings.impl_error, "AMXFORGE_KERNELS_IMPL=%s is no implementation",
+                     impl);
+            settings.off = 1;
+        }
+    }
+    if (sparse && *sparse) {
+        char *end;
+        double v = strtod(sparse, &end);
+        if (*end == '\0' && v >= 0) settings.sparse_min = v;
+    }
+    settings.stats = stats && *stats && strcmp(stats, "0") != 0;
+    if (settings.stats) atexit(print_stats);
+}
+
+void akf_hook_settings(int impl, double sparse_min) {
+    pthread_once(&settings_once, read_settings);
+    settings.impl = impl;
+    settings.sparse_min = sparse_min;
+    settings.off = settings.impl_error[0] != 0;
+}
+
+/* ---- counters: one row per (shape, path) --------------------------------------------------------------- */
+#define MAX_ROWS 512
+struct row { long Nx, Ny, K; int typeA, typeB; const char *path; uint64_t calls; };
+static struct row rows[MAX_ROWS];
+static int nrows, rows_lost;
+static pthread_mutex_t rows_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *path) {
+    pthread_mutex_lock(&rows_lock);
+    int i = 0;
+    while (i < nrows && !(rows[i].Nx == Nx && rows[i].Ny == Ny && rows[i].K == K && rows[i].typeA == typeA &&
+                          rows[i].typeB == typeB && rows[i].path == path))
+        i++;
+    if (i == nrows && nrows < MAX_ROWS) rows[nrows++] = (struct row){Nx, Ny, K, typeA, typeB, path, 0};
+    if (i < nrows) rows[i].calls++;
+    else rows_lost++;
+    pthread_mutex_unlock(&rows_lock);
+}
+
+/* ---- packed tensors ------------------------------------------------------------------------------------- */
+enum state { PACKING, DENSE, SPARSE, REFUSED };
+struct packed {
+    const void *W;
+    long Nx, K, stride;
+    uint64_t fingerprint;
+    _Atomic int state; /* enum state: read without the lock once packed */
+    double zeros;
+    size_t bytes;
+    uint16_t *Bp;
+    akf_sparse *S;
+    struct packed *next;
+};
+static struct packed *_Atomic tensors; /* append-only: readers walk it without the lock */
+static pthread_mutex_t tensors_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tensors_cond = PTHREAD_COND_INITIALIZER;
+static struct { uint64_t dense, sparse, refused, repacked; size_t bytes, refused_bytes; } totals;
+
+/* FNV-1a over the first 64 bytes of FINGERPRINT_ROWS rows spread over the tensor, and its last row's tail */
+static uint64_t fingerprint(const void *W, long Nx, long K, long stride) {
+    uint64_t h = 1469598103934665603ull;
+    const size_t len = (size_t)(K < 32 ? K : 32) * 2;
+    for (int i = 0; i <= FINGERPRINT_ROWS; i++) {
+        const long r = i < FINGERPRINT_ROWS ? Nx * i / FINGERPRINT_ROWS : Nx - 1;
+        const unsigned char *p = (const unsigned char *)W + (size_t)r * (size_t)stride +
+                                 (i < FINGERPRINT_ROWS ? 0 : (size_t)K * 2 - len);
+        for (size_t j = 0; j < len; j++) h = (h ^ p[j]) * 1099511628211ull;
+    }
+    return h;
+}
+
+static size_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    size_t kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb ? kb * 1024 : (size_t)-1; /* unknown: do not refuse */
+}
+
+static double zero_fraction(const uint16_t *W, long Nx, long K, long stride) {
+    uint64_t zeros = 0;
+    for (long n = 0; n < Nx; n++) {
+        const uint16_t *w = (const uint16_t *)((const char *)W + (size_t)n * (size_t)stride);
+        for (long k = 0; k < K; k++) zeros += (w[k] & 0x7fff) == 0;
+    }
+    return (double)zeros / ((double)Nx * (double)K);
+}
+
+/* Pack W [Nx rows x K] (bf16, row stride in bytes) as our B = W^T [K x Nx]. */
+static int pack(struct packed *t) {
+    const uint16_t *W = t->W;
+    const int K = (int)t->K, N = (int)t->Nx;
+    t->zeros = zero_fraction(W, t->Nx, t->K, t->stride);
+    const int sparse = t->zeros >= settings.sparse_min;
+    const size_t dense_bytes = akf_bf16_packed_elems(K, N) * sizeof(uint16_t);
+    /* the sparse packer reads a row-major B: a transposed copy lives while it packs */
+    const size_t need = sparse ? 2 * (size_t)K * (size_t)N * sizeof(uint16_t) : dense_bytes;
+    if (need > mem_available() / 2) {
+        t->bytes = need;
+        return REFUSED;
+    }
+    if (sparse) {
+        uint16_t *B = malloc((size_t)K * (size_t)N * sizeof *B);
+        char msg[256];
+        if (B) {
+            for (int n = 0; n < N; n++) {
+                const uint16_t *w = (const uint16_t *)((const char *)W + (size_t)n * (size_t)t->stride);
+                for (int k = 0; k < K; k++) B[(size_t)k * N + n] = w[k];
+            }
+            t->S = akf_sparse_pack(AKF_BF16, K, N, B, msg, sizeof msg);
+            free(B);
+        }
+        if (t->S) {
+            struct akf_sparse_info info;
+            akf_sparse_info(t->S, &info);
+            t->bytes = info.bytes;
+            return SPARSE;
+        }
+    }
+    t->Bp = akf_alloc(dense_bytes);
+    t->bytes = dense_bytes;
+    if (!t->Bp) return REFUSED;
+    akf_bf16_pack_bt(K, N, W, t->stride / 2, t->Bp);
+    return DENSE;
+}
+
+static void release(struct packed *t) {
+    akf_free(t->Bp);
+    akf_sparse_free(t->S);
+    t->Bp = NULL;
+    t->S = NULL;
+}
+
+/* The packed form of W: packed by the first thread that asks, waited for by the others. The common case, a
+ * tensor packed before, takes no lock (16 threads per matmul, a hundred matmuls per token). */
+static struct packed *packed_tensor(const void *W, long Nx, long K, long stride) {
+    const uint64_t fp = fingerprint(W, Nx, K, stride);
+    struct packed *t = atomic_load_explicit(&tensors, memory_order_acquire);
+    while (t && !(t->W == W && t->Nx == Nx && t->K == K && t->stride == stride)) t = t->next;
+    if (t) {
+        int state = atomic_load_explicit(&t->state, memory_order_acquire);
+        if (state != PACKING && t->fingerprint == fp) return t;
+    }
+    pthread_mutex_lock(&tensors_lock);
+    if (t) {
+        while (atomic_load(&t->state) == PACKING) pthread_cond_wait(&tensors_cond, &tensors_lock);
+        if (t->fingerprint == fp) {
+            pthread_mutex_unlock(&tensors_lock);
+            return t;
+        }
+        /* another tensor at the same address (a model freed and another loaded): pack again */
+        if (atomic_load(&t->state) != REFUSED) totals.bytes -= t->bytes;
+        release(t);
+        t->fingerprint = fp;
+        atomic_store(&t->state, PACKING);
+        totals.repacked++;
+    } else {
+        for (t = tensors; t && !(t->W == W && t->Nx == Nx && t->K == K && t->stride == stride);) t = t->next;
+        if (t) { /* added by another thread since the walk above */
+            pthread_mutex_unlock(&tensors_lock);
+            return packed_tensor(W, Nx, K, stride);
+        }
+        if (!(t = calloc(1, sizeof *t))) {
+            pthread_mutex_unlock(&tensors_lock);
+            return NULL;
+        }
+        t->W = W, t->Nx = Nx, t->K = K, t->stride = stride, t->fingerprint = fp, t->next = tensors;
+        atomic_init(&t->state, PACKING);
+        atomic_store_explicit(&tensors, t, memory_order_release);
+    }
+    pthread_mutex_unlock(&tensors_lock);
+    int state = pack(t);
+    pthread_mutex_lock(&tensors_lock);
+    if (state == DENSE) totals.dense++;
+    else if (state == SPARSE) totals.sparse++;
+    else {
+        totals.refused++;
+        totals.refused_bytes += t->bytes;
+        if (totals.refused == 1)
+            fprintf(stderr, "amxforge-kernels: not enough memory to pack a %ldx%ld bf16 tensor (%zu bytes more): such "
+                            "tensors run on the fork's own kernels (AMXFORGE_KERNELS_STATS=1 counts them)\n", Nx, K,
+                    t->bytes);
+    }
+    if (state != REFUSED) totals.bytes += t->bytes;
+    atomic_store_explicit(&t->state, state, memory_order_release);
+    pthread_cond_broadcast(&tensors_cond);
+    pthread_mutex_unlock(&tensors_lock);
+    return t;
+}
+
+/* ---- per-thread buffers ------------------------------------------------------------------------------- */
+static _Thread_local struct { uint16_t *a; size_t a_n; float *c; size_t c_n; int serial; } local;
+
+static int grow(void **p, size_t *have, size_t bytes) {
+    if (*have >= bytes) return 1;
+    akf_free(*p);
+    *have = 0;
+    if (!(*p = akf_alloc(bytes))) return 0;
+    *have = bytes;
+    return 1;
+}
+
+static uint16_t to_bf16(float f) { /* round to nearest even; NaN stays NaN */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* ---- the entry ------------------------------------------------------------------------------------------ */
+int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long ne12, long ne13, long nb02,
+                        long nb03, long nb12, long nb13, long nb2, long nb3, int typeA, const void *A, long strideA,
+                        int typeB, const void *B, long strideB, float *C, long stride_C, int ith, int nth) {
+    (void)nb02, (void)nb03, (void)nb12, (void)nb13, (void)nb2, (void)nb3;
+    pthread_once(&settings_once, read_settings);
+    const char *why = NULL;
+    if (settings.off) why = settings.impl_error[0] ? "AMXFORGE_KERNELS_IMPL unknown" : "AMXFORGE_KERNELS=fork";
+    else if (typeA != GGML_TYPE_BF16) why = "weights not bf16";
+    else if (typeB != GGML_TYPE_F32) why = "activations not f32";
+    else if (ne02 != 1 || ne03 != 1 || ne12 != 1 || ne13 != 1) why = "batched (3-d/4-d) product";
+    else if (Nx < 1 || Ny < 1 || ne00 < 1 || Nx > 1 << 30 || Ny > 1 << 30 || ne00 > 1 << 30) why = "size out of range";
+    else if (strideA < ne00 * 2 || strideA % 2 || strideB < ne00 * 4 || strideB % 4 || stride_C < Nx)
+        why = "strides";
+    else if (nth < 1 || ith < 0 || ith >= nth) why = "thread split";
+    else if (!akf_runnable_impls()) why = "no implementation runs here";
+    if (why) {
+        if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, why);
+        return 0;
+    }
+    struct packed *t = packed_tensor(A, Nx, ne00, strideA);
+    const int state = t ? atomic_load_explicit(&t->state, memory_order_acquire) : REFUSED;
+    if (state == REFUSED) {
+        if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, "not packed (memory)");
+        return 0;
+    }
+    const int M = (int)Ny, K = (int)ne00, N = (int)Nx;
+    /* this thread's columns: dense in pairs of 16-column panels (the AMX kernel's step), sparse balanced by
+     * nonzeros; every thread takes or declines alike, so the split covers all columns once */
+    int p0, p1;
+    if (state == SPARSE) akf_sparse_split(t->S, nth, ith, &p0, &p1);
+    else {
+        const int pairs = (AKF_ROUNDUP(N, 16) / 16 + 1) / 2;
+        p0 = 2 * (int)((long)pairs * ith / nth);
+        p1 = AKF_MIN(2 * (int)((long)pairs * (ith + 1) / nth), AKF_ROUNDUP(N, 16) / 16);
+    }
+    const int n0 = p0 * 16, n1 = AKF_MIN(N, p1 * 16), width = n1 - n0;
+    if (settings.stats && ith == 0)
+        count(Nx, Ny, ne00, typeA, typeB, state == SPARSE ? "taken: sparse" : "taken: dense");
+    if (width <= 0) return 1;
+#ifdef _OPENMP
+    if (!local.serial) { /* the fork's thread is one of its team: our kernels run one thread inside it */
+        omp_set_num_threads(1);
+        local.serial = 1;
+    }
+#endif
+    if (!grow((void **)&local.a, &local.a_n, (size_t)M * K * sizeof(uint16_t)) ||
+        !grow((void **)&local.c, &local.c_n, (size_t)M * width * sizeof(float))) {
+        fprintf(stderr, "amxforge-kernels: out of memory for a %dx%d activation block\n", M, K);
+        abort(); /* other threads of this call may have taken their share: declining now would leave holes */
+    }
+    for (int m = 0; m < M; m++) {
+        const float *b = (const float *)((const char *)B + (size_t)m * (size_t)strideB);
+        uint16_t *a = local.a + (size_t)m * K;
+        for (int k = 0; k < K; k++) a[k] = to_bf16(b[k]);
+    }
+    int rc;
+    if (state == SPARSE) {
+        akf_sparse view = *t->S; /* panels [p0, p1): masks and tile offsets from p0, the same values */
+        const size_t mask_size = sizeof(uint32_t);
+        view.masks = (char *)t->S->masks + (size_t)p0 * view.ktiles * 16 * mask_size;
+        view.tile_off = t->S->tile_off + (size_t)p0 * view.ktiles;
+        view.panels = p1 - p0;
+        view.N = width;
+        rc = akf_spmm_bf16(settings.impl, M, local.a, &view, local.c);
+    } else {
+        const uint16_t *Bp = t->Bp + (size_t)p0 * 16 * AKF_ROUNDUP(K, AKF_BF16_KT);
+        rc = akf_gemm_bf16(settings.impl, M, width, K, local.a, Bp, local.c);
+    }
+    if (rc != AKF_OK) {
+        fprintf(stderr, "amxforge-kernels: implementation %s failed (status %d) after the call was taken\n",
+                settings.impl ? akf_impl_name(settings.impl) : "best", rc);
+        abort();
+    }
+    for (int m = 0; m < M; m++)
+        memcpy(C + (size_t)m * (size_t)stride_C + n0, local.c + (size_t)m * width, (size_t)width * sizeof(float));
+    return 1;
+}
+
+void akf_hook_totals(struct akf_hook_totals *out) {
+    pthread_mutex_lock(&tensors_lock);
+    *out = (struct akf_hook_totals){totals.dense, totals.sparse, totals.refused, totals.repacked, totals.bytes,
+                                    totals.refused_bytes};
+    pthread_mutex_unlock(&tensors_lock);
+}
+
+/* Drop every packed tensor (tests; a process that knows its weights are gone). */
+void akf_hook_forget(void) {
+    pthread_mutex_lock(&tensors_lock);
+    while (tensors) {
+        struct packed *t = tensors;
+        while (atomic_load(&t->state) == PACKING) pthread_cond_wait(&tensors_cond, &tensors_lock);
+        atomic_store(&tensors, t->next);
+        release(t);
+        free(t);
+    }
+    memset(&totals, 0, sizeof totals);
+    pthread_mutex_unlock(&tensors_lock);
+}
+
+static const char *implementation_name(void) {
+    if (settings.impl != AKF_IMPL_BEST) return akf_impl_name(settings.impl);
+    unsigned ok = akf_runnable_impls();
+    for (int id = akf_impl_count(); id >= 1; id--)
+        if (ok & (1u << (id - 1))) return akf_impl_name(id);
+    return "none";
+}
+
+static void print_stats(void) {
+    struct akf_hook_totals t;
+    akf_hook_totals(&t);
+    fprintf(stderr, "amxforge-kernels: implementation %s (variant %s); packed %llu dense + %llu sparse tensors, "
+                    "%.1f MiB; %llu not packed (memory, %.1f MiB); %llu packed again after a reload\n",
+            implementation_name(), akf_variant(), (unsigned long long)t.dense, (unsigned long long)t.sparse,
+            (double)t.bytes / (1 << 20), (unsigned long long)t.refused, (double)t.refused_bytes / (1 << 20),
+            (unsigned long long)t.repacked);
+    if (settings.impl_error[0]) fprintf(stderr, "amxforge-kernels: %s: every call fell back\n", settings.impl_error);
+    pthread_mutex_lock(&rows_lock);
+    for (int i = 0; i < nrows; i++)
+        fprintf(stderr, "amxforge-kernels: %s%s%s %ldx%ld (K %ld) typeA %d typeB %d: %llu calls\n",
+                strncmp(rows[i].path, "taken", 5) ? "fell back (" : "", rows[i].path,
+                strncmp(rows[i].path, "taken", 5) ? ")" : "",
+                rows[i].Nx, rows[i].Ny, rows[i].K, rows[i].typeA, rows[i].typeB, (unsigned long long)rows[i].calls);
+    if (rows_lost) fprintf(stderr, "amxforge-kernels: %d calls of further shapes not itemised\n", rows_lost);
+    pthread_mutex_unlock(&rows_lock);
+}

@@ -1,0 +1,166 @@
+"""The matmul handler forks enter our kernels through (kernels/hook/mulmat.c), called as ik_llama.cpp's mul_mat calls
+iqk_mul_mat_4d: every thread ith of nth with the same arguments, byte strides for weights and activations, a float
+stride for C. Against a float64 reference, for every implementation this host runs, dense and sparse, random shapes
+that are not multiples of the tiles, padded strides, threads one after another and at once.
+
+The tolerance: the handler rounds the f32 activations to bf16 (as the fork's own bf16 path does: BF16's vec_dot_type
+is BF16) and multiplies in fp32, whose products of bf16 values are exact; the only error left is fp32 accumulation
+over K terms, |err| <= K * eps32 * sum_k |a_k| |w_k| (the standard bound on recursive summation; any blocking or
+order of the sums stays within it)."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from amxforge.kernels import from_bf16, to_bf16
+from conftest import ROOT, TABLE
+
+IMPLS = TABLE.names
+
+
+def weights(rng, Nx, K, pad, density):
+    """W [Nx x K] bf16 bits inside a wider buffer (row stride K + pad), with about `density` nonzeros."""
+    full = to_bf16(rng.standard_normal((Nx, K + pad)).astype(np.float32) * (rng.random((Nx, K + pad)) < density))
+    return full[:, :K]
+
+
+def reference(W, B):
+    Bq = from_bf16(to_bf16(B)).astype(np.float64)
+    Wf = from_bf16(W).astype(np.float64)
+    return Bq @ Wf.T, np.abs(Bq) @ np.abs(Wf).T
+
+
+def run_threads(lib, W, B, C, nth, together=False):
+    """Every thread of the split, one after another or at once (ctypes lets go of the GIL during the call)."""
+    taken = [None] * nth
+    if not together:
+        for ith in range(nth):
+            taken[ith] = lib.hook_mul_mat(W, B, C, ith, nth)
+        return taken
+
+    def one(ith):
+        taken[ith] = lib.hook_mul_mat(W, B, C, ith, nth)
+    pool = [threading.Thread(target=one, args=(i,)) for i in range(nth)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return taken
+
+
+def check(lib, M, Nx, K, nth, seed, sparse, pad=(0, 0, 0), together=False):
+    rng = np.random.default_rng(seed)
+    W = weights(rng, Nx, K, pad[0], 0.3 if sparse else 1.0)
+    B = rng.standard_normal((M, K + pad[1])).astype(np.float32)[:, :K]
+    C = np.full((M, Nx + pad[2]), np.nan, dtype=np.float32)[:, :Nx]
+    taken = run_threads(lib, W, B, C, nth, together)
+    assert taken == [True] * nth
+    zeros = float(np.mean((W & 0x7FFF) == 0))
+    ref, scale = reference(W, B)
+    bound = 1e-30 + (K + 2) * np.finfo(np.float32).eps * scale
+    err = np.abs(C.astype(np.float64) - ref)
+    assert np.all(err <= bound), (M, Nx, K, nth, float(np.max(err - bound)))
+    return lib.hook_totals(), zeros
+
+
+@pytest.fixture(scope="module")
+def hook(library_for):
+    """hook(impl, sparse_min) -> the library of `impl`, no tensor packed, that implementation and threshold set."""
+    def get(impl, sparse_min):
+        lib, _ = library_for(impl)
+        lib.hook_forget()
+        lib.hook_settings(impl, sparse_min)
+        return lib
+    yield get
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@settings(max_examples=12, deadline=None)
+@given(M=st.integers(1, 40), Nx=st.integers(1, 300), K=st.integers(1, 300), nth=st.integers(1, 9),
+       pad=st.tuples(st.integers(0, 9), st.integers(0, 9), st.integers(0, 9)), seed=st.integers(0, 2**31))
+def test_random_shapes_every_thread_split(hook, impl, sparse, M, Nx, K, nth, pad, seed):
+    lib = hook(impl, 0.5 if sparse else 2.0)
+    totals, zeros = check(lib, M, Nx, K, nth, seed, sparse, pad)
+    assert totals["sparse" if sparse and zeros >= 0.5 else "dense"] == 1 and totals["refused"] == 0, (totals, zeros)
+
+
+@pytest.mark.parametrize("impl", [i for i in IMPLS if i != "ref"])
+@pytest.mark.parametrize("M", [1, 7, 512])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_decode_and_prefill_shapes_threads_at_once(hook, impl, M, sparse):
+    """Real threads racing for the first packing, then a second call on the packed tensor (no packing again)."""
+    lib = hook(impl, 0.5 if sparse else 2.0)
+    check(lib, M, 333, 257, 8, 7, sparse, pad=(3, 1, 5), together=True)
+    totals, _ = check(lib, M, 333, 257, 8, 7, sparse, pad=(3, 1, 5), together=True)
+    assert totals["sparse" if sparse else "dense"] == 1 and totals["repacked"] == 0, totals
+
+
+def test_other_weights_at_the_same_address_are_packed_again(hook):
+    """A model freed and another loaded where it was: the fingerprint sees new weights, never the old packing."""
+    lib = hook("ref", 2.0)
+    rng = np.random.default_rng(1)
+    W = weights(rng, 40, 70, 0, 1.0)
+    B = rng.standard_normal((3, 70)).astype(np.float32)
+    C = np.zeros((3, 40), dtype=np.float32)
+    assert run_threads(lib, W, B, C, 2) == [True, True]
+    W[:] = weights(rng, 40, 70, 0, 1.0)  # new weights, same buffer
+    assert run_threads(lib, W, B, C, 2) == [True, True]
+    ref, scale = reference(W, B)
+    assert np.all(np.abs(C - ref) <= 1e-30 + 72 * np.finfo(np.float32).eps * scale)
+    assert lib.hook_totals()["repacked"] == 1
+
+
+@pytest.mark.parametrize("case,kwargs", [
+    ("weights q8_0", {"type_a": "q8_0"}),
+    ("weights f16", {"type_a": "f16"}),
+    ("activations bf16", {"type_b": "bf16"}),
+    ("3-d batch", {"batch": (2, 1, 2, 1)}),
+])
+def test_what_it_does_not_take_is_declined_untouched(hook, case, kwargs):
+    lib = hook("ref", 2.0)
+    rng = np.random.default_rng(0)
+    W, B = weights(rng, 20, 30, 0, 1.0), rng.standard_normal((2, 30)).astype(np.float32)
+    C = np.full((2, 20), 7.0, dtype=np.float32)
+    assert not any(lib.hook_mul_mat(W, B, C, ith, 3, **kwargs) for ith in range(3)), case
+    assert np.all(C == 7.0) and lib.hook_totals()["dense"] == 0
+
+
+STATS_SCRIPT = """
+import sys, numpy as np
+sys.path.insert(0, {site!r})
+from amxforge.kernels import KernelLibrary, to_bf16
+lib = KernelLibrary({variant!r}, {project!r})
+W = to_bf16(np.ones((33, 40), np.float32)); B = np.ones((2, 40), np.float32); C = np.zeros((2, 33), np.float32)
+for rep in range(3):
+    for ith in range(4):
+        lib.hook_mul_mat(W, B, C, ith, 4)
+lib.hook_mul_mat(W, B, C, 0, 1, type_a="q8_0")
+print(float(C[1, 32]))
+"""
+
+
+@pytest.mark.parametrize("env,expect", [
+    ({"AMXFORGE_KERNELS_STATS": "1"}, ["taken: dense 33x2 (K 40) typeA 30 typeB 0: 3 calls",
+                                       "fell back (weights not bf16) 33x2 (K 40) typeA 8 typeB 0: 1 calls",
+                                       "packed 1 dense + 0 sparse tensors"]),
+    ({"AMXFORGE_KERNELS_STATS": "1", "AMXFORGE_KERNELS": "fork"}, ["fell back (AMXFORGE_KERNELS=fork) 33x2"]),
+    ({"AMXFORGE_KERNELS_STATS": "1", "AMXFORGE_KERNELS_IMPL": "nosuch"},
+     ["AMXFORGE_KERNELS_IMPL=nosuch is no implementation: every call fell back"]),
+])
+def test_stats_at_exit_and_the_environment(library_for, env, expect):
+    lib, variant = library_for("ref")
+    script = STATS_SCRIPT.format(site=str(ROOT / "site_scons"), variant=variant,
+                                 project=str(lib.path.parents[3]))
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **env})
+    assert res.returncode == 0, res.stderr
+    for line in expect:
+        assert line in res.stderr, res.stderr
+    taken = "AMXFORGE_KERNELS" not in env and "AMXFORGE_KERNELS_IMPL" not in env
+    assert float(res.stdout) == (40.0 if taken else 0.0)
