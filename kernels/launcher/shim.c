@@ -10,7 +10,9 @@
  * class's rendered flags, run the real compiler (through ccache when configured, and icecc under dist=icecc) and
  * append one JSON line to the ledger. The compiler's output and exit code pass through unchanged. Anything that is
  * not a compilation (a link, a preprocessing run, a version query) runs as is and leaves a ledger line too, with its
- * mode. A config that does not fit the tables, a rule naming a class without flags, or a unit no rule matches is an
+ * mode. As the linker launcher (CMAKE_<LANG>_LINKER_LAUNCHER, fork_kernels=amxforge) its config adds `wrap` records:
+ * every link gets -Wl,--wrap=<entry> for each and the `link_add` arguments (our handler's archive), recorded in its
+ * ledger line, so that the fork's calls of the entry reach our kernels (kernels/hook/). A config that does not fit the tables, a rule naming a class without flags, or a unit no rule matches is an
  * error (exit 2), never a silent default or a truncation.
  * CONFIG is written by amxforge (fork/driver.py): one record per line, fields separated by tabs. Written in C because
  * it runs once per unit: a Python launcher cost ~39 ms per unit, 20 % of the fixture's build (measured). */
@@ -36,7 +38,7 @@ struct class_flags { char *name; struct list flags; };
 
 static struct {
     char *variant, *policy, *root, *ledger, *ccache, *scan_must_be;
-    struct list owned, prefixes, nvcc_arch, nvcc_host, scan_suffixes, cuda, common;
+    struct list owned, prefixes, nvcc_arch, nvcc_host, scan_suffixes, cuda, common, wrap, link_add;
     struct rule rules[256];
     int nrules;
     struct class_flags classes[16];
@@ -89,6 +91,8 @@ static void load_config(const char *path) {
         else if (!strcmp(key, "scan_suffix")) for (int i = 1; i < n; i++) push(&cfg.scan_suffixes, fields[i]);
         else if (!strcmp(key, "cuda")) for (int i = 1; i < n; i++) push(&cfg.cuda, fields[i]);
         else if (!strcmp(key, "common")) for (int i = 1; i < n; i++) push(&cfg.common, fields[i]);
+        else if (!strcmp(key, "wrap")) for (int i = 1; i < n; i++) push(&cfg.wrap, fields[i]);
+        else if (!strcmp(key, "link_add")) for (int i = 1; i < n; i++) push(&cfg.link_add, fields[i]);
         else if (!strcmp(key, "scan_must_be") && n > 1) cfg.scan_must_be = fields[1];
         else if (!strcmp(key, "scan") && n > 1) {
             if (regcomp(&cfg.scan, fields[1], REG_EXTENDED) != 0) die("bad content-scan regex", fields[1]);
@@ -243,13 +247,28 @@ static double since(const struct timespec *t0) {
 static int pass_through(const char *mode, char **argv, int argc, const char *output, int dry) {
     struct buf b = {0};
     char num[160];
+    static struct list cmd, added;
+    for (int i = 0; i < argc; i++) push(&cmd, argv[i]);
+    if (!strcmp(mode, "link") && cfg.wrap.n) { /* fork_kernels=amxforge: the entries through our handler */
+        for (int i = 0; i < cfg.wrap.n; i++) {
+            char *flag = malloc(strlen(cfg.wrap.v[i]) + 16);
+            if (!flag) die("out of memory", NULL);
+            sprintf(flag, "-Wl,--wrap=%s", cfg.wrap.v[i]);
+            push(&added, flag);
+        }
+        for (int i = 0; i < cfg.link_add.n; i++) push(&added, cfg.link_add.v[i]);
+        for (int i = 0; i < added.n; i++) push(&cmd, added.v[i]);
+    }
+    push(&cmd, NULL);
+    cmd.n--;
     puts_(&b, "{\"mode\": "); json_str(&b, mode);
     puts_(&b, ", \"output\": "); if (output) json_str(&b, output); else puts_(&b, "null");
-    puts_(&b, ", \"command\": "); json_list(&b, argv, argc);
+    puts_(&b, ", \"command\": "); json_list(&b, cmd.v, cmd.n);
+    if (added.n) { puts_(&b, ", \"wrapped\": "); json_list(&b, cfg.wrap.v, cfg.wrap.n); }
     if (dry) { puts_(&b, "}\n"); fputs(b.s, stdout); return 0; }
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rc = run(argv);
+    int rc = run(cmd.v);
     snprintf(num, sizeof num, ", \"rc\": %d, \"seconds\": %.3f", rc, since(&t0));
     puts_(&b, num);
     puts_(&b, ", \"variant\": "); json_str(&b, cfg.variant);

@@ -28,7 +28,7 @@ def fork_build(env):
 
     ctx = env["AMXFORGE"]
     return ForkBuild(ctx, ctx.fork, fork_targets(env), jobs=GetOption("num_jobs"), cache=env["cache"] or None,
-                     dist=env["AMXFORGE_DIST"])
+                     dist=env["AMXFORGE_DIST"], kernels=env["fork_kernels"])
 
 
 def fork_step(env):
@@ -37,6 +37,9 @@ def fork_step(env):
 
     ctx = env["AMXFORGE"]
     out = f"#build/{ctx.name}/fork"
+    if ctx.fork is None and env["fork_kernels"] != "fork":
+        raise AmxforgeError(f"fork_kernels={env['fork_kernels']} needs fork=: give the tree, e.g. fork=../ik_llama.cpp "
+                            f"fork_kernels={env['fork_kernels']}")
     if ctx.fork is None:
         if not record_path(ctx.build_dir).exists():
             return None
@@ -54,6 +57,8 @@ def fork_step(env):
         from SCons.Script import Exit
         Exit(2)
     env.Depends(node, [env["AMXFORGE_SHIM"], ctx.launcher])  # the launchers the fork's CMake and bin/ use
+    if build.route:
+        env.Depends(node, env["AMXFORGE_HOOK_ARCHIVE"])  # our handler, linked into the fork's binaries
     env.Precious(node)  # the record of the last good build stays until a new one replaces it
     if build.state_token().startswith("stale"):
         env.AlwaysBuild(node)  # CMake/ninja decide what is out of date

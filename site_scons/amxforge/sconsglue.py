@@ -84,6 +84,9 @@ def variables(arguments) -> Variables:
     vars_.Add("fork", "a fork tree to build into build/VARIANT/ (`amxforge fork kinds` lists the kinds)", "")
     vars_.Add("fork_targets", "comma-separated programs of the fork to build and install (default: its kind's, "
                               "e.g. llama-bench)", "")
+    vars_.Add("fork_kernels", "the fork's matmul kernels: fork (its own) or amxforge (ours, through the matmul "
+                              "handler the linker puts in front of the fork's entry; bf16 weights, dense or sparse)",
+              "fork", _fork_kernels)
     import os
     vars_.Add("jobs", "parallel compile jobs, a positive number (default: CPU count)", str(os.cpu_count() or 1),
               _positive_count)
@@ -108,6 +111,11 @@ def bool_variable(key: str, help_: str, default: bool) -> tuple:
         except ValueError:
             raise AmxforgeError(f"{key}={value!r}: give yes or no (also 1/0, true/false, on/off)") from None
     return key, help_, default, validator, checked
+
+
+def _fork_kernels(key, value, env) -> None:
+    from .fork.hook import check_choice
+    check_choice(value)
 
 
 def _positive_count(key, value, env) -> None:

@@ -41,6 +41,7 @@ def built(tmp_path_factory):
 def test_ledger_shows_each_unit_with_its_class_flags(built):
     amx = ledger(built, "amx")
     assert set(amx) == {"ggml/src/ggml.c", "ggml/src/ggml-backend.cpp", "ggml/src/iqk/iqk_flash_attn.cpp",
+                        "ggml/src/iqk/iqk_mul_mat.cpp",
                         "ggml/src/iqk/fa/iqk_fa_64_64.cpp",
                         "ggml/src/iqk/fa/iqk_fa_128_128.cpp", "ggml/src/ggml-cpu/amx/mmq.cpp",
                         "tools/bench/bench.cpp", "tools/bench/cli.cpp"}

@@ -12,6 +12,7 @@ from ..atomic import read_text, why
 from ..errors import AmxforgeError
 from .kinds import kinds
 
+_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
 _OPTION = re.compile(r"^\s*option\s*\(\s*([A-Z][A-Z0-9_]*)\b", re.MULTILINE)
 
 
@@ -44,6 +45,7 @@ class ForkInfo:
             text = read_text(header)
         except OSError:
             text = ""
+        text = _COMMENT.sub(" ", text)  # a name in a comment declares nothing
         declared = [e for e in spec["entries"] if re.search(rf"\b{re.escape(e)}\s*\(", text)]
         return {"route": spec["route"], "header": os.path.normpath(header),
                 "declared": declared, "missing": [e for e in spec["entries"] if e not in declared]}

@@ -25,6 +25,7 @@ from ..cache import namespace as cache_namespace
 from ..errors import AmxforgeError
 from . import cmake
 from .detect import ForkInfo
+from .hook import HOOK_ARCHIVE, LinkWrap, check_choice, ledger_links
 from .kinds import kinds
 from .record import last_good, load_record, object_problem, read_snapshot, retire, verify_record, write_record
 from .ledger import LEDGER, read_ledger, snapshot_entry
@@ -48,9 +49,11 @@ def tree_id(fork: ForkInfo) -> str:
 
 
 class ForkBuild:
-    def __init__(self, ctx, fork: ForkInfo, targets, jobs: int = None, log=print, cache: str = None, dist=None):
+    def __init__(self, ctx, fork: ForkInfo, targets, jobs: int = None, log=print, cache: str = None, dist=None,
+                 kernels: str = "fork"):
         from ..cache import parse_cache_url
         self.ctx, self.fork, self.targets = ctx, fork, list(targets)
+        self.kernels = check_choice(kernels)
         self.cache = parse_cache_url(cache) if cache else None  # a shared (remote) compile cache: ccache's
         # dist.check() of a usable icecream scheduler, with the pinned toolchain (made when the build was configured)
         self.dist = dist if dist and dist.get("usable") else None
@@ -80,6 +83,14 @@ class ForkBuild:
         self.policy_id = hashlib.sha256(records.encode()).hexdigest()[:12]
         self.config_path = self.dir / f"amxforge-shim-{self.policy_id}.conf"
         self.config_text = f"policy\t{self.policy_id}\n" + records
+        # fork_kernels=amxforge: the shim links too, with our handler (fork/hook.py); its own config
+        self.route = LinkWrap(fork, ctx.build_dir / "lib" / HOOK_ARCHIVE, self.dir) if self.kernels == "amxforge" \
+            else None
+        if self.route:
+            archive = self.cmake_project / self.route.archive.relative_to(ctx.project_dir)
+            text = self.config_text + "".join("\t".join(r) + "\n" for r in self.route.records(str(archive)))
+            self.link_config_path = self.dir / f"amxforge-link-{hashlib.sha256(text.encode()).hexdigest()[:12]}.conf"
+            self.link_config_text = text
 
     # --- what the shim needs, precomputed (one record per line, tab-separated: see kernels/launcher/shim.c) ---
     def shim_config(self) -> str:
@@ -108,6 +119,13 @@ class ForkBuild:
         return [str(self.cmake_project / self.shim.relative_to(self.ctx.project_dir)),
                 str(self.cmake_dir / self.config_path.name)]
 
+    def linker_launcher(self) -> str:
+        """CMake's linker launcher: the shim with the link config (fork_kernels=amxforge), else none (set empty,
+        so that a cache from an earlier amxforge build forgets it)."""
+        if not self.route:
+            return ""
+        return ";".join([self.launcher_argv[0], str(self.cmake_dir / self.link_config_path.name)])
+
     def cmake_args(self) -> list:
         """What amxforge gives CMake (each -D a setting the build then checks in the cache); computed once."""
         if getattr(self, "_cmake_args", None) is None:
@@ -120,6 +138,8 @@ class ForkBuild:
         args = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}", "-DCMAKE_BUILD_TYPE=Release",
                 f"-DCMAKE_C_COMPILER={self.ctx.compiler.path}", f"-DCMAKE_CXX_COMPILER={self.ctx.cxx.path}",
                 f"-DCMAKE_C_COMPILER_LAUNCHER={launcher}", f"-DCMAKE_CXX_COMPILER_LAUNCHER={launcher}",
+                f"-DCMAKE_C_LINKER_LAUNCHER={self.linker_launcher()}",
+                f"-DCMAKE_CXX_LINKER_LAUNCHER={self.linker_launcher()}",
                 "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN/../lib;$ORIGIN"]
         # the kind's settings (toolchain/forks.toml), as functions of the variant's facts
         facts = {"amx": bool(variant.amx) and self.fork.has_amx_backend, "cuda": variant.cuda}
@@ -188,6 +208,8 @@ class ForkBuild:
             current = None
         if current != self.config_text:
             atomic.write_text(self.config_path, self.config_text)
+        if self.route and not self.link_config_path.is_file():
+            atomic.write_text(self.link_config_path, self.link_config_text)
         if not self.configure_needed():
             return
         owned = cmake.definitions(self.cmake_args())
@@ -257,6 +279,8 @@ class ForkBuild:
         self.check_targets()
         self.repair_objects()
         self.ledger_offset = self.ledger.stat().st_size if self.ledger.is_file() else 0
+        if self.route:
+            self.route.before_build(self.log)
         rc = self.ninja.build(self.targets, self.jobs, dict(os.environ, **self.cache_env(), **self.dist_env()))
         if rc != 0:
             raise AmxforgeError(f"the fork build failed (compiler output above; ledger: {self.ledger}); the last "
@@ -407,14 +431,10 @@ class ForkBuild:
         """The proven ledger entries of every object the targets link, with each object's size and hash."""
         return [snapshot_entry(e) for e in self.prove()]
 
-    def install(self) -> list:
-        """Targets into libexec/ (each behind a copy of the launcher in bin/) and the shared libraries they use into
-        lib/, every file replaced atomically; returns [(path, sha256, size)]."""
+    def built_files(self) -> list:
+        """[(built file, where it installs)]: the targets into libexec/ (each behind a copy of the launcher in bin/)
+        and the shared libraries they use into lib/."""
         build = self.ctx.build_dir
-        for sub in ("bin", "libexec", "lib"):
-            (build / sub).mkdir(parents=True, exist_ok=True)
-        if not self.launcher.is_file():
-            raise AmxforgeError(f"{self.launcher} missing: build the variant's kernels first")
         pairs = []
         for target, program in self.check_targets().items():
             if not program.is_file():
@@ -423,6 +443,14 @@ class ForkBuild:
         for lib in sorted(self.dir.rglob("lib*.so*")):
             if lib.is_file() and "CMakeFiles" not in lib.parts:
                 pairs.append((lib, build / "lib" / lib.name))
+        return pairs
+
+    def install(self, pairs) -> list:
+        """Every file of built_files() replaced atomically; returns [(path, sha256, size)]."""
+        for sub in ("bin", "libexec", "lib"):
+            (self.ctx.build_dir / sub).mkdir(parents=True, exist_ok=True)
+        if not self.launcher.is_file():
+            raise AmxforgeError(f"{self.launcher} missing: build the variant's kernels first")
         installed = []
         for src, dest in pairs:
             data = src.read_bytes()
@@ -430,6 +458,19 @@ class ForkBuild:
             installed.append({"path": dest.relative_to(self.ctx.project_dir).as_posix(),
                               "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
         return installed
+
+    def kernels_record(self, pairs) -> dict:
+        """fork_kernels and, for ours, the proof of the wrap in every installed file that names the entry."""
+        if not self.route:
+            return {"choice": "fork"}
+        proven = self.route.prove([src for src, _ in pairs if src != self.launcher])
+        self.route.after_build(proven)
+        installs = {str(src): dest for src, dest in pairs}
+        return {"choice": "amxforge", "route": "link-wrap", "entries": self.route.symbols,
+                "archive_sha256": self.route.archive_digest(),
+                "proven": {installs[p].relative_to(self.ctx.project_dir).as_posix(): v["wrapped"]
+                           for p, v in proven.items()},
+                "linked_now": [e["output"] for e in ledger_links(self.ledger, self.ledger_offset) if e.get("wrapped")]}
 
     def run(self) -> dict:
         self.configure()
@@ -439,13 +480,15 @@ class ForkBuild:
         old_units = read_snapshot(self.state / LEDGER, missing_ok=True) if old else []
         cache = self.cache_outcomes(units, old_units)
         dist = self.dist_outcomes(units, self.compiled_now(), old_units)
-        installed = self.install()
+        pairs = self.built_files()
+        kernels = self.kernels_record(pairs)
+        installed = self.install(pairs)
         self.state.mkdir(parents=True, exist_ok=True)
         ledger_text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in units)
         atomic.write_text(self.state / LEDGER, ledger_text)
         record = {"format": 1, "fork": self.fork.as_dict(), "variant": self.ctx.name, "targets": self.targets,
                   "compilers": {"cc": self.ctx.cc_name, "cxx": self.ctx.cxx_name},  # as given: CC=, CXX=
-                  "cuda_archs": list(self.ctx.cuda_archs),
+                  "cuda_archs": list(self.ctx.cuda_archs), "kernels": kernels,
                   "work_dir": self.dir.relative_to(self.ctx.project_dir).as_posix(),
                   "ledger": {"path": (self.state / LEDGER).relative_to(self.ctx.project_dir).as_posix(),
                              "sha256": hashlib.sha256(ledger_text.encode()).hexdigest(), "units": len(units)},

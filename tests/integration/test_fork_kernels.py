@@ -1,0 +1,156 @@
+"""fork_kernels=amxforge: our kernels inside the fork's binaries through the linker's --wrap of its matmul entry, the
+fork's tree untouched. Real CMake/ninja builds of tests/fixtures/minifork (a git checkout copy, so its status can be
+checked), real runs of its MUL_MAT tool against a float64 reference and against the fork's own kernels, for every
+implementation this host runs; the proof in the record, relinking when our archive changes, and the bad inputs."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from amxforge.kernels import from_bf16, to_bf16
+from conftest import FIXTURES, HOST, KERNEL_VARIANTS, TABLE, make_project, run, scons, variant_runs_here
+
+TARGETS = "fork_targets=minifork-matmul,llama-bench"
+RUNNABLE = [v for v in KERNEL_VARIANTS if variant_runs_here(v)[0]]
+TOP = RUNNABLE[-1]  # the highest kernel variant this host runs (baseline runs on every x86-64-v3 host)
+
+
+def git(tree, *args):
+    return subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def hooked(tmp_path_factory):
+    """A project whose minifork is a git checkout, built with our kernels for baseline and the top variant."""
+    project = make_project(tmp_path_factory.mktemp("hook"), fork=False)
+    tree = project / "minifork"
+    shutil.copytree(FIXTURES / "minifork", tree)
+    git(tree, "init", "-q")
+    git(tree, "add", "-A")
+    git(tree, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fixture")
+    for variant in sorted({"baseline", TOP}):
+        res = scons(project, f"variant={variant}", "fork=minifork", TARGETS, "fork_kernels=amxforge")
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return project
+
+
+def record(project, variant):
+    return json.loads((project / "build" / variant / "fork" / "amxforge-build.json").read_text())
+
+
+def matmul(project, variant, tmp_path, nx, ny, k, threads, env=None, sparsity=0.0, seed=0):
+    """minifork-matmul through the installed launcher; returns (C, float64 reference, bound, stderr)."""
+    rng = np.random.default_rng(seed)
+    W = to_bf16(rng.standard_normal((nx, k)).astype(np.float32) * (rng.random((nx, k)) >= sparsity))
+    B = rng.standard_normal((ny, k)).astype(np.float32)
+    paths = [tmp_path / n for n in ("W.bin", "B.bin", "C.bin")]
+    W.tofile(paths[0])
+    B.tofile(paths[1])
+    res = run([str(project / "build" / variant / "bin" / "minifork-matmul"), str(paths[0]), str(paths[1]), str(nx),
+               str(ny), str(k), str(threads), str(paths[2])], env={**os.environ, **(env or {})})
+    assert res.returncode == 0, res.stdout + res.stderr
+    C = np.fromfile(paths[2], dtype=np.float32).reshape(ny, nx).astype(np.float64)
+    Bq, Wf = from_bf16(to_bf16(B)).astype(np.float64), from_bf16(W).astype(np.float64)
+    # both sides round the activations to bf16 and sum in fp32: each within K * eps32 * (|B| @ |W|^T) of the exact
+    bound = 1e-30 + (k + 2) * np.finfo(np.float32).eps * (np.abs(Bq) @ np.abs(Wf).T)
+    return C, Bq @ Wf.T, bound, res.stderr
+
+
+def test_the_entry_is_wrapped_and_proven_and_the_tree_stays_clean(hooked):
+    for variant in sorted({"baseline", TOP}):
+        kernels = record(hooked, variant)["kernels"]
+        assert kernels["choice"] == "amxforge" and kernels["route"] == "link-wrap"
+        assert kernels["proven"] == {f"build/{variant}/lib/libggml.so": ["iqk_mul_mat_4d"]}
+        links = [json.loads(line) for line in (hooked / "build" / variant).glob("fork-work/*/ledger.live.jsonl")
+                 .__next__().read_text().splitlines() if '"mode": "link"' in line]
+        wrapped = [e for e in links if e.get("wrapped")]
+        assert wrapped and all("-Wl,--wrap=iqk_mul_mat_4d" in e["command"] for e in wrapped)
+    assert git(hooked / "minifork", "status", "--porcelain") == ""  # built out of tree, nothing of it changed
+    res = scons(hooked, f"variant={TOP}", "fork=minifork", TARGETS, "fork_kernels=amxforge", "-q")
+    assert res.returncode == 0, res.stdout + res.stderr  # up to date
+
+
+@pytest.mark.parametrize("impl", TABLE.names)
+@pytest.mark.parametrize("sparsity", [0.0, 0.7], ids=["dense", "pruned70"])
+def test_every_implementation_here_matches_the_reference_and_the_forks_own(hooked, tmp_path, impl, sparsity):
+    variant = next((v for v in ("baseline", TOP) if impl in _impls(hooked, v)), None)
+    if variant is None:
+        pytest.skip(f"no build of {impl} runs here (this CPU lacks "
+                    f"{' '.join(sorted(set(TABLE[impl].needs) - HOST)) or 'a permission'})")
+    env = {"AMXFORGE_KERNELS_STATS": "1", "AMXFORGE_KERNELS_IMPL": impl}
+    ours, ref, bound, stderr = matmul(hooked, variant, tmp_path, 301, 9, 259, 3, env, sparsity)
+    form = "sparse" if sparsity else "dense"
+    assert f"implementation {impl} (variant {variant})" in stderr and f"taken: {form} 301x9 (K 259)" in stderr, stderr
+    assert np.all(np.abs(ours - ref) <= bound)
+    own, _, _, stderr = matmul(hooked, variant, tmp_path, 301, 9, 259, 3, {**env, "AMXFORGE_KERNELS": "fork"},
+                               sparsity)
+    assert "fell back (AMXFORGE_KERNELS=fork)" in stderr
+    assert np.all(np.abs(ours - own) <= 2 * bound)  # each within the bound of the exact result
+
+
+def _impls(project, variant):
+    from amxforge.kernels import KernelLibrary
+    return KernelLibrary(variant, project).impls(runnable=True) if variant_runs_here(variant)[0] else []
+
+
+def test_a_change_of_our_kernels_relinks_the_fork_and_fork_kernels_fork_unwraps(hooked):
+    hook_c = hooked / "kernels" / "hook" / "mulmat.c"
+    original = hook_c.read_text()
+    try:
+        hook_c.write_text(original + "\nconst char akf_hook_test_marker[] = \"relinked\";\n")
+        res = scons(hooked, "variant=baseline", "fork=minifork", TARGETS, "fork_kernels=amxforge")
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        assert "linking 1 fork binaries/libraries again" in res.stdout + res.stderr
+        lib = hooked / "build" / "baseline" / "lib" / "libggml.so"
+        assert b"relinked" in lib.read_bytes()
+    finally:
+        hook_c.write_text(original)
+    res = scons(hooked, "variant=baseline", "fork=minifork", TARGETS, "fork_kernels=fork")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert record(hooked, "baseline")["kernels"] == {"choice": "fork"}
+    lib = hooked / "build" / "baseline" / "lib" / "libggml.so"
+    assert b"__wrap_iqk_mul_mat_4d" not in lib.read_bytes() and b"relinked" not in lib.read_bytes()
+
+
+@pytest.fixture
+def bare(tmp_path):
+    return make_project(tmp_path)
+
+
+def test_unknown_value_and_no_fork_are_one_line(bare):
+    res = scons(bare, "variant=baseline", "fork=minifork", "fork_kernels=ours")
+    assert res.returncode == 2 and "fork_kernels='ours': give fork" in res.stderr and "Traceback" not in res.stderr
+    res = scons(bare, "variant=baseline", "fork_kernels=amxforge")
+    assert res.returncode == 2 and "fork_kernels=amxforge needs fork=" in res.stderr, res.stderr
+
+
+def test_a_tree_without_the_entry_is_refused_before_anything_is_built(bare):
+    header = bare / "minifork" / "ggml" / "src" / "iqk" / "iqk_mul_mat.h"
+    header.write_text(header.read_text().replace("iqk_mul_mat_4d(", "iqk_other_4d("))
+    res = scons(bare, "variant=baseline", "fork=minifork", "fork_kernels=amxforge")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "does not declare iqk_mul_mat_4d in" in res.stderr and "Traceback" not in res.stderr
+    assert not (bare / "build" / "baseline" / "fork" / "amxforge-build.json").exists()
+
+
+def test_a_tree_that_declares_the_entry_but_never_calls_it_is_refused(bare):
+    ggml_c = bare / "minifork" / "ggml" / "src" / "ggml.c"
+    text = ggml_c.read_text()
+    ggml_c.write_text(text[:text.index("/* MUL_MAT as ggml computes it")])
+    cml = bare / "minifork" / "ggml" / "src" / "CMakeLists.txt"
+    cml.write_text(cml.read_text().replace(" iqk/iqk_mul_mat.cpp", ""))
+    res = scons(bare, "variant=baseline", "fork=minifork", "fork_targets=llama-bench", "fork_kernels=amxforge")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "defines or calls iqk_mul_mat_4d" in res.stderr and "nothing was installed" not in res.stderr
+    assert not (bare / "build" / "baseline" / "fork" / "amxforge-build.json").exists()
+
+
+def test_a_backend_kind_says_it_is_not_built_yet(tmp_path):
+    project = make_project(tmp_path, fork=False)
+    shutil.copytree(FIXTURES / "miniwhisper", project / "miniwhisper")
+    res = scons(project, "variant=baseline", "fork=miniwhisper", "fork_kernels=amxforge")
+    assert res.returncode == 2 and "takes our kernels as a dynamic ggml backend" in res.stderr, res.stderr
