@@ -265,17 +265,41 @@ def model():
 @click.option("--vocab", type=int, default=2048, show_default=True)
 @click.option("--ctx", type=int, default=4096, show_default=True, help="context length")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--sparsity", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="zero this fraction of each row of the blocks' matrices, smallest first (as model prune does)")
 @click.option("--json", "as_json", is_flag=True)
-def model_synth(out, qtype, quantize_with, layers, dim, ff, heads, kv_heads, vocab, ctx, seed, as_json):
+def model_synth(out, qtype, quantize_with, layers, dim, ff, heads, kv_heads, vocab, ctx, seed, sparsity, as_json):
     """A small llama-architecture GGUF with random weights. Random weights measure speed only, never quality."""
     from .model.synth import ModelShape, synth
 
-    info = synth(Path(out), qtype, ModelShape(layers, dim, ff, heads, kv_heads, vocab, ctx), seed, quantize_with)
+    info = synth(Path(out), qtype, ModelShape(layers, dim, ff, heads, kv_heads, vocab, ctx), seed, quantize_with,
+                 sparsity)
     if as_json:
         click.echo(json.dumps(info))
     else:
         click.echo(f"{info['path']}: llama, {info['type']}, {info['parameters'] / 1e6:.1f} M parameters, "
                    f"{info['bytes'] / 2**20:.1f} MiB (random weights: for speed measurements only)")
+
+
+@model.command("prune")
+@click.option("--in", "src", required=True, type=click.Path(dir_okay=False), help="the .gguf model to prune")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the pruned .gguf to write")
+@click.option("--sparsity", required=True, type=click.FloatRange(0, 1, max_open=True),
+              help="the fraction of each row's weights set to zero, smallest magnitudes first, e.g. 0.5")
+@click.option("--tensors", default="blk.*", show_default=True,
+              help="a glob of tensor names to prune (bf16 / f16 matrices only; embeddings and output stay)")
+@click.option("--json", "as_json", is_flag=True)
+def model_prune(src, out, sparsity, tensors, as_json):
+    """Unstructured magnitude pruning per output row of a GGUF's bf16 / f16 matrices: a pruned model for the sparse
+    path of fork_kernels=amxforge, without a download. Everything else is copied as it is."""
+    from .model.prune import prune
+
+    info = prune(Path(src), Path(out), sparsity, tensors)
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        click.echo(f"{info['path']}: {info['tensors']} matrices pruned to {info['zero_fraction']:.1%} zeros "
+                   f"({info['bytes'] / 2**20:.1f} MiB)")
 
 
 def _usage_line(exc: click.exceptions.UsageError) -> str:

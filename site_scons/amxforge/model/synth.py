@@ -137,13 +137,16 @@ def _remove_quietly(path: Path) -> None:
         pass  # a read-only disk never got the file in the first place
 
 
-def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 0, quantize_with=None) -> dict:
+def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 0, quantize_with=None,
+          sparsity: float = 0.0) -> dict:
     try:
         import gguf
         import numpy as np
     except ImportError as exc:
         raise AmxforgeError(f"model synth needs the gguf and numpy packages: pip install gguf ({exc})") from None
     check_type(qtype, quantize_with)
+    if not 0.0 <= sparsity < 1.0:
+        raise AmxforgeError(f"--sparsity {sparsity}: give a fraction from 0 to below 1, e.g. 0.5")
     if gguf_cannot(qtype):  # write f16, then the fork's own quantizer converts it
         return _quantized(out, qtype, shape, seed, quantize_with)
     shape = shape or ModelShape()
@@ -183,6 +186,9 @@ def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 
 
         def matrix(name, rows, cols):
             w = (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02)
+            if sparsity and name.startswith("blk."):  # as `model prune` does: the blocks' matrices, per row
+                from .prune import prune_rows
+                w = prune_rows(w, sparsity)
             if ggml_type == gguf.GGMLQuantizationType.F16:
                 writer.add_tensor(name, w.astype(np.float16))
             else:
@@ -221,7 +227,7 @@ def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 
         _close_quietly(writer)
         _remove_quietly(tmp)
         raise
-    return _info(out, qtype, shape, "gguf")
+    return _info(out, qtype, shape, "gguf") | {"sparsity": sparsity}
 
 
 def check_room(out: Path, qtype: str, shape: ModelShape, extra_files: int = 0) -> None:
