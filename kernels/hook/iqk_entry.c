@@ -6,6 +6,8 @@
 
 #include "amxforge_kernels.h"
 
+__attribute__((constructor)) static void amxforge_hook_loaded(void) { akf_hook_load(); }
+
 bool __real_iqk_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long ne12, long ne13, long nb02,
                            long nb03, long nb12, long nb13, long nb2, long nb3, int typeA, const void *A, long strideA,
                            int typeB, const void *B, long strideB, float *C, long stride_C, int ith, int nth);

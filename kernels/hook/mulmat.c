@@ -59,6 +59,8 @@ static void read_settings(void) {
     if (settings.stats) atexit(print_stats);
 }
 
+void akf_hook_load(void) { pthread_once(&settings_once, read_settings); }
+
 void akf_hook_settings(int impl, double sparse_min) {
     pthread_once(&settings_once, read_settings);
     settings.impl = impl;

@@ -99,6 +99,9 @@ struct akf_hook_totals {
     size_t bytes, refused_bytes;               /* memory held by packed tensors; that the refused ones needed */
 };
 void akf_hook_totals(struct akf_hook_totals *out);
+/* Read the environment now (a fork binary's constructor calls it: AMXFORGE_KERNELS_STATS=1 then reports at exit
+ * even when no matmul ran, which is how `bench fork` tells a binary with our kernels from one without). */
+void akf_hook_load(void);
 /* Run implementation `impl` (AKF_IMPL_BEST: the best here) and pack sparse from `sparse_min` zeros, overriding the
  * environment (tests, embedders). Tensors packed before keep their form. */
 void akf_hook_settings(int impl, double sparse_min);

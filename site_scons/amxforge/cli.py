@@ -147,6 +147,9 @@ def fork_detect(path, as_json):
 @click.option("--fork", default=None, help="a fork tree to build into every variant (`amxforge fork kinds`)")
 @click.option("--fork-targets", default=None,
               help="comma-separated programs of the fork to ship (with --fork; default: its kind's, e.g. llama-bench)")
+@click.option("--fork-kernels", type=click.Choice(["fork", "amxforge"]), default="fork", show_default=True,
+              help="the fork's matmul kernels in every variant: its own, or ours through the handler (bf16 weights; "
+                   "the variant the selector picks is also the implementation our kernels run)")
 @click.option("--name", default=None, help="package name (default: the fork's kind, or amxforge-kernels)")
 @click.option("--version", "version_", default=None, help="package version (default: amxforge's, with the commit)")
 @click.option("--force", is_flag=True, help="replace an earlier release at --out (nothing else is ever replaced)")
@@ -157,7 +160,8 @@ def fork_detect(path, as_json):
 @click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
               help="the amxforge project to build in (default: here)")
 @click.option("--json", "as_json", is_flag=True, help="the summary as JSON")
-def package(variants, out, fork, fork_targets, name, version_, force, cuda_arch, jobs, project, as_json):
+def package(variants, out, fork, fork_targets, fork_kernels, name, version_, force, cuda_arch, jobs, project,
+            as_json):
     """Build every variant, audit each (an unclean one is refused, naming the object), and write one release:
     OUT/bin/<target> picks the best variant that runs on each machine (AMXFORGE_EXPLAIN=1 says why, AMXFORGE_VARIANT
     forces one), OUT/manifest.json names each variant's CPU and OS needs, and OUT.tar.gz is reproducible."""
@@ -169,8 +173,10 @@ def package(variants, out, fork, fork_targets, name, version_, force, cuda_arch,
                             "out for the fork kind's default")
     if targets and not fork:
         raise AmxforgeError("--fork-targets names programs of a fork tree: pass --fork PATH too, or leave it out")
+    if fork_kernels != "fork" and not fork:
+        raise AmxforgeError("--fork-kernels amxforge puts our kernels into a fork's binaries: pass --fork PATH too")
     req = Request(csv_items(variants), Path(out).resolve(), Path(project).resolve(),
-                  fork, targets, name, version_, force, jobs, cuda_arch)
+                  fork, targets, name, version_, force, jobs, cuda_arch, fork_kernels)
     summary = make_package(req, log=lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json.dumps({k: v for k, v in summary.items() if k != "manifest"}))

@@ -280,3 +280,43 @@ def test_a_type_gguf_cannot_write_needs_the_trees_quantizer(project, tmp_path):
     line = one_line(res)
     assert "could not build its llama-quantize" in line and "choose types gguf writes: f16" in line
     assert (tmp_path / "o" / "builds" / "minifork" / "baseline" / "bin" / "llama-sweep-bench").is_file()
+
+
+def test_kernels_fork_and_ours_are_columns_of_the_same_binary(project, tmp_path):
+    """--kernels fork,amxforge builds the tree with fork_kernels=amxforge and measures each variant twice: the fork's
+    own kernels (AMXFORGE_KERNELS=fork) and ours, whose runs show the calls our handler took."""
+    variant = RUNNABLE[-1]
+    res = bench(project, "--fork", "minifork", "--variants", variant, "--types", "bf16", "--kernels", "fork,amxforge",
+                "--amx", "off", "--reps", "2", "--json", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    cells, summary = json_lines(res)
+    assert summary["columns"] == [variant, f"{variant} +ours"]
+    ours = [c for c in cells if c["kernels"] == "amxforge"]
+    fork = [c for c in cells if c["kernels"] == "fork"]
+    assert len(ours) == len(fork) == 1 and fork[0]["kernels_taken"] is None
+    assert ours[0]["kernels_taken"] > 0  # every token's bf16 MUL_MAT went through our handler
+    assert ours[0]["tg_pairs"] == 2 and ours[0]["status"] == "ok"
+
+
+@pytest.mark.parametrize("fork_kernels", ["fork", "amxforge"])
+def test_kernels_ours_from_a_package_only_where_it_was_packaged_with_them(project, tmp_path, fork_kernels):
+    rel = tmp_path / "rel"
+    res = run([tool("amxforge"), "package", "--variants", "baseline", "--fork", "minifork", "--fork-targets",
+               "llama-sweep-bench", "--fork-kernels", fork_kernels, "--out", str(rel)], cwd=project, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((rel / "manifest.json").read_text())["source"]["fork"]["kernels"] == fork_kernels
+    res = bench(project, "--package", str(rel), "--types", "bf16", "--kernels", "fork,amxforge", "--amx", "off",
+                "--reps", "1", "--json", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    cells, summary = json_lines(res)
+    if fork_kernels == "amxforge":
+        assert summary["columns"] == ["baseline", "baseline +ours"]
+        assert [c["kernels_taken"] > 0 for c in cells if c["kernels"] == "amxforge"] == [True]
+    else:
+        assert summary["columns"] == ["baseline"]
+        assert any("baseline +ours: its tools have no amxforge kernels" in line for line in summary["skipped"])
+
+
+def test_kernels_bad_value_is_one_line(project):
+    res = bench(project, "--fork", "minifork", "--kernels", "ours", "--reps", "1")
+    assert res.returncode == 2 and "--kernels ours: ours is not one" in one_line(res)

@@ -22,10 +22,11 @@ class Column:
     source: Source
     variant: str
     amx: bool = False  # the AMX branch's --amx runtime option given to the tool
+    kernels: str = "fork"  # fork: the fork's own kernels; amxforge: ours, through the handler (fork_kernels=amxforge)
 
     def label(self, many_sources: bool) -> str:
         text = f"{self.source.label}/{self.variant}" if many_sources else self.variant
-        return text + (" --amx" if self.amx else "")
+        return text + (" --amx" if self.amx else "") + (" +ours" if self.kernels == "amxforge" else "")
 
 
 @dataclass
@@ -51,7 +52,14 @@ def cell_argv(cell: Cell, tool: str, pp: int, tg: int, numa: str):
         argv += [a.format(**values) for a in tools["runtime_options"]["amx"]["flag"]]
     if numa != "off":
         argv += [a.format(**values) for a in tools["runtime_options"]["numa"]["flag"]]
+    # a binary with our handler runs the fork's kernels under AMXFORGE_KERNELS=fork (one without ignores it); ours
+    # report at exit how many calls they took, the evidence that the column measured them
+    env = dict(env, **({"AMXFORGE_KERNELS_STATS": "1"} if cell.column.kernels == "amxforge"
+                       else {"AMXFORGE_KERNELS": "fork"}))
     return argv, env
+
+
+_TAKEN = re.compile(r"^amxforge-kernels: taken: \w+ .*: (\d+) calls$", re.M)
 
 
 def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float, workdir: Path) -> dict:
@@ -90,6 +98,8 @@ def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float,
         last = (stderr.strip().splitlines() or ["no output on stderr"])[-1]
         return {"error": f"{tool}: {exc}; its last line: {last[:160]}", "stdout": stdout, "stderr": stderr}
     got["amx_buffer"] = bench_tools()["evidence"]["amx_buffer"] in stderr + stdout
+    if cell.column.kernels == "amxforge":
+        got["kernels_taken"] = sum(int(m) for m in _TAKEN.findall(stderr))
     if cpus and seen - set(cpus):
         got["pinning_held"] = False
         got["ran_on"] = sorted(seen)

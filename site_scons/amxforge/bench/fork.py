@@ -20,7 +20,7 @@ from ..errors import AmxforgeError
 from .cells import Cell, Column, failure_log, per_round, round_plan, run_cell
 from .comparisons import PAIRED, half_width, paired, pairs_needed, text as comparison_text
 from .conditions import finish_conditions, host_conditions
-from .forktools import accepts, bench_tools, help_text, tokens_per_run
+from .forktools import accepts, bench_tools, has_our_kernels, help_text, tokens_per_run
 from .pinning import cpu_order, cpus_text, physical_cores, pinning
 from .sources import BuiltTree, open_release, unique_labels
 from .verdicts import METRICS, preference_lines, recommend, stats
@@ -35,6 +35,7 @@ class Request:
     types: list
     model: Path = None
     amx: str = "auto"  # on | off | both | auto (both where the tools take --amx, else off)
+    kernels: tuple = ("fork",)  # fork / amxforge (ours, through the handler): a column per choice
     pp: int = 128
     tg: int = 32
     reps: int = 12
@@ -138,18 +139,28 @@ def make_models(req: Request, quantizer, log) -> dict:
     return models
 
 
+OURS = "amxforge-kernels"  # in a tool's `helps`: it was linked with our matmul handler
+
+
 def columns_for(req: Request, sources, helps) -> list:
-    """Source x variant x --amx. `auto` measures both where the source's tools take --amx, else without it."""
+    """Source x variant x --amx x --kernels. `auto` measures both where the source's tools take --amx, else without
+    it; ours only where the variant's tools were linked with our handler."""
     columns = []
     for src in sources:
         for variant in src.variants:
+            ours = any(OURS in helps.get((id(src), variant, t), ()) for t in bench_tools()["order"])
+            kernels = [k for k in req.kernels if k == "fork" or ours]
+            if "amxforge" in req.kernels and not ours:
+                src.skipped[f"{variant} +ours"] = ("its tools have no amxforge kernels: build the tree with "
+                                                   "fork_kernels=amxforge (bench fork --fork does when --kernels "
+                                                   "names amxforge; a package with --fork-kernels amxforge)")
             can = any("amx" in helps.get((id(src), variant, t), ()) for t in bench_tools()["order"])
             if req.amx == "on" and not can:
                 src.skipped[variant] = "--amx on: none of its tools takes --amx (not the AMX branch?)"
                 continue
             modes = {"on": [True], "off": [False], "both": [False, True] if can else [False],
                      "auto": [False, True] if can else [False]}[req.amx]
-            columns += [Column(src, variant, amx) for amx in modes]
+            columns += [Column(src, variant, amx, k) for amx in modes for k in kernels]
     return columns
 
 
@@ -212,6 +223,7 @@ def run_bench(req: Request, log, progress=None) -> dict:
         info = detect_fork(path, base=req.project)
         src = BuiltTree(label=label, kind=info.kind, path=Path(info.root),
                         package_name=kinds().package_name(info.kind))
+        src.fork_kernels = "amxforge" if "amxforge" in req.kernels else "fork"
         src.skipped.update(why_not)
         if needs_quantizer and not any(isinstance(s, BuiltTree) for s in sources):
             src.extra_targets = ("llama-quantize",)
@@ -251,6 +263,8 @@ def run_bench(req: Request, log, progress=None) -> dict:
                     text = help_text(argv0, env)
                     helps[(id(src), variant, tool)] = {o for o in bench_tools()["runtime_options"]
                                                        if accepts(argv0, env, o, text)}
+                    if "amxforge" in req.kernels and has_our_kernels(argv0, env):
+                        helps[(id(src), variant, tool)].add(OURS)
     columns = columns_for(req, sources, helps)
     skipped = [f"{s.label} {v}: {w}" for s in sources for v, w in s.skipped.items()]
     if not columns:
@@ -370,6 +384,10 @@ def finish(req, sources, columns, cells, reference, ref_runs, tool, passed_over,
                "oversubscribed": cell.pin["oversubscribed"], "tool": tool, "command": cell.command,
                "reps": len(cell.runs), "status": "failed: " + cell.error if cell.error else "ok", "log": cell.log,
                "amx_buffer": any(r.get("amx_buffer") for r in cell.runs) if cell.runs else None,
+               "kernels": cell.column.kernels,
+               # ours: the matmul calls our handler took over the cell's runs (0: the model has no bf16 matmul)
+               "kernels_taken": sum(r.get("kernels_taken", 0) for r in cell.runs)
+               if cell.column.kernels == "amxforge" else None,
                "foreign_lines": max((r.get("foreign_lines", 0) for r in cell.runs), default=0),
                "pinning_held": all(r.get("pinning_held", True) for r in cell.runs) if cell.runs else None}
         for m in METRICS:

@@ -112,6 +112,12 @@ def help_text(argv0: str, env: dict) -> str:
     return res.stdout + res.stderr if res else ""
 
 
+def has_our_kernels(argv0: str, env: dict) -> bool:
+    """Whether the tool was linked with our matmul handler (fork_kernels=amxforge): it reports at exit when asked."""
+    res = _ask([argv0, "--help"], dict(env, AMXFORGE_KERNELS_STATS="1"))
+    return res is not None and "amxforge-kernels: implementation" in res.stderr
+
+
 def takes(help_out: str, option: str) -> bool:
     flag = bench_tools()["runtime_options"][option]["help"]
     return re.search(rf"(^|[\s,]){re.escape(flag)}(\s|$|,|=)", help_out, re.M) is not None

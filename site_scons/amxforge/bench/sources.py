@@ -31,6 +31,7 @@ class Source:
 class BuiltTree(Source):
     extra_targets = ()  # llama-quantize, when a type needs the fork's own quantizer
     extra_failed = None  # why the extra targets could not be built (the tools were built without them)
+    fork_kernels = "fork"  # amxforge: linked with our handler (serves both --kernels columns)
     snapshots = None
 
     def command(self, variant, tool):
@@ -69,7 +70,7 @@ class BuiltTree(Source):
 
     def _scons(self, variant, targets, project, jobs, logfile, log):
         from ..package import scons_command
-        cmd = scons_command(variant, str(self.path), targets, jobs)
+        cmd = scons_command(variant, str(self.path), targets, jobs, fork_kernels=self.fork_kernels)
         log(f"amxforge: bench fork: building {self.label} {variant} ({' '.join(cmd[2:])}; log {logfile})")
         with open(logfile, "w") as handle:
             return subprocess.run(cmd, cwd=project, stdout=handle, stderr=subprocess.STDOUT)

@@ -50,6 +50,7 @@ class Request:
     force: bool = False
     jobs: int = None
     cuda_arch: str = None  # for the CUDA variants (cuda, amx-cuda): a GPU-less builder has no archs to probe
+    fork_kernels: str = "fork"  # amxforge: the fork's binaries with our matmul handler (fork_kernels=amxforge)
 
 
 def source_date_epoch(project: Path) -> int:
@@ -108,14 +109,15 @@ def selection_order(policy, variants) -> list:
     return sorted(variants, key=key)
 
 
-def scons_command(variant: str, fork: str = None, targets=(), jobs: int = None, cuda_arch: str = None) -> list:
+def scons_command(variant: str, fork: str = None, targets=(), jobs: int = None, cuda_arch: str = None,
+                  fork_kernels: str = "fork") -> list:
     """The normal build of one variant (and a fork's targets), as `amxforge package` and `bench fork` run it."""
     scons = shutil.which("scons", path=str(Path(sys.executable).parent)) or shutil.which("scons")
     if not scons:
         raise AmxforgeError("scons not found: pip install -e . installs it")
     cmd = [scons, "-Q", f"--site-dir={project_root() / 'site_scons'}", f"variant={variant}"]
     if fork:
-        cmd += [f"fork={fork}", f"fork_targets={','.join(targets)}"]
+        cmd += [f"fork={fork}", f"fork_targets={','.join(targets)}", f"fork_kernels={fork_kernels}"]
     if jobs:
         cmd.append(f"jobs={jobs}")
     if cuda_arch:
@@ -125,7 +127,7 @@ def scons_command(variant: str, fork: str = None, targets=(), jobs: int = None, 
 
 def build_variant(req: Request, variant: str, policy, log) -> None:
     archs = ";".join(variant_context(req, variant, policy).cuda_archs)
-    cmd = scons_command(variant, req.fork, req.fork_targets, req.jobs, archs or None)
+    cmd = scons_command(variant, req.fork, req.fork_targets, req.jobs, archs or None, req.fork_kernels)
     log(f"amxforge: package: building variant {variant}: {' '.join(cmd[1:])}")
     res = subprocess.run(cmd, cwd=req.project, stdout=sys.stderr, stderr=sys.stderr)
     if res.returncode != 0:
@@ -217,7 +219,7 @@ def _build_and_lay_out(req: Request, fork, order, epoch, base, layout, log) -> t
             "amxforge": {"commit": _git(req.project, "rev-parse", "HEAD"),
                          "dirty": bool(_git(req.project, "status", "--porcelain", "--untracked-files=no"))},
             "fork": None if fork is None else {"kind": fork.kind, "commit": fork.commit, "dirty": fork.dirty,
-                                               "targets": list(req.fork_targets)},
+                                               "targets": list(req.fork_targets), "kernels": req.fork_kernels},
         },
         "toolchain": {"amxforge": __version__, "compiler": {"family": base.compiler.family,
                                                             "version": base.compiler.version}},

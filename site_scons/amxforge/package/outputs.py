@@ -113,7 +113,8 @@ def check_space(where: Path, project: Path, variants) -> None:
 
 # --- the user's own fork builds ---------------------------------------------------------------------------------
 def fork_builds(project: Path, variants) -> dict:
-    """{variant: (fork root, targets, cc, cxx, cuda archs)} of the fork build each variant holds now (None: none)."""
+    """{variant: (fork root, targets, cc, cxx, cuda archs, fork_kernels)} of the fork build each variant holds now
+    (None: none)."""
     from ..fork.record import last_good
     out = {}
     for variant in variants:
@@ -123,7 +124,7 @@ def fork_builds(project: Path, variants) -> dict:
             continue
         compilers = record.get("compilers") or {}
         out[variant] = (record["fork"]["root"], tuple(record["targets"]), compilers.get("cc"), compilers.get("cxx"),
-                        ";".join(record.get("cuda_archs") or ()))
+                        ";".join(record.get("cuda_archs") or ()), (record.get("kernels") or {}).get("choice", "fork"))
     return out
 
 
@@ -134,8 +135,8 @@ def put_back(project: Path, before: dict, jobs, log) -> None:
     for variant, was in before.items():
         if was is None or now.get(variant) == was:
             continue
-        root, targets, cc, cxx, archs = was
-        cmd = scons_command(variant, root, targets, jobs, archs or None) + [f"CC={cc}"] * bool(cc) + \
+        root, targets, cc, cxx, archs, kernels = was
+        cmd = scons_command(variant, root, targets, jobs, archs or None, kernels) + [f"CC={cc}"] * bool(cc) + \
             [f"CXX={cxx}"] * bool(cxx)
         log(f"amxforge: package: putting back build/{variant}'s fork build ({root}, {', '.join(targets)})")
         res = subprocess.run(cmd, cwd=project, stdout=sys.stderr, stderr=sys.stderr)
