@@ -16,6 +16,14 @@
 #include <omp.h>
 #endif
 
+/* fp32 -> bf16 (VCVTNEPS2BF16: round to nearest even), 16 at a time; the tail as the reference rounds */
+static void cvt_bf16(const float *in, uint16_t *out, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(out + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + i)));
+    for (; i < n; i++) out[i] = akf_bf16_round(in[i]);
+}
+
 /* The tile configuration both AMX kernels load (palette 1, eight 64-byte-wide tiles): tiles below `row_tiles` (C,
  * and A) hold `rows` rows, fewer than 16 for a decode of fewer rows (the tile op then does less work); the others (B)
  * always 16 rows of k groups. */

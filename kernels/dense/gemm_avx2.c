@@ -21,6 +21,26 @@
 #include <omp.h>
 #endif
 
+/* fp32 -> bf16, round to nearest even in integer lanes (AVX2 has no conversion), NaN kept a NaN; 8 at a time */
+static void cvt_bf16(const float *in, uint16_t *out, size_t n) {
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff), quiet = _mm256_set1_epi32(0x40);
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i r[2];
+        for (int h = 0; h < 2; h++) {
+            const __m256i u = _mm256_castps_si256(_mm256_loadu_ps(in + i + 8 * h));
+            const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
+            const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(bias, lsb)), 16);
+            const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+            r[h] = _mm256_blendv_epi8(rounded, _mm256_or_si256(_mm256_srli_epi32(u, 16), quiet), nan);
+        }
+        /* values below 65536 pack unsaturated; packus interleaves 128-bit lanes, the permute restores the order */
+        _mm256_storeu_si256((__m256i *)(out + i), _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8));
+    }
+    for (; i < n; i++) out[i] = akf_bf16_round(in[i]);
+}
+
 enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
 /* KC x NCP: the widened B block (KC x 16 x NCP x 4 bytes = 128 KB) stays in L2 (512 KB on Zen 3), the 6-row A panel
  * (24 KB) in L1. Paired A/B runs on the 2-vCPU EPYC here (30 alternating calls, M=512, 4096x4096): 1024 x 2 was 2 %

@@ -14,6 +14,14 @@
 
 enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
 
+/* fp32 -> bf16 (VCVTNEPS2BF16: round to nearest even), 16 at a time; the tail as the reference rounds */
+static void cvt_bf16(const float *in, uint16_t *out, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(out + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + i)));
+    for (; i < n; i++) out[i] = akf_bf16_round(in[i]);
+}
+
 static inline uint32_t group_of(int dt, const void *A, int K, int row, int g) {
     /* the g-th pair (bf16) or quad (int8) of row `row`, zero past K; int8 shifted to u8 */
     uint32_t v = 0;

@@ -11,6 +11,11 @@ static float bf16_to_f32(uint16_t h) {
     return f;
 }
 
+int akf_cvt_bf16_ref(const float *in, uint16_t *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = akf_bf16_round(in[i]);
+    return AKF_OK;
+}
+
 int akf_gemm_bf16_ref(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C) {
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < M; i++)

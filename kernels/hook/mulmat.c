@@ -251,13 +251,6 @@ static int grow(void **p, size_t *have, size_t bytes) {
     return 1;
 }
 
-static uint16_t to_bf16(float f) { /* round to nearest even; NaN stays NaN */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
 /* ---- the entry ------------------------------------------------------------------------------------------ */
 int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long ne12, long ne13, long nb02,
                         long nb03, long nb12, long nb13, long nb2, long nb3, int typeA, const void *A, long strideA,
@@ -309,13 +302,11 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
         fprintf(stderr, "amxforge-kernels: out of memory for a %dx%d activation block\n", M, K);
         abort(); /* other threads of this call may have taken their share: declining now would leave holes */
     }
-    for (int m = 0; m < M; m++) {
-        const float *b = (const float *)((const char *)B + (size_t)m * (size_t)strideB);
-        uint16_t *a = local.a + (size_t)m * K;
-        for (int k = 0; k < K; k++) a[k] = to_bf16(b[k]);
-    }
-    int rc;
-    if (state == SPARSE) {
+    int rc = AKF_OK;
+    for (int m = 0; m < M && rc == AKF_OK; m++)
+        rc = akf_cvt_bf16(settings.impl, (const float *)((const char *)B + (size_t)m * (size_t)strideB),
+                          local.a + (size_t)m * K, (size_t)K);
+    if (rc == AKF_OK && state == SPARSE) {
         akf_sparse view = *t->S; /* panels [p0, p1): masks and tile offsets from p0, the same values */
         const size_t mask_size = sizeof(uint32_t);
         view.masks = (char *)t->S->masks + (size_t)p0 * view.ktiles * 16 * mask_size;
@@ -323,7 +314,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
         view.panels = p1 - p0;
         view.N = width;
         rc = akf_spmm_bf16(settings.impl, M, local.a, &view, local.c);
-    } else {
+    } else if (rc == AKF_OK) {
         const uint16_t *Bp = t->Bp + (size_t)p0 * 16 * AKF_ROUNDUP(K, AKF_BF16_KT);
         rc = akf_gemm_bf16(settings.impl, M, width, K, local.a, Bp, local.c);
     }

@@ -38,7 +38,7 @@ struct akf_sparse {
     int32_t *colsum;    /* int8: column sums of B over all k (the VNNI u8 x s8 correction); NULL for bf16 */
 };
 
-/* Every implementation of the table has these four entry points (a stub returning AKF_ERR_NOT_BUILT where the
+/* Every implementation of the table has these five entry points (a stub returning AKF_ERR_NOT_BUILT where the
  * variant does not compile it). */
 #define AKF_DECLARE_ENTRY_POINTS(id, isa, needs, built, bench)                                                   \
     int akf_gemm_bf16_##isa(int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C);             \
@@ -46,8 +46,13 @@ struct akf_sparse {
                             const float *bs, float *C);                                                        \
     int akf_spmm_bf16_##isa(int M, const uint16_t *A, const akf_sparse *B, float *C);                          \
     int akf_spmm_int8_##isa(int M, const int8_t *A, const float *as, const akf_sparse *B, const float *bs,     \
-                            float *C);
+                            float *C);                                                                         \
+    int akf_cvt_bf16_##isa(const float *in, uint16_t *out, size_t n);
 AKF_IMPLEMENTATIONS(AKF_DECLARE_ENTRY_POINTS)
+
+/* fp32 -> bf16, round to nearest even, NaN kept a (quiet) NaN (portable, runtime/pack.c): the reference's
+ * conversion and every implementation's tail. */
+uint16_t akf_bf16_round(float f);
 
 /* The entry points of an ISA-specific unit: over its static gemm()/spmm() (which take the public AKF_BF16 /
  * AKF_INT8 ids), or, when the variant does not build the implementation, ones that say so. Plain C: nothing here
@@ -59,6 +64,10 @@ AKF_IMPLEMENTATIONS(AKF_DECLARE_ENTRY_POINTS)
     int akf_gemm_int8_##isa(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp,      \
                             const float *bs, float *C) {                                                   \
         return gemm(AKF_INT8, M, N, K, A, as, Bp, bs, C);                                                  \
+    }                                                                                                      \
+    int akf_cvt_bf16_##isa(const float *in, uint16_t *out, size_t n) {                                     \
+        cvt_bf16(in, out, n);                                                                              \
+        return AKF_OK;                                                                                     \
     }
 #define AKF_SPMM_ENTRY_POINTS(isa)                                                                           \
     int akf_spmm_bf16_##isa(int M, const uint16_t *A, const akf_sparse *B, float *C) {                     \
@@ -76,6 +85,10 @@ AKF_IMPLEMENTATIONS(AKF_DECLARE_ENTRY_POINTS)
     int akf_gemm_int8_##isa(int M, int N, int K, const int8_t *A, const float *as, const uint8_t *Bp,      \
                             const float *bs, float *C) {                                                   \
         (void)M; (void)N; (void)K; (void)A; (void)as; (void)Bp; (void)bs; (void)C;                         \
+        return AKF_ERR_NOT_BUILT;                                                                          \
+    }                                                                                                      \
+    int akf_cvt_bf16_##isa(const float *in, uint16_t *out, size_t n) {                                     \
+        (void)in; (void)out; (void)n;                                                                      \
         return AKF_ERR_NOT_BUILT;                                                                          \
     }
 #define AKF_SPMM_NOT_BUILT(isa)                                                                              \

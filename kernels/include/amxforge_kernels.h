@@ -53,6 +53,8 @@ void akf_free(void *p);
  * B is prepacked in the AMX pair layout: 16-column panels, K padded to 32, each row a (k, k+1) pair
  * per column (64 bytes), zero padding. */
 size_t akf_bf16_packed_elems(int K, int N);
+/* fp32 -> bf16 bits, round to nearest even (the hardware conversion where the implementation has one). */
+int akf_cvt_bf16(int impl, const float *in, uint16_t *out, size_t n);
 void akf_bf16_pack_b(int K, int N, const uint16_t *B, uint16_t *Bp);
 int akf_gemm_bf16(int impl, int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C);
 

@@ -10,6 +10,7 @@ typedef int (*gemm_bf16_fn)(int, int, int, const uint16_t *, const uint16_t *, f
 typedef int (*gemm_int8_fn)(int, int, int, const int8_t *, const float *, const uint8_t *, const float *, float *);
 typedef int (*spmm_bf16_fn)(int, const uint16_t *, const akf_sparse *, float *);
 typedef int (*spmm_int8_fn)(int, const int8_t *, const float *, const akf_sparse *, const float *, float *);
+typedef int (*cvt_bf16_fn)(const float *, uint16_t *, size_t);
 
 static const struct impl {
     const char *name, *needs;
@@ -18,9 +19,11 @@ static const struct impl {
     gemm_int8_fn gemm_int8;
     spmm_bf16_fn spmm_bf16;
     spmm_int8_fn spmm_int8;
+    cvt_bf16_fn cvt_bf16;
 } IMPLS[AKF_IMPL_COUNT + 1] = {
 #define ROW(id, isa, needs, built, bench) \
-    [id] = {#isa, needs, built, akf_gemm_bf16_##isa, akf_gemm_int8_##isa, akf_spmm_bf16_##isa, akf_spmm_int8_##isa},
+    [id] = {#isa, needs, built, akf_gemm_bf16_##isa, akf_gemm_int8_##isa, akf_spmm_bf16_##isa, akf_spmm_int8_##isa, \
+            akf_cvt_bf16_##isa},
     AKF_IMPLEMENTATIONS(ROW)
 #undef ROW
 };
@@ -121,4 +124,12 @@ int akf_spmm_int8(int impl, int M, const int8_t *A, const float *as, const akf_s
     const struct impl *run = pick(impl, &status);
     if (!run) return status;
     return M == 0 ? AKF_OK : run->spmm_int8(M, A, as, B, bs, C);
+}
+
+int akf_cvt_bf16(int impl, const float *in, uint16_t *out, size_t n) {
+    if ((!in || !out) && n) return AKF_ERR_ARG;
+    int status;
+    const struct impl *run = pick(impl, &status);
+    if (!run) return status;
+    return n == 0 ? AKF_OK : run->cvt_bf16(in, out, n);
 }

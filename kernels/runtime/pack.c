@@ -36,6 +36,13 @@ void akf_bf16_pack_b(int K, int N, const uint16_t *B, uint16_t *Bp) {
         for (int n = 0; n < N; n++) Bp[akf_bf16_packed_index(K, k, n)] = B[(size_t)k * N + n];
 }
 
+uint16_t akf_bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 void akf_bf16_pack_bt(int K, int N, const uint16_t *W, size_t ldw, uint16_t *Bp) {
     /* panel by panel, each row pair of a panel written whole: W is read row by row, Bp sequentially per panel */
     const size_t kp = (size_t)AKF_ROUNDUP(K, AKF_BF16_KT);

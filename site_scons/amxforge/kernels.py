@@ -88,6 +88,7 @@ class KernelLibrary:
         lib.akf_sparse_load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
         lib.akf_spmm_bf16.argtypes = [ctypes.c_int, ctypes.c_int, _u16p, ctypes.c_void_p, _f32p]
         lib.akf_spmm_int8.argtypes = [ctypes.c_int, ctypes.c_int, _i8p, _f32p, ctypes.c_void_p, _f32p, _f32p]
+        lib.akf_cvt_bf16.argtypes = [ctypes.c_int, _f32p, _u16p, ctypes.c_size_t]
         lib.akf_hook_mul_mat_4d.restype = ctypes.c_int
         lib.akf_hook_mul_mat_4d.argtypes = ([ctypes.c_long] * 13 + [ctypes.c_int, ctypes.c_void_p, ctypes.c_long] * 2
                                             + [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int])
@@ -125,6 +126,12 @@ class KernelLibrary:
         K, N = B.shape
         out = aligned_empty(self.lib.akf_bf16_packed_elems(K, N), np.uint16)
         self.lib.akf_bf16_pack_b(K, N, np.ascontiguousarray(B, dtype=np.uint16), out)
+        return out
+
+    def cvt_bf16(self, x: np.ndarray, impl: str = "best") -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32).ravel()
+        out = np.zeros(x.size, dtype=np.uint16)
+        self._check(self.lib.akf_cvt_bf16(self.impl_id(impl), x, out, x.size), f"akf_cvt_bf16({impl})")
         return out
 
     # --- the matmul handler, called as a fork calls it -----------------------------------------------------

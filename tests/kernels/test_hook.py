@@ -23,6 +23,21 @@ from conftest import ROOT, TABLE
 IMPLS = TABLE.names
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_activation_conversion_rounds_to_nearest_even_like_numpy(library_for, impl):
+    lib, _ = library_for(impl)
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0, 2**32, 4000, dtype=np.uint64).astype(np.uint32)
+    bits[:8] = [0x3F808000, 0x3F818000, 0x3F807FFF, 0x7F800000, 0xFF800000, 0x7FC00001, 0x7F800001, 0x00000000]
+    x = bits.view(np.float32)
+    finite = np.isfinite(x) & (np.abs(x) >= np.finfo(np.float32).tiny)  # the hardware flushes denormals
+    for n in [0, 1, 15, 16, 17, 31, 33, 4000]:
+        got = lib.cvt_bf16(x[:n], impl)
+        assert np.array_equal(got[finite[:n]], to_bf16(x[:n])[finite[:n]]), (impl, n)
+        nan = np.isnan(x[:n])
+        assert np.all(np.isnan(from_bf16(got[nan]))), (impl, n)  # a NaN stays a NaN
+
+
 def weights(rng, Nx, K, pad, density):
     """W [Nx x K] bf16 bits inside a wider buffer (row stride K + pad), with about `density` nonzeros."""
     full = to_bf16(rng.standard_normal((Nx, K + pad)).astype(np.float32) * (rng.random((Nx, K + pad)) < density))
