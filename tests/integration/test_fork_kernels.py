@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from amxforge.kernels import from_bf16, to_bf16
-from conftest import FIXTURES, HOST, KERNEL_VARIANTS, TABLE, make_project, run, scons, variant_runs_here
+from conftest import FIXTURES, HOST, KERNEL_VARIANTS, TABLE, make_project, run, scons, tool, variant_runs_here
 
 TARGETS = "fork_targets=minifork-matmul,llama-bench"
 RUNNABLE = [v for v in KERNEL_VARIANTS if variant_runs_here(v)[0]]
@@ -70,6 +70,9 @@ def test_the_entry_is_wrapped_and_proven_and_the_tree_stays_clean(hooked):
         wrapped = [e for e in links if e.get("wrapped")]
         assert wrapped and all("-Wl,--wrap=iqk_mul_mat_4d" in e["command"] for e in wrapped)
     assert git(hooked / "minifork", "status", "--porcelain") == ""  # built out of tree, nothing of it changed
+    # the units keep the class policy: the audit of the fork's objects (and ours) is clean
+    res = run([tool("amxforge"), "audit", "--variant", TOP], cwd=hooked)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     res = scons(hooked, f"variant={TOP}", "fork=minifork", TARGETS, "fork_kernels=amxforge", "-q")
     assert res.returncode == 0, res.stdout + res.stderr  # up to date
 
