@@ -77,7 +77,7 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
 @click.option("--model", type=click.Path(), default=None, help="a GGUF model (default: synthetic models of --types)")
 @click.option("--types", default=None, metavar="T,T,...",
               help="tensor types of synthetic models, e.g. q8_0,q4_0,bf16 (q4_k, q6_k, iq4_xs through the fork's "
-                   "llama-quantize); default q8_0")
+                   "llama-quantize; bf16-p50, f16-p70: pruned, that % of each row of the blocks zero); default q8_0")
 @click.option("--synth", "synth_shape", default="4x1024x2816", show_default=True, metavar="LAYERSxDIMxFF",
               help="the shape of the synthetic models (a bigger model makes longer, steadier runs)")
 @click.option("--amx", type=click.Choice(["auto", "on", "off", "both"]), default="auto", show_default=True,

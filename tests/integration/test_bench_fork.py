@@ -298,6 +298,21 @@ def test_kernels_fork_and_ours_are_columns_of_the_same_binary(project, tmp_path)
     assert ours[0]["tg_pairs"] == 2 and ours[0]["status"] == "ok"
 
 
+def test_pruned_types_are_synthesised_pruned(project, tmp_path):
+    res = bench(project, "--fork", "minifork", "--variants", "baseline", "--types", "bf16,bf16-p70", "--amx", "off",
+                "--reps", "1", "--json", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    cells, _ = json_lines(res)
+    assert sorted(c["type"] for c in cells) == ["bf16", "bf16-p70"]
+    import gguf
+    import numpy as np
+    model = next(c["model"] for c in cells if c["type"] == "bf16-p70")
+    up = next(t for t in gguf.GGUFReader(model).tensors if t.name == "blk.0.ffn_up.weight")
+    assert abs(float(np.mean((np.asarray(up.data).view(np.uint16) & 0x7FFF) == 0)) - 0.7) < 0.01
+    res = bench(project, "--fork", "minifork", "--types", "bf16-p5x", "--reps", "1")
+    assert res.returncode == 2 and "a pruned type is bf16-pNN" in one_line(res)
+
+
 @pytest.mark.parametrize("fork_kernels", ["fork", "amxforge"])
 def test_kernels_ours_from_a_package_only_where_it_was_packaged_with_them(project, tmp_path, fork_kernels):
     rel = tmp_path / "rel"

@@ -11,6 +11,7 @@ cells (one run, the run order), comparisons (the intervals), conditions (the hos
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -110,13 +111,22 @@ def synth_shape(shape: tuple):
     return model
 
 
+PRUNED = re.compile(r"^(bf16|f16)-p([0-9]{1,2})$")  # --types bf16-p50: bf16 with half of each row pruned
+
+
+def split_type(spec: str) -> tuple:
+    """(the tensor type, the pruned fraction) of a --types entry: q8_0 -> (q8_0, 0.0), bf16-p70 -> (bf16, 0.7)."""
+    m = PRUNED.match(spec)
+    return (m.group(1), int(m.group(2)) / 100) if m else (spec, 0.0)
+
+
 def check_synth_room(req: Request) -> None:
     """Every synthetic model of --types fits this host's memory and the disk under --out: refused with its size
     before anything is built."""
     from ..model.synth import check_room, gguf_cannot
     shape = synth_shape(req.shape)
-    for qtype in req.types:
-        check_room(req.out / f"synth-{qtype}.gguf", qtype, shape, extra_files=1 if gguf_cannot(qtype) else 0)
+    for base in (split_type(t)[0] for t in req.types):
+        check_room(req.out / f"synth-{base}.gguf", base, shape, extra_files=1 if gguf_cannot(base) else 0)
 
 
 def make_models(req: Request, quantizer, log) -> dict:
@@ -129,12 +139,13 @@ def make_models(req: Request, quantizer, log) -> dict:
     shape = synth_shape(req.shape)
     models = {}
     for qtype in req.types:
-        check_type(qtype, quantizer if gguf_cannot(qtype) else None)
+        base, sparsity = split_type(qtype)
+        check_type(base, quantizer if gguf_cannot(base) else None)
         path = req.out / "models" / f"synth-{qtype}-{layers}x{dim}x{ff}.gguf"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             log(f"amxforge: bench fork: writing a synthetic {qtype} model ({path})")
-            synth(path, qtype, shape, quantize_with=quantizer if gguf_cannot(qtype) else None)
+            synth(path, base, shape, quantize_with=quantizer if gguf_cannot(base) else None, sparsity=sparsity)
         models[qtype] = path
     return models
 
@@ -201,7 +212,10 @@ def run_bench(req: Request, log, progress=None) -> dict:
     req.types = req.types or (["q8_0"] if not req.model else [])
     from ..model.synth import check_known
     for qtype in req.types:  # bad input is refused before anything is built
-        check_known(qtype)
+        if qtype.startswith(("bf16-", "f16-")) and not PRUNED.match(qtype):
+            raise AmxforgeError(f"--types {qtype}: a pruned type is bf16-pNN or f16-pNN (NN % of each row zero), "
+                                f"e.g. bf16-p50")
+        check_known(split_type(qtype)[0])
     if req.model:
         check_model(req.model)
     try:
@@ -218,7 +232,7 @@ def run_bench(req: Request, log, progress=None) -> dict:
     from ..fork.detect import detect_fork
     from ..fork.kinds import kinds
     from ..model.synth import gguf_cannot
-    needs_quantizer = not req.model and any(gguf_cannot(t) for t in req.types)
+    needs_quantizer = not req.model and any(gguf_cannot(split_type(t)[0]) for t in req.types)
     for path, label in zip(req.forks, labels):
         info = detect_fork(path, base=req.project)
         src = BuiltTree(label=label, kind=info.kind, path=Path(info.root),
