@@ -320,6 +320,7 @@ def test_kernels_ours_from_a_package_only_where_it_was_packaged_with_them(projec
                "llama-sweep-bench", "--fork-kernels", fork_kernels, "--out", str(rel)], cwd=project, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads((rel / "manifest.json").read_text())["source"]["fork"]["kernels"] == fork_kernels
+    assert not list(rel.rglob("*.a"))  # the archive linked into the fork's libraries is not shipped
     res = bench(project, "--package", str(rel), "--types", "bf16", "--kernels", "fork,amxforge", "--amx", "off",
                 "--reps", "1", "--json", "--out", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr[-3000:]

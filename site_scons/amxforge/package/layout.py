@@ -40,13 +40,14 @@ class Layout:
         dest.chmod(0o755 if os.access(src, os.X_OK) else 0o644)
 
     def add_variant(self, variant: str, build: Path, targets) -> list:
-        """variants/<v>/libexec/<target> and variants/<v>/lib/*: every shared library the build installed."""
+        """variants/<v>/libexec/<target> and variants/<v>/lib/*: every shared library the build installed (not the
+        static archive fork_kernels=amxforge links into the fork's libraries: nothing loads it at run time)."""
         rels = []
         for target in targets:
             rels.append(f"variants/{variant}/libexec/{target}")
             self._copy(build / "libexec" / target, rels[-1])
         for lib in sorted((build / "lib").iterdir()):
-            if lib.is_file():
+            if lib.is_file() and lib.suffix != ".a":
                 rels.append(f"variants/{variant}/lib/{lib.name}")
                 self._copy(lib, rels[-1])
         return rels
