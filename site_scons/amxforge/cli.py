@@ -116,7 +116,9 @@ def fork_kinds(as_json):
         return
     for k in table.kinds.values():
         click.echo(f"{k.name}\n  {k.description}\n  markers  {' '.join(k.markers)}\n  targets  "
-                   f"{' '.join(k.default_targets)}\n  kernels  {k.kernels['route']} ({' '.join(k.kernels['entries'])})")
+                   f"{' '.join(k.default_targets)}\n  kernels  {k.kernels['route']} ({' '.join(k.kernels['entries'])})"
+                   + (f"; fork_kernels=amxforge wraps {' '.join(k.kernels['wrap'])}" if k.kernels.get("wrap") else
+                      "; fork_kernels=amxforge: not built yet for this route"))
 
 
 @fork.command("detect")

@@ -85,3 +85,12 @@ def test_cli_detect(tmp_path):
     assert "ik_llama.cpp+amx" in res.stdout and "GGML_AMX_INT8" in res.stdout
     bad = run([tool("amxforge"), "fork", "detect", str(tmp_path)])
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_fork_kinds_says_which_entry_fork_kernels_wraps():
+    res = run([tool("amxforge"), "fork", "kinds"], check=True)
+    text = res.stdout
+    ik = text[text.index("ik_llama.cpp+amx\n"):text.index("\nik_llama.cpp\n")]
+    assert "fork_kernels=amxforge wraps iqk_mul_mat_4d" in ik
+    ggml = text[text.index("ggml\n"):text.index("\nik_llama.cpp+amx\n")]
+    assert "fork_kernels=amxforge: not built yet for this route" in ggml
