@@ -8,10 +8,8 @@
  *
  * Environment (read once): AMXFORGE_KERNELS=fork declines every call (the fork's own kernels, same binary);
  * AMXFORGE_KERNELS_IMPL=NAME runs that implementation instead of the best; AMXFORGE_SPARSE_MIN=F (0..1, default
- * akf_hook_sparse_min_default) is the zero fraction from which a tensor goes sparse (>1: never);
+ * sparse_min of toolchain/kernels.toml [hook]) is the zero fraction from which a tensor goes sparse (>1: never);
  * AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, and the packed memory. */
-#include <errno.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -94,7 +92,6 @@ struct packed {
     long Nx, K, stride;
     uint64_t fingerprint;
     _Atomic int state; /* enum state: read without the lock once packed */
-    double zeros;
     size_t bytes;
     uint16_t *Bp;
     akf_sparse *S;
@@ -141,8 +138,7 @@ static double zero_fraction(const uint16_t *W, long Nx, long K, long stride) {
 static int pack(struct packed *t) {
     const uint16_t *W = t->W;
     const int K = (int)t->K, N = (int)t->Nx;
-    t->zeros = zero_fraction(W, t->Nx, t->K, t->stride);
-    const int sparse = t->zeros >= settings.sparse_min;
+    const int sparse = zero_fraction(W, t->Nx, t->K, t->stride) >= settings.sparse_min;
     const size_t dense_bytes = akf_bf16_packed_elems(K, N) * sizeof(uint16_t);
     /* the sparse packer reads a row-major B: a transposed copy lives while it packs */
     const size_t need = sparse ? 2 * (size_t)K * (size_t)N * sizeof(uint16_t) : dense_bytes;
@@ -239,6 +235,13 @@ static struct packed *packed_tensor(const void *W, long Nx, long K, long stride)
     return t;
 }
 
+static const char *implementation_name(void) {
+    /* the one that runs, else the one asked for (not runnable here), else none */
+    const char *name = akf_impl_name(akf_impl_resolve(settings.impl));
+    if (!name) name = akf_impl_name(settings.impl);
+    return name ? name : "none";
+}
+
 /* ---- per-thread buffers ------------------------------------------------------------------------------- */
 static _Thread_local struct { uint16_t *a; size_t a_n; float *c; size_t c_n; int serial; } local;
 
@@ -307,12 +310,8 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
         rc = akf_cvt_bf16(settings.impl, (const float *)((const char *)B + (size_t)m * (size_t)strideB),
                           local.a + (size_t)m * K, (size_t)K);
     if (rc == AKF_OK && state == SPARSE) {
-        akf_sparse view = *t->S; /* panels [p0, p1): masks and tile offsets from p0, the same values */
-        const size_t mask_size = sizeof(uint32_t);
-        view.masks = (char *)t->S->masks + (size_t)p0 * view.ktiles * 16 * mask_size;
-        view.tile_off = t->S->tile_off + (size_t)p0 * view.ktiles;
-        view.panels = p1 - p0;
-        view.N = width;
+        akf_sparse view;
+        akf_sparse_view(t->S, p0, p1, &view);
         rc = akf_spmm_bf16(settings.impl, M, local.a, &view, local.c);
     } else if (rc == AKF_OK) {
         const uint16_t *Bp = t->Bp + (size_t)p0 * 16 * AKF_ROUNDUP(K, AKF_BF16_KT);
@@ -320,7 +319,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     }
     if (rc != AKF_OK) {
         fprintf(stderr, "amxforge-kernels: implementation %s failed (status %d) after the call was taken\n",
-                settings.impl ? akf_impl_name(settings.impl) : "best", rc);
+                implementation_name(), rc);
         abort();
     }
     for (int m = 0; m < M; m++)
@@ -347,14 +346,6 @@ void akf_hook_forget(void) {
     }
     memset(&totals, 0, sizeof totals);
     pthread_mutex_unlock(&tensors_lock);
-}
-
-static const char *implementation_name(void) {
-    if (settings.impl != AKF_IMPL_BEST) return akf_impl_name(settings.impl);
-    unsigned ok = akf_runnable_impls();
-    for (int id = akf_impl_count(); id >= 1; id--)
-        if (ok & (1u << (id - 1))) return akf_impl_name(id);
-    return "none";
 }
 
 static void print_stats(void) {

@@ -36,6 +36,8 @@ struct akf_sparse {
     uint64_t *tile_off; /* [panels * ktiles + 1]: element offset of each tile's first value */
     void *values;       /* nonzeros in (panel, ktile, row, bit) order, padded by 64 bytes */
     int32_t *colsum;    /* int8: column sums of B over all k (the VNNI u8 x s8 correction); NULL for bf16 */
+    uint64_t *panel_cost; /* [panels + 1]: running sum of each panel's work (nonzeros, and 64 per non-empty tile),
+                           * set by akf_sparse_index once the offsets are: the thread split reads only this */
 };
 
 /* Every implementation of the table has these five entry points (a stub returning AKF_ERR_NOT_BUILT where the
@@ -131,6 +133,10 @@ enum { AKF_SCRATCH_A, AKF_SCRATCH_ACC, AKF_SCRATCH_SLOTS };
 void *akf_scratch(int slot, size_t bytes);
 /* Row `row` of A widened for the AVX2 kernels, zero padded to Kp: fp32 (bf16) or s16 (int8) values. */
 void akf_widen_a_row(int dtype, const void *A, int K, int Kp, int row, void *out);
+/* Fill S->panel_cost from the tile offsets (after packing, loading or cloning). */
+void akf_sparse_index(akf_sparse *S);
+/* Panels [p0, p1) of S as a matrix of their own (its N the columns they hold), sharing S's arrays. */
+void akf_sparse_view(const akf_sparse *S, int p0, int p1, akf_sparse *view);
 /* Thread t's panel range [p0, p1) of a sparse matrix, balanced by nonzeros. */
 void akf_sparse_split(const akf_sparse *S, int nthreads, int t, int *p0, int *p1);
 /* The same for the calling thread of the enclosing OpenMP team. */

@@ -17,6 +17,7 @@ int akf_impl_count(void);
 const char *akf_impl_name(int id);  /* NULL when id is out of range */
 const char *akf_impl_needs(int id); /* the CPU features it executes, space-separated */
 int akf_impl_find(const char *name); /* its id, or -1 */
+int akf_impl_resolve(int impl);      /* the id a call with `impl` runs here (BEST: the best), or -status */
 
 /* Guard results; a variant binary that cannot run exits with AKF_EXIT_UNSUPPORTED after printing why. */
 enum akf_status {

@@ -88,6 +88,12 @@ static const struct impl *pick(int impl, int *status) {
     return &IMPLS[impl];
 }
 
+int akf_impl_resolve(int impl) {
+    int status;
+    const struct impl *run = pick(impl, &status);
+    return run ? (int)(run - IMPLS) : -status;
+}
+
 int akf_gemm_bf16(int impl, int M, int N, int K, const uint16_t *A, const uint16_t *Bp, float *C) {
     if (M < 0 || N < 0 || K < 0 || (!A && M && K) || (!Bp && K && N) || (!C && M && N)) return AKF_ERR_ARG;
     int status;

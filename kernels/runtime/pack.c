@@ -182,6 +182,7 @@ void akf_sparse_free(akf_sparse *S) {
     free(S->tile_off);
     free(S->values);
     free(S->colsum);
+    free(S->panel_cost);
     free(S);
 }
 
@@ -198,9 +199,10 @@ akf_sparse *akf_sparse_alloc(int dtype, int K, int N, uint64_t nnz) {
     size_t tiles = (size_t)S->panels * S->ktiles;
     S->masks = calloc(tiles * 16, (size_t)AKF_DTYPE[dtype].mask_bytes);
     S->tile_off = calloc(tiles + 1, sizeof(uint64_t));
+    S->panel_cost = calloc((size_t)S->panels + 1, sizeof(uint64_t));
     S->values = calloc(nnz * (size_t)esize + 64, 1);
     if (dtype == AKF_INT8) S->colsum = calloc((size_t)S->panels * 16, sizeof(int32_t));
-    if (!S->masks || !S->tile_off || !S->values || (dtype == AKF_INT8 && !S->colsum)) {
+    if (!S->masks || !S->tile_off || !S->panel_cost || !S->values || (dtype == AKF_INT8 && !S->colsum)) {
         akf_sparse_free(S);
         return NULL;
     }
@@ -256,6 +258,7 @@ akf_sparse *akf_sparse_pack(int dtype, int K, int N, const void *B, char *msg, s
     if (dtype == AKF_INT8)
         for (int k = 0; k < K; k++)
             for (int n = 0; n < N; n++) S->colsum[n] += ((const int8_t *)B)[(size_t)k * N + n];
+    akf_sparse_index(S);
     if (len) msg[0] = '\0';
     return S;
 }
@@ -293,28 +296,39 @@ void akf_sparse_info(const akf_sparse *S, struct akf_sparse_info *out) {
     out->bytes = akf_sparse_value_bytes(S) + akf_sparse_mask_bytes(S) + (tiles + 1) * sizeof(uint64_t);
 }
 
-void akf_sparse_split(const akf_sparse *S, int nthreads, int t, int *p0, int *p1) {
+void akf_sparse_index(akf_sparse *S) {
     /* cost of a panel: its nonzeros plus a fixed amount per non-empty tile (mask reads, the tile op) */
     const uint64_t per_tile = 64;
-    uint64_t total = 0;
-    for (int p = 0; p < S->panels; p++) {
-        const uint64_t *off = S->tile_off + (size_t)p * S->ktiles;
-        total += off[S->ktiles] - off[0];
-        for (int k = 0; k < S->ktiles; k++) total += off[k + 1] != off[k] ? per_tile : 0;
-    }
-    uint64_t lo = total * (uint64_t)t / (uint64_t)nthreads, hi = total * (uint64_t)(t + 1) / (uint64_t)nthreads;
-    uint64_t acc = 0;
-    *p0 = S->panels;
-    *p1 = S->panels;
+    S->panel_cost[0] = 0;
     for (int p = 0; p < S->panels; p++) {
         const uint64_t *off = S->tile_off + (size_t)p * S->ktiles;
         uint64_t cost = off[S->ktiles] - off[0];
         for (int k = 0; k < S->ktiles; k++) cost += off[k + 1] != off[k] ? per_tile : 0;
+        S->panel_cost[p + 1] = S->panel_cost[p] + cost;
+    }
+}
+
+void akf_sparse_view(const akf_sparse *S, int p0, int p1, akf_sparse *view) {
+    *view = *S;
+    view->masks = (char *)S->masks + (size_t)p0 * S->ktiles * 16 * (size_t)AKF_DTYPE[S->dtype].mask_bytes;
+    view->tile_off = S->tile_off + (size_t)p0 * S->ktiles;
+    view->panel_cost = S->panel_cost + p0;
+    view->colsum = S->colsum ? S->colsum + (size_t)p0 * 16 : NULL;
+    view->panels = p1 - p0;
+    view->N = AKF_MIN(S->N, p1 * 16) - p0 * 16;
+}
+
+void akf_sparse_split(const akf_sparse *S, int nthreads, int t, int *p0, int *p1) {
+    const uint64_t *cost = S->panel_cost, base = cost[0]; /* a view's running sum starts where its panels do */
+    const uint64_t total = cost[S->panels] - base;
+    uint64_t lo = total * (uint64_t)t / (uint64_t)nthreads, hi = total * (uint64_t)(t + 1) / (uint64_t)nthreads;
+    *p0 = S->panels;
+    *p1 = S->panels;
+    for (int p = 0; p < S->panels; p++) {
         /* a panel belongs to the thread whose share holds the panel's midpoint */
-        uint64_t mid = acc + cost / 2;
+        uint64_t mid = cost[p] - base + (cost[p + 1] - cost[p]) / 2;
         if (*p0 == S->panels && mid >= lo) *p0 = p;
         if (mid >= hi && (t + 1 < nthreads)) { *p1 = p; break; }
-        acc += cost;
     }
     if (*p1 < *p0) *p1 = *p0;
 }
@@ -336,5 +350,6 @@ akf_sparse *akf_sparse_clone(const akf_sparse *S) {
     memcpy(D->tile_off, S->tile_off, (tiles + 1) * sizeof(uint64_t));
     memcpy(D->values, S->values, akf_sparse_value_bytes(S));
     if (S->colsum) memcpy(D->colsum, S->colsum, (size_t)S->panels * 16 * sizeof(int32_t));
+    akf_sparse_index(D);
     return D;
 }

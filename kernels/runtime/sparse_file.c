@@ -122,6 +122,7 @@ akf_sparse *akf_sparse_load(const char *path, char *msg, size_t len) {
         akf_sparse_free(S); S = NULL;
         goto out;
     }
+    akf_sparse_index(S);
     if (len) msg[0] = '\0';
 out:
     fclose(f);
