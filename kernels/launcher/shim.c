@@ -12,8 +12,9 @@
  * not a compilation (a link, a preprocessing run, a version query) runs as is and leaves a ledger line too, with its
  * mode. As the linker launcher (CMAKE_<LANG>_LINKER_LAUNCHER, fork_kernels=amxforge) its config adds `wrap` records:
  * every link gets -Wl,--wrap=<entry> for each and the `link_add` arguments (our handler's archive), recorded in its
- * ledger line, so that the fork's calls of the entry reach our kernels (kernels/hook/). A config that does not fit the tables, a rule naming a class without flags, or a unit no rule matches is an
- * error (exit 2), never a silent default or a truncation.
+ * ledger line, so that the fork's calls of the entry reach our kernels (kernels/hook/). A config that does not fit
+ * the tables, a rule naming a class without flags, or a unit no rule matches is an error (exit 2), never a silent
+ * default or a truncation.
  * CONFIG is written by amxforge (fork/driver.py): one record per line, fields separated by tabs. Written in C because
  * it runs once per unit: a Python launcher cost ~39 ms per unit, 20 % of the fixture's build (measured). */
 

@@ -55,11 +55,16 @@ def load_instruction_classes(path: Path = None) -> list:
     return out
 
 
-def objdump() -> str:
-    tool = shutil.which("objdump")
+def binutil(name: str = "objdump") -> str:
+    """objdump, nm, ...: the path of a binutils program, or one line saying how to install it."""
+    tool = shutil.which(name)
     if not tool:
-        raise AmxforgeError("objdump not found: install binutils (apt-get install binutils)")
+        raise AmxforgeError(f"{name} not found: install binutils (apt-get install binutils)")
     return tool
+
+
+def objdump() -> str:
+    return binutil("objdump")
 
 
 def disassemble(obj: Path):

@@ -25,10 +25,10 @@ from ..cache import namespace as cache_namespace
 from ..errors import AmxforgeError
 from . import cmake
 from .detect import ForkInfo
-from .hook import HOOK_ARCHIVE, LinkWrap, check_choice, ledger_links
+from .hook import HOOK_ARCHIVE, LinkWrap, check_choice
 from .kinds import kinds
 from .record import last_good, load_record, object_problem, read_snapshot, retire, verify_record, write_record
-from .ledger import LEDGER, read_ledger, snapshot_entry
+from .ledger import LEDGER, ledger_lines, read_ledger, snapshot_entry
 from .ninja import Ninja
 
 STAMP = "amxforge-stamp.json"
@@ -464,13 +464,14 @@ class ForkBuild:
         if not self.route:
             return {"choice": "fork"}
         proven = self.route.prove([src for src, _ in pairs if src != self.launcher])
-        self.route.after_build(proven)
+        digest = self.route.archive_digest()
+        self.route.after_build(proven, digest)
         installs = {str(src): dest for src, dest in pairs}
-        return {"choice": "amxforge", "route": "link-wrap", "entries": self.route.symbols,
-                "archive_sha256": self.route.archive_digest(),
+        return {"choice": "amxforge", "route": "link-wrap", "entries": self.route.symbols, "archive_sha256": digest,
                 "proven": {installs[p].relative_to(self.ctx.project_dir).as_posix(): v["wrapped"]
                            for p, v in proven.items()},
-                "linked_now": [e["output"] for e in ledger_links(self.ledger, self.ledger_offset) if e.get("wrapped")]}
+                "linked_now": [e["output"] for e in ledger_lines(self.ledger, self.ledger_offset)
+                               if e.get("mode") == "link" and e.get("wrapped")]}
 
     def run(self) -> dict:
         self.configure()

@@ -14,13 +14,12 @@ must define __wrap_<entry>, and every call or jump to the entry in its code must
 anything else is one line naming the file and the function that calls around the handler, and nothing is installed."""
 
 import hashlib
-import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 from .. import atomic
+from ..audit import binutil
 from ..errors import AmxforgeError
 
 CHOICES = ("fork", "amxforge")  # fork_kernels=: the fork's own kernels, or ours through the handler
@@ -79,9 +78,8 @@ class LinkWrap:
         if gone:
             log(f"amxforge: our kernels' archive changed: linking {len(gone)} fork binaries/libraries again")
 
-    def after_build(self, proven: dict) -> None:
-        atomic.write_json(self.work_dir / STAMP, {"archive_sha256": self.archive_digest(),
-                                                  "outputs": sorted(proven)})
+    def after_build(self, proven: dict, digest: str) -> None:
+        atomic.write_json(self.work_dir / STAMP, {"archive_sha256": digest, "outputs": sorted(proven)})
 
     # --- the proof ----------------------------------------------------------------------------------------
     def prove(self, files) -> dict:
@@ -111,15 +109,8 @@ _CALL = re.compile(r"^\s*[0-9a-f]+:\s+(?:call|jmp)\w*\s+[0-9a-f]+ <([^>+@]+)(?:@
 _FUNC = re.compile(r"^[0-9a-f]+ <([^>]+)>:$")
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if not found:
-        raise AmxforgeError(f"{name} not found: install binutils (fork_kernels=amxforge proves the wrap with it)")
-    return found
-
-
 def _symbols(path: Path, *flags) -> set:
-    res = subprocess.run([_tool("nm"), *flags, str(path)], capture_output=True, text=True)
+    res = subprocess.run([binutil("nm"), *flags, str(path)], capture_output=True, text=True)
     return {line.split()[-1] for line in res.stdout.splitlines() if line.split()} if res.returncode == 0 else set()
 
 
@@ -145,7 +136,7 @@ def wrap_state(path: Path, symbols: list):
     if any(state.values()):
         return state
     # every call or jump to an entry must be the handler's own fallback, inside __wrap_<entry>
-    proc = subprocess.Popen([_tool("objdump"), "-d", "--no-show-raw-insn", str(path)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([binutil("objdump"), "-d", "--no-show-raw-insn", str(path)], stdout=subprocess.PIPE,
                             text=True, errors="replace")
     func = None
     for line in proc.stdout:
@@ -158,22 +149,3 @@ def wrap_state(path: Path, symbols: list):
             state[m.group(1)] = f"{func} calls {m.group(1)} around our handler (not through __wrap_{m.group(1)})"
     proc.wait()
     return state
-
-
-def ledger_links(ledger: Path, offset: int = 0) -> list:
-    """The link lines of the live ledger written since `offset` (with "wrapped" when the shim added the handler)."""
-    try:
-        with open(ledger, "rb") as f:
-            f.seek(offset)
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("mode") == "link":
-            out.append(entry)
-    return out

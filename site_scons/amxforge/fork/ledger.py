@@ -10,23 +10,29 @@ LEDGER = "ledger.jsonl"  # in build/VARIANT/fork/: the last good build's units
 RECORD = "amxforge-build.json"  # in build/VARIANT/fork/: the last good build's record
 
 
-def read_ledger(path: Path, offset: int = 0) -> list:
-    """A live ledger's latest successful entry per object (a line cut short by a killed build is skipped: that unit is
-    compiled, and logged, again on resume); from byte `offset` on: the entries of the build that started there."""
+def ledger_lines(path: Path, offset: int = 0) -> list:
+    """Every whole JSON line of a live ledger from byte `offset` on (a line cut short by a killed build is skipped)."""
     from ..atomic import open_regular
     if not Path(path).is_file():
         return []
-    latest = {}
     with open_regular(path) as f:
         f.seek(offset)
         text = f.read().decode(errors="replace")
+    out = []
     for line in text.splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue
-        if isinstance(entry, dict) and entry.get("object"):
-            latest[entry["object"]] = entry
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
+
+
+def read_ledger(path: Path, offset: int = 0) -> list:
+    """A live ledger's latest successful entry per object (a unit whose line was cut short is compiled, and logged,
+    again on resume); from byte `offset` on: the entries of the build that started there."""
+    latest = {e["object"]: e for e in ledger_lines(path, offset) if e.get("object")}
     return [e for e in latest.values() if e.get("rc") == 0]
 
 
