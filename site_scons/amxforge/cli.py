@@ -16,6 +16,8 @@ import click
 from .cli_bench import bench
 from .cliargs import VARIANT_HELP, csv_items, resolve_variant
 from .errors import AmxforgeError
+from .fork.hook import CHOICES as KERNEL_CHOICES
+from .model.prune import DEFAULT_GLOB as PRUNE_GLOB
 
 # Features shown in the human probe table (the JSON lists all of them).
 SHOWN = ("avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx512_bf16",
@@ -149,7 +151,7 @@ def fork_detect(path, as_json):
 @click.option("--fork", default=None, help="a fork tree to build into every variant (`amxforge fork kinds`)")
 @click.option("--fork-targets", default=None,
               help="comma-separated programs of the fork to ship (with --fork; default: its kind's, e.g. llama-bench)")
-@click.option("--fork-kernels", type=click.Choice(["fork", "amxforge"]), default="fork", show_default=True,
+@click.option("--fork-kernels", type=click.Choice(KERNEL_CHOICES), default="fork", show_default=True,
               help="the fork's matmul kernels in every variant: its own, or ours through the handler (bf16 weights; "
                    "the variant the selector picks is also the implementation our kernels run)")
 @click.option("--name", default=None, help="package name (default: the fork's kind, or amxforge-kernels)")
@@ -294,7 +296,7 @@ def model_synth(out, qtype, quantize_with, layers, dim, ff, heads, kv_heads, voc
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="the pruned .gguf to write")
 @click.option("--sparsity", required=True, type=click.FloatRange(0, 1, max_open=True),
               help="the fraction of each row's weights set to zero, smallest magnitudes first, e.g. 0.5")
-@click.option("--tensors", default="blk.*", show_default=True,
+@click.option("--tensors", default=PRUNE_GLOB, show_default=True,
               help="a glob of tensor names to prune (bf16 / f16 matrices only; embeddings and output stay)")
 @click.option("--json", "as_json", is_flag=True)
 def model_prune(src, out, sparsity, tensors, as_json):

@@ -119,7 +119,8 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
 @click.option("--project", type=click.Path(file_okay=False, exists=True), default=".",
               help="the amxforge project to build in (default: here)")
 def bench_fork(forks, packages, variants, threads, model, types, synth_shape, amx, kernels, pp, tg, reps, threshold,
-               target_ci, max_time, warmup, tool, numa, timeout, out, plot_path, as_json, save_preference, prefer, jobs, project):
+               target_ci, max_time, warmup, tool, numa, timeout, out, plot_path, as_json, save_preference, prefer, jobs,
+               project):
     """A fork's own tools over variants x threads x trees x --amx on/off x types: a table per metric (rows =
     threads, columns = variants / trees / --amx, each against the first), JSON lines, a PNG and a recommendation.
 
@@ -144,8 +145,9 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
     except (ValueError, AssertionError):
         raise AmxforgeError(f"--synth {synth_shape!r}: give LAYERSxDIMxFF, e.g. 8x2048x5632") from None
     out_dir = Path(out) if Path(out).is_absolute() else project / out
+    from .fork.hook import CHOICES
     kernel_choices = csv_items(kernels)
-    bad = [k for k in kernel_choices if k not in ("fork", "amxforge")] or ([] if kernel_choices else ["(none)"])
+    bad = [k for k in kernel_choices if k not in CHOICES] or ([] if kernel_choices else ["(none)"])
     if bad:
         raise AmxforgeError(f"--kernels {kernels}: {bad[0]} is not one; give fork, amxforge or fork,amxforge")
     if max_time is not None and not target_ci:
@@ -157,7 +159,8 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
         check_preference_writable()  # before the benchmark, not after it
     req = fb.Request(forks=list(forks), packages=[Path(p).resolve() for p in packages], variants=chosen,
                      threads=list(dict.fromkeys(positive_counts(threads, "--threads", "1,2,4"))), types=qtypes,
-                     model=Path(model).resolve() if model else None, amx=amx, kernels=tuple(dict.fromkeys(kernel_choices)), pp=pp, tg=tg, reps=reps, warmup=warmup,
+                     model=Path(model).resolve() if model else None, amx=amx,
+                     kernels=tuple(dict.fromkeys(kernel_choices)), pp=pp, tg=tg, reps=reps, warmup=warmup,
                      tool=tool, numa=numa, timeout=timeout, out=out_dir, project=project, jobs=jobs, prefer=prefer,
                      shape=shape, threshold=threshold, target_ci=target_ci, max_time=max_seconds)
     bar = {"bar": None}

@@ -25,6 +25,7 @@ from .forktools import accepts, bench_tools, has_our_kernels, help_text, tokens_
 from .pinning import cpu_order, cpus_text, physical_cores, pinning
 from .sources import BuiltTree, open_release, unique_labels
 from .verdicts import METRICS, preference_lines, recommend, stats
+from ..model.prune import PRUNABLE
 
 
 @dataclass
@@ -111,7 +112,7 @@ def synth_shape(shape: tuple):
     return model
 
 
-PRUNED = re.compile(r"^(bf16|f16)-p([0-9]{1,2})$")  # --types bf16-p50: bf16 with half of each row pruned
+PRUNED = re.compile(rf"^({'|'.join(PRUNABLE)})-p([0-9]{{1,2}})$")  # --types bf16-p50: half of each row pruned
 
 
 def split_type(spec: str) -> tuple:
@@ -212,7 +213,7 @@ def run_bench(req: Request, log, progress=None) -> dict:
     req.types = req.types or (["q8_0"] if not req.model else [])
     from ..model.synth import check_known
     for qtype in req.types:  # bad input is refused before anything is built
-        if qtype.startswith(("bf16-", "f16-")) and not PRUNED.match(qtype):
+        if qtype.startswith(tuple(f"{t}-" for t in PRUNABLE)) and not PRUNED.match(qtype):
             raise AmxforgeError(f"--types {qtype}: a pruned type is bf16-pNN or f16-pNN (NN % of each row zero), "
                                 f"e.g. bf16-p50")
         check_known(split_type(qtype)[0])
@@ -274,10 +275,12 @@ def run_bench(req: Request, log, progress=None) -> dict:
             for tool in bench_tools()["order"]:
                 if src.has(variant, tool):
                     argv0, env = src.command(variant, tool)
-                    text = help_text(argv0, env)
+                    # with --kernels amxforge, the same --help run says whether our handler is linked in
+                    text = help_text(argv0, dict(env, AMXFORGE_KERNELS_STATS="1") if "amxforge" in req.kernels
+                                     else env)
                     helps[(id(src), variant, tool)] = {o for o in bench_tools()["runtime_options"]
                                                        if accepts(argv0, env, o, text)}
-                    if "amxforge" in req.kernels and has_our_kernels(argv0, env):
+                    if has_our_kernels(text):
                         helps[(id(src), variant, tool)].add(OURS)
     columns = columns_for(req, sources, helps)
     skipped = [f"{s.label} {v}: {w}" for s in sources for v, w in s.skipped.items()]

@@ -12,8 +12,18 @@ from pathlib import Path
 from ..errors import AmxforgeError
 from .synth import _close_quietly, _remove_quietly, available_memory
 
-PRUNABLE = ("BF16", "F16")
+PRUNABLE = ("bf16", "f16")  # the types whose matrices prune writes back exactly (gguf's names, upper-cased)
 DEFAULT_GLOB = "blk.*"  # the transformer blocks' matrices; token embeddings and the output head stay dense
+
+
+def check_sparsity(sparsity: float) -> None:
+    if not 0.0 <= sparsity < 1.0:
+        raise AmxforgeError(f"--sparsity {sparsity}: give a fraction from 0 to below 1, e.g. 0.5")
+
+
+def prunes(name: str, glob: str = DEFAULT_GLOB) -> bool:
+    """Whether a tensor of this name is pruned (`model prune --tensors`, `model synth --sparsity`)."""
+    return fnmatch.fnmatchcase(name, glob)
 
 
 def prune_rows(w, sparsity: float):
@@ -31,17 +41,15 @@ def prune_rows(w, sparsity: float):
 
 def _to_float(data, type_name: str):
     import numpy as np
+    from ..kernels import from_bf16
     if type_name == "BF16":
-        return (np.asarray(data).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        return from_bf16(np.asarray(data).view(np.uint16))
     return np.asarray(data).view(np.float16).astype(np.float32)
 
 
 def _from_float(w, type_name: str):
-    import numpy as np
-    if type_name == "BF16":
-        bits = w.view(np.uint32)
-        return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)  # exact: pruned values are inputs
-    return w.astype(np.float16)
+    from ..kernels import to_bf16
+    return to_bf16(w) if type_name == "BF16" else w.astype("float16")  # exact: the kept values are the inputs
 
 
 def prune(src: Path, out: Path, sparsity: float, tensors: str = DEFAULT_GLOB) -> dict:
@@ -50,8 +58,7 @@ def prune(src: Path, out: Path, sparsity: float, tensors: str = DEFAULT_GLOB) ->
         import numpy as np
     except ImportError as exc:
         raise AmxforgeError(f"model prune needs the gguf and numpy packages: pip install gguf ({exc})") from None
-    if not 0.0 <= sparsity < 1.0:
-        raise AmxforgeError(f"--sparsity {sparsity}: give a fraction from 0 to below 1, e.g. 0.5")
+    check_sparsity(sparsity)
     src, out = Path(src), Path(out)
     from ..atomic import open_regular
     try:
@@ -63,8 +70,8 @@ def prune(src: Path, out: Path, sparsity: float, tensors: str = DEFAULT_GLOB) ->
         raise AmxforgeError(f"--out {out} is the input: give another file")
     if not out.parent.is_dir():
         raise AmxforgeError(f"{out.parent}: no such directory for --out")
-    chosen = [t for t in reader.tensors if fnmatch.fnmatchcase(t.name, tensors) and len(t.shape) == 2]
-    prunable = [t for t in chosen if t.tensor_type.name in PRUNABLE]
+    chosen = [t for t in reader.tensors if prunes(t.name, tensors) and len(t.shape) == 2]
+    prunable = [t for t in chosen if t.tensor_type.name.lower() in PRUNABLE]
     if not prunable:
         kinds = sorted({t.tensor_type.name for t in chosen}) or ["none"]
         raise AmxforgeError(f"--tensors {tensors} matches no bf16 or f16 matrix in {src} (matched types: "

@@ -145,8 +145,8 @@ def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 
     except ImportError as exc:
         raise AmxforgeError(f"model synth needs the gguf and numpy packages: pip install gguf ({exc})") from None
     check_type(qtype, quantize_with)
-    if not 0.0 <= sparsity < 1.0:
-        raise AmxforgeError(f"--sparsity {sparsity}: give a fraction from 0 to below 1, e.g. 0.5")
+    from .prune import check_sparsity, prune_rows, prunes
+    check_sparsity(sparsity)
     if gguf_cannot(qtype):  # write f16, then the fork's own quantizer converts it
         return _quantized(out, qtype, shape, seed, quantize_with)
     shape = shape or ModelShape()
@@ -186,8 +186,7 @@ def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 
 
         def matrix(name, rows, cols):
             w = (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02)
-            if sparsity and name.startswith("blk."):  # as `model prune` does: the blocks' matrices, per row
-                from .prune import prune_rows
+            if sparsity and prunes(name):  # as `model prune` does: the blocks' matrices, per row
                 w = prune_rows(w, sparsity)
             if ggml_type == gguf.GGMLQuantizationType.F16:
                 writer.add_tensor(name, w.astype(np.float16))
