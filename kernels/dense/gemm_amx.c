@@ -16,7 +16,8 @@
 #include <omp.h>
 #endif
 
-/* fp32 -> bf16 (VCVTNEPS2BF16: round to nearest even), 16 at a time; the tail as the reference rounds */
+/* fp32 -> bf16 (VCVTNEPS2BF16: round to nearest even), 16 at a time; the tail as the reference rounds. The same as
+ * gemm_avx512.c's: this unit cannot call that one, which a variant need not build. */
 static void cvt_bf16(const float *in, uint16_t *out, size_t n) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16)

@@ -65,8 +65,8 @@ def test_the_entry_is_wrapped_and_proven_and_the_tree_stays_clean(hooked):
         kernels = record(hooked, variant)["kernels"]
         assert kernels["choice"] == "amxforge" and kernels["route"] == "link-wrap"
         assert kernels["proven"] == {f"build/{variant}/lib/libggml.so": ["iqk_mul_mat_4d"]}
-        links = [json.loads(line) for line in (hooked / "build" / variant).glob("fork-work/*/ledger.live.jsonl")
-                 .__next__().read_text().splitlines() if '"mode": "link"' in line]
+        live = next((hooked / "build" / variant).glob("fork-work/*/ledger.live.jsonl"))
+        links = [json.loads(line) for line in live.read_text().splitlines() if '"mode": "link"' in line]
         wrapped = [e for e in links if e.get("wrapped")]
         assert wrapped and all("-Wl,--wrap=iqk_mul_mat_4d" in e["command"] for e in wrapped)
     assert git(hooked / "minifork", "status", "--porcelain") == ""  # built out of tree, nothing of it changed
