@@ -158,3 +158,16 @@ def test_a_backend_kind_says_it_is_not_built_yet(tmp_path):
     shutil.copytree(FIXTURES / "miniwhisper", project / "miniwhisper")
     res = scons(project, "variant=baseline", "fork=miniwhisper", "fork_kernels=amxforge")
     assert res.returncode == 2 and "takes our kernels as a dynamic ggml backend" in res.stderr, res.stderr
+
+
+def test_a_project_and_tree_under_paths_with_a_space_and_quotes(tmp_path):
+    """The archive, the link config and the tree all reach the linker through argument vectors: a space or a quote in
+    any of their paths changes nothing (CMake gets such paths through its link, as every fork build does)."""
+    project = make_project(tmp_path / "my \"amx\" project", fork=False)
+    shutil.copytree(FIXTURES / "minifork", project / "fork tree's copy")
+    res = scons(project, "variant=baseline", "fork=fork tree's copy", "fork_targets=minifork-matmul",
+                "fork_kernels=amxforge")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert record(project, "baseline")["kernels"]["proven"] == {"build/baseline/lib/libggml.so": ["iqk_mul_mat_4d"]}
+    ours, ref, bound, stderr = matmul(project, "baseline", tmp_path, 40, 3, 70, 2, {"AMXFORGE_KERNELS_STATS": "1"})
+    assert "taken: dense 40x3 (K 70)" in stderr and np.all(np.abs(ours - ref) <= bound)
