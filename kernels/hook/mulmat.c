@@ -4,17 +4,22 @@
  * MUL_MAT with bf16 weights and f32 activations, computes thread ith's share of the output columns with the best
  * implementation this host runs (one thread: no nested team), and declines everything else, counted, so that the
  * caller runs its own path. Weights are packed once per tensor, on first use, into the dense pair layout, or into
- * the sparse format when enough of them are zeros; a fingerprint of the tensor catches a reload at the same address.
+ * the sparse format when enough of them are zeros; a fingerprint of the tensor catches a reload at the same address,
+ * and the packed form of weights whose pages were unmapped (the model freed: munmap of its file, or free() of a buffer
+ * large enough for malloc to map it) is released before the next tensor is packed.
  *
  * Environment (read once): AMXFORGE_KERNELS=fork declines every call (the fork's own kernels, same binary);
  * AMXFORGE_KERNELS_IMPL=NAME runs that implementation instead of the best; AMXFORGE_SPARSE_MIN=F (0..1, default
  * sparse_min of toolchain/kernels.toml [hook]) is the zero fraction from which a tensor goes sparse (>1: never);
  * AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, and the packed memory. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "akf_internal.h"
 #ifdef _OPENMP
@@ -86,7 +91,7 @@ static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *pa
 }
 
 /* ---- packed tensors ------------------------------------------------------------------------------------- */
-enum state { PACKING, DENSE, SPARSE, REFUSED };
+enum state { PACKING, DENSE, SPARSE, REFUSED, FREED };
 struct packed {
     const void *W;
     long Nx, K, stride;
@@ -100,7 +105,7 @@ struct packed {
 static struct packed *_Atomic tensors; /* append-only: readers walk it without the lock */
 static pthread_mutex_t tensors_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t tensors_cond = PTHREAD_COND_INITIALIZER;
-static struct { uint64_t dense, sparse, refused, repacked; size_t bytes, refused_bytes; } totals;
+static struct akf_hook_totals totals;
 
 /* FNV-1a over the first 64 bytes of FINGERPRINT_ROWS rows spread over the tensor, and its last row's tail */
 static uint64_t fingerprint(const void *W, long Nx, long K, long stride) {
@@ -178,6 +183,29 @@ static void release(struct packed *t) {
     t->S = NULL;
 }
 
+/* W's pages are no longer mapped: msync answers ENOMEM for a range with a hole */
+static int unmapped(const struct packed *t) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)t->W & ~(page - 1);
+    const uintptr_t hi = (uintptr_t)t->W + (size_t)(t->Nx - 1) * (size_t)t->stride + (size_t)t->K * 2;
+    return msync((void *)lo, hi - lo, MS_ASYNC) != 0 && errno == ENOMEM;
+}
+
+/* Under tensors_lock, before another tensor is packed: release the packed form of weights freed since. No call can
+ * be using it: its caller would be reading the unmapped weights too (the fingerprint). The node stays (readers walk
+ * the list without the lock); a tensor later loaded at the same address is packed anew. */
+static void sweep(void) {
+    for (struct packed *t = tensors; t; t = t->next) {
+        const int state = atomic_load(&t->state);
+        if ((state == DENSE || state == SPARSE) && unmapped(t)) {
+            totals.bytes -= t->bytes;
+            totals.freed++;
+            totals.freed_bytes += t->bytes;
+            release(t);
+            atomic_store(&t->state, FREED);
+        }
+    }
+}
+
 /* The packed form of W: packed by the first thread that asks, waited for by the others. The common case, a
  * tensor packed before, takes no lock (16 threads per matmul, a hundred matmuls per token). */
 static struct packed *packed_tensor(const void *W, long Nx, long K, long stride) {
@@ -186,21 +214,24 @@ static struct packed *packed_tensor(const void *W, long Nx, long K, long stride)
     while (t && !(t->W == W && t->Nx == Nx && t->K == K && t->stride == stride)) t = t->next;
     if (t) {
         int state = atomic_load_explicit(&t->state, memory_order_acquire);
-        if (state != PACKING && t->fingerprint == fp) return t;
+        if (state != PACKING && state != FREED && t->fingerprint == fp) return t;
     }
     pthread_mutex_lock(&tensors_lock);
     if (t) {
         while (atomic_load(&t->state) == PACKING) pthread_cond_wait(&tensors_cond, &tensors_lock);
-        if (t->fingerprint == fp) {
+        const int state = atomic_load(&t->state);
+        if (state != FREED && t->fingerprint == fp) {
             pthread_mutex_unlock(&tensors_lock);
             return t;
         }
         /* another tensor at the same address (a model freed and another loaded): pack again */
-        if (atomic_load(&t->state) != REFUSED) totals.bytes -= t->bytes;
+        if (state == DENSE || state == SPARSE) {
+            totals.bytes -= t->bytes;
+            totals.repacked++;
+        }
         release(t);
         t->fingerprint = fp;
         atomic_store(&t->state, PACKING);
-        totals.repacked++;
     } else {
         for (t = tensors; t && !(t->W == W && t->Nx == Nx && t->K == K && t->stride == stride);) t = t->next;
         if (t) { /* added by another thread since the walk above */
@@ -215,6 +246,7 @@ static struct packed *packed_tensor(const void *W, long Nx, long K, long stride)
         atomic_init(&t->state, PACKING);
         atomic_store_explicit(&tensors, t, memory_order_release);
     }
+    sweep();
     pthread_mutex_unlock(&tensors_lock);
     int state = pack(t);
     pthread_mutex_lock(&tensors_lock);
@@ -329,8 +361,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
 
 void akf_hook_totals(struct akf_hook_totals *out) {
     pthread_mutex_lock(&tensors_lock);
-    *out = (struct akf_hook_totals){totals.dense, totals.sparse, totals.refused, totals.repacked, totals.bytes,
-                                    totals.refused_bytes};
+    *out = totals;
     pthread_mutex_unlock(&tensors_lock);
 }
 
@@ -352,10 +383,11 @@ static void print_stats(void) {
     struct akf_hook_totals t;
     akf_hook_totals(&t);
     fprintf(stderr, "amxforge-kernels: implementation %s (variant %s); packed %llu dense + %llu sparse tensors, "
-                    "%.1f MiB; %llu not packed (memory, %.1f MiB); %llu packed again after a reload\n",
+                    "%.1f MiB; %llu not packed (memory, %.1f MiB); %llu packed again after a reload; %llu released "
+                    "with their weights (%.1f MiB)\n",
             implementation_name(), akf_variant(), (unsigned long long)t.dense, (unsigned long long)t.sparse,
             (double)t.bytes / (1 << 20), (unsigned long long)t.refused, (double)t.refused_bytes / (1 << 20),
-            (unsigned long long)t.repacked);
+            (unsigned long long)t.repacked, (unsigned long long)t.freed, (double)t.freed_bytes / (1 << 20));
     if (settings.impl_error[0]) fprintf(stderr, "amxforge-kernels: %s: every call fell back\n", settings.impl_error);
     pthread_mutex_lock(&rows_lock);
     for (int i = 0; i < nrows; i++)

@@ -100,6 +100,8 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
 struct akf_hook_totals {
     uint64_t dense, sparse, refused, repacked; /* tensors packed dense / sparse / not packed / packed again */
     size_t bytes, refused_bytes;               /* memory held by packed tensors; that the refused ones needed */
+    uint64_t freed;                            /* packed forms released after their weights were unmapped */
+    size_t freed_bytes;                        /* the memory those held */
 };
 void akf_hook_totals(struct akf_hook_totals *out);
 /* Read the environment now (a fork binary's constructor calls it: AMXFORGE_KERNELS_STATS=1 then reports at exit

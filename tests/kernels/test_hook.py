@@ -11,6 +11,7 @@ order of the sums stays within it)."""
 import os
 import subprocess
 import sys
+import mmap
 import threading
 
 import numpy as np
@@ -68,11 +69,16 @@ def run_threads(lib, W, B, C, nth, together=False):
     return taken
 
 
-def check(lib, M, Nx, K, nth, seed, sparse, pad=(0, 0, 0), together=False):
+def case(M, Nx, K, seed, sparse, pad=(0, 0, 0)):
+    """W, B and C of one call, each inside a wider buffer when padded (the fork's strides)."""
     rng = np.random.default_rng(seed)
     W = weights(rng, Nx, K, pad[0], 0.3 if sparse else 1.0)
     B = rng.standard_normal((M, K + pad[1])).astype(np.float32)[:, :K]
-    C = np.full((M, Nx + pad[2]), np.nan, dtype=np.float32)[:, :Nx]
+    return W, B, np.full((M, Nx + pad[2]), np.nan, dtype=np.float32)[:, :Nx]
+
+
+def check(lib, nth, W, B, C, together=False):
+    (M, K), Nx = B.shape, W.shape[0]
     taken = run_threads(lib, W, B, C, nth, together)
     assert taken == [True] * nth
     zeros = float(np.mean((W & 0x7FFF) == 0))
@@ -101,7 +107,7 @@ def hook(library_for):
        pad=st.tuples(st.integers(0, 9), st.integers(0, 9), st.integers(0, 9)), seed=st.integers(0, 2**31))
 def test_random_shapes_every_thread_split(hook, impl, sparse, M, Nx, K, nth, pad, seed):
     lib = hook(impl, 0.5 if sparse else 2.0)
-    totals, zeros = check(lib, M, Nx, K, nth, seed, sparse, pad)
+    totals, zeros = check(lib, nth, *case(M, Nx, K, seed, sparse, pad))
     assert totals["sparse" if sparse and zeros >= 0.5 else "dense"] == 1 and totals["refused"] == 0, (totals, zeros)
 
 
@@ -111,8 +117,10 @@ def test_random_shapes_every_thread_split(hook, impl, sparse, M, Nx, K, nth, pad
 def test_decode_and_prefill_shapes_threads_at_once(hook, impl, M, sparse):
     """Real threads racing for the first packing, then a second call on the packed tensor (no packing again)."""
     lib = hook(impl, 0.5 if sparse else 2.0)
-    check(lib, M, 333, 257, 8, 7, sparse, pad=(3, 1, 5), together=True)
-    totals, _ = check(lib, M, 333, 257, 8, 7, sparse, pad=(3, 1, 5), together=True)
+    W, B, C = case(M, 333, 257, 7, sparse, pad=(3, 1, 5))
+    check(lib, 8, W, B, C, together=True)
+    C[:] = np.nan
+    totals, _ = check(lib, 8, W, B, C, together=True)
     assert totals["sparse" if sparse else "dense"] == 1 and totals["repacked"] == 0, totals
 
 
@@ -129,6 +137,30 @@ def test_other_weights_at_the_same_address_are_packed_again(hook):
     ref, scale = reference(W, B)
     assert np.all(np.abs(C - ref) <= 1e-30 + 72 * np.finfo(np.float32).eps * scale)
     assert lib.hook_totals()["repacked"] == 1
+
+
+def test_packed_weights_are_released_when_their_pages_go(hook):
+    """A model freed (its weights' pages unmapped): the packed copy is released before the next tensor is packed;
+    weights still mapped keep theirs."""
+    lib = hook("ref", 2.0)
+    rng = np.random.default_rng(2)
+    Nx, K = 64, 96
+    region = mmap.mmap(-1, Nx * K * 2)
+    W = np.frombuffer(region, dtype=np.uint16).reshape(Nx, K)
+    W[:] = weights(rng, Nx, K, 0, 1.0)
+    kept, other = weights(rng, Nx, K, 0, 1.0), weights(rng, Nx, K, 0, 1.0)  # allocated now: not in W's pages
+    B = rng.standard_normal((2, K)).astype(np.float32)
+    C = np.zeros((2, Nx), dtype=np.float32)
+    assert run_threads(lib, W, B, C, 2) == [True, True]
+    assert run_threads(lib, kept, B, C, 2) == [True, True]
+    each = lib.hook_totals()["bytes"] // 2
+    del W
+    region.close()  # munmap, as a model's file mapping or a large free() does
+    assert run_threads(lib, other, B, C, 2) == [True, True]
+    totals = lib.hook_totals()
+    assert (totals["dense"], totals["freed"], totals["freed_bytes"], totals["bytes"]) == (3, 1, each, 2 * each), totals
+    ref, scale = reference(other, B)
+    assert np.all(np.abs(C - ref) <= 1e-30 + (K + 2) * np.finfo(np.float32).eps * scale)
 
 
 @pytest.mark.parametrize("case,kwargs", [
