@@ -151,10 +151,7 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
      * 1 and 16 threads): every row pair of the 512 shares a B chunk; large teams, whose threads own 8 column
      * pairs each, liked column groups of 2. The sweep's points spread up to 50 % from one process to the next on
      * that host, so only the clear winners were taken. AKF_TUNE="KC,GA,GB" overrides them for tuning runs. */
-    int team = 1;
-#ifdef _OPENMP
-    team = omp_get_max_threads();
-#endif
+    const int team = akf_streams();
     const int *bl = BLOCKING[dt][team > BLOCKING_FEW];
     int KC = bl[0], GA = bl[1], GB = bl[2];
     const char *tune = getenv("AKF_TUNE");

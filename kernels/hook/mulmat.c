@@ -332,6 +332,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
         local.serial = 1;
     }
 #endif
+    akf_set_streams(nth); /* ... and tune as for the fork's team, which streams the weights alongside */
     if (!grow((void **)&local.a, &local.a_n, (size_t)M * K * sizeof(uint16_t)) ||
         !grow((void **)&local.c, &local.c_n, (size_t)M * width * sizeof(float))) {
         fprintf(stderr, "amxforge-kernels: out of memory for a %dx%d activation block\n", M, K);

@@ -131,6 +131,11 @@ void akf_tile_a_share(int M, int K, int kt_elems, int elem_size, const void *A, 
  * 4 MB; NULL when out of memory. Valid until the next call with the same slot on this thread. */
 enum { AKF_SCRATCH_A, AKF_SCRATCH_ACC, AKF_SCRATCH_SLOTS };
 void *akf_scratch(int slot, size_t bytes);
+/* Threads streaming weights at once, which the kernels' tuning tables are keyed by: the OpenMP team a call starts,
+ * or, where the calling thread is one of a fork's team running our kernels one thread each (the matmul handler),
+ * the size of that team, told with akf_set_streams (per thread; 0 forgets it). */
+int akf_streams(void);
+void akf_set_streams(int n);
 /* Row `row` of A widened for the AVX2 kernels, zero padded to Kp: fp32 (bf16) or s16 (int8) values. */
 void akf_widen_a_row(int dtype, const void *A, int K, int Kp, int row, void *out);
 /* Fill S->panel_cost from the tile offsets (after packing, loading or cloning). */

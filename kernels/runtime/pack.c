@@ -152,6 +152,16 @@ void *akf_scratch(int slot, size_t bytes) {
     return s->p[slot];
 }
 
+static _Thread_local int streams_told;
+void akf_set_streams(int n) { streams_told = n > 0 ? n : 0; }
+int akf_streams(void) {
+    int team = 1;
+#ifdef _OPENMP
+    team = omp_get_max_threads();
+#endif
+    return team > streams_told ? team : streams_told;
+}
+
 /* ---- sparse format ---------------------------------------------------------------------------------------- */
 
 static int geometry(int dtype, int *kt, int *kpack, int *esize) {
@@ -178,9 +188,9 @@ static int is_nonzero(int dtype, const void *B, size_t i) {
 
 void akf_sparse_free(akf_sparse *S) {
     if (!S) return;
-    free(S->masks);
+    akf_free(S->masks);
     free(S->tile_off);
-    free(S->values);
+    akf_free(S->values);
     free(S->colsum);
     free(S->panel_cost);
     free(S);
@@ -197,10 +207,15 @@ akf_sparse *akf_sparse_alloc(int dtype, int K, int N, uint64_t nnz) {
     S->ktiles = S->Kp / kt;
     S->nnz = nnz;
     size_t tiles = (size_t)S->panels * S->ktiles;
-    S->masks = calloc(tiles * 16, (size_t)AKF_DTYPE[dtype].mask_bytes);
+    /* masks and values are streamed like dense weights: akf_alloc's pages (zeroed: the packer skips nothing, but
+     * the 64 bytes past the last value are read by the expanding loads) */
+    const size_t mask_bytes = tiles * 16 * (size_t)AKF_DTYPE[dtype].mask_bytes, value_bytes = nnz * (size_t)esize + 64;
+    S->masks = akf_alloc(mask_bytes);
     S->tile_off = calloc(tiles + 1, sizeof(uint64_t));
     S->panel_cost = calloc((size_t)S->panels + 1, sizeof(uint64_t));
-    S->values = calloc(nnz * (size_t)esize + 64, 1);
+    S->values = akf_alloc(value_bytes);
+    if (S->masks) memset(S->masks, 0, mask_bytes);
+    if (S->values) memset(S->values, 0, value_bytes);
     if (dtype == AKF_INT8) S->colsum = calloc((size_t)S->panels * 16, sizeof(int32_t));
     if (!S->masks || !S->tile_off || !S->panel_cost || !S->values || (dtype == AKF_INT8 && !S->colsum)) {
         akf_sparse_free(S);
