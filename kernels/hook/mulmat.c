@@ -145,23 +145,16 @@ static int pack(struct packed *t) {
     const int K = (int)t->K, N = (int)t->Nx;
     const int sparse = zero_fraction(W, t->Nx, t->K, t->stride) >= settings.sparse_min;
     const size_t dense_bytes = akf_bf16_packed_elems(K, N) * sizeof(uint16_t);
-    /* the sparse packer reads a row-major B: a transposed copy lives while it packs */
-    const size_t need = sparse ? 2 * (size_t)K * (size_t)N * sizeof(uint16_t) : dense_bytes;
+    /* the sparse form: the nonzero values, a mask bit per element (1/16 of dense bf16) and an offset per tile
+     * (1/128), packed straight from W */
+    const size_t need = dense_bytes + (sparse ? dense_bytes / 8 : 0);
     if (need > mem_available() / 2) {
         t->bytes = need;
         return REFUSED;
     }
     if (sparse) {
-        uint16_t *B = malloc((size_t)K * (size_t)N * sizeof *B);
         char msg[256];
-        if (B) {
-            for (int n = 0; n < N; n++) {
-                const uint16_t *w = (const uint16_t *)((const char *)W + (size_t)n * (size_t)t->stride);
-                for (int k = 0; k < K; k++) B[(size_t)k * N + n] = w[k];
-            }
-            t->S = akf_sparse_pack(AKF_BF16, K, N, B, msg, sizeof msg);
-            free(B);
-        }
+        t->S = akf_sparse_pack_bt(AKF_BF16, K, N, W, (size_t)t->stride / 2, msg, sizeof msg);
         if (t->S) {
             struct akf_sparse_info info;
             akf_sparse_info(t->S, &info);

@@ -80,6 +80,8 @@ struct akf_sparse_info {
 };
 /* Pack row-major B[K x N] (bf16 bits or int8). NULL on bad input, with the reason in msg. */
 akf_sparse *akf_sparse_pack(int dtype, int K, int N, const void *B, char *msg, size_t len);
+/* The same from W [N rows x K] with row stride ldw elements, that is B = W^T (a fork's weights, no transposed copy). */
+akf_sparse *akf_sparse_pack_bt(int dtype, int K, int N, const void *W, size_t ldw, char *msg, size_t len);
 void akf_sparse_free(akf_sparse *S);
 void akf_sparse_info(const akf_sparse *S, struct akf_sparse_info *out);
 /* Unpack to row-major B[K x N] (for round-trip checks). */

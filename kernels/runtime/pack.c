@@ -224,7 +224,9 @@ akf_sparse *akf_sparse_alloc(int dtype, int K, int N, uint64_t nnz) {
     return S;
 }
 
-akf_sparse *akf_sparse_pack(int dtype, int K, int N, const void *B, char *msg, size_t len) {
+/* B's element (k, n) at index k * sk + n * sn (elements): row-major B (sk = N, sn = 1) or a weight matrix W = B^T
+ * (sk = 1, sn = its row stride). Whole-matrix passes walk the matrix along its contiguous dimension. */
+static akf_sparse *sparse_pack(int dtype, int K, int N, const void *B, size_t sk, size_t sn, char *msg, size_t len) {
     int kt, kpack, esize;
     if (geometry(dtype, &kt, &kpack, &esize)) {
         snprintf(msg, len, "unknown dtype %d: use AKF_BF16 (1) or AKF_INT8 (2)", dtype);
@@ -234,15 +236,19 @@ akf_sparse *akf_sparse_pack(int dtype, int K, int N, const void *B, char *msg, s
         snprintf(msg, len, "bad shape or data: K=%d N=%d B=%p (need K > 0, N > 0, B != NULL)", K, N, B);
         return NULL;
     }
+    const int k_inner = sk < sn, outer = k_inner ? N : K, inner = k_inner ? K : N;
     uint64_t nnz = 0;
-    for (size_t i = 0; i < (size_t)K * N; i++) {
-        if (dtype == AKF_BF16 && (((const uint16_t *)B)[i] & 0x7F80u) == 0x7F80u) {
-            snprintf(msg, len, "B[%zu][%zu] is Inf or NaN (bf16 bits 0x%04x): sparse weights must be finite",
-                     i / (size_t)N, i % (size_t)N, ((const uint16_t *)B)[i]);
-            return NULL;
+    for (int o = 0; o < outer; o++)
+        for (int in = 0; in < inner; in++) {
+            const int k = k_inner ? in : o, n = k_inner ? o : in;
+            const size_t i = (size_t)k * sk + (size_t)n * sn;
+            if (dtype == AKF_BF16 && (((const uint16_t *)B)[i] & 0x7F80u) == 0x7F80u) {
+                snprintf(msg, len, "B[%d][%d] is Inf or NaN (bf16 bits 0x%04x): sparse weights must be finite", k, n,
+                         ((const uint16_t *)B)[i]);
+                return NULL;
+            }
+            nnz += (uint64_t)is_nonzero(dtype, B, i);
         }
-        nnz += (uint64_t)is_nonzero(dtype, B, i);
-    }
     akf_sparse *S = akf_sparse_alloc(dtype, K, N, nnz);
     if (!S) {
         snprintf(msg, len, "out of memory packing a %dx%d sparse matrix (%llu nonzeros)", K, N, (unsigned long long)nnz);
@@ -259,7 +265,7 @@ akf_sparse *akf_sparse_pack(int dtype, int K, int N, const void *B, char *msg, s
                 for (int bit = 0; bit < 16 * kpack; bit++) {
                     int n = p * 16 + bit / kpack, k = t * kt + r * kpack + bit % kpack;
                     if (n >= N || k >= K) continue;
-                    size_t i = (size_t)k * N + n;
+                    size_t i = (size_t)k * sk + (size_t)n * sn;
                     if (!is_nonzero(dtype, B, i)) continue;
                     mask |= 1ull << bit;
                     memcpy(vals + pos * (size_t)esize, (const char *)B + i * (size_t)esize, (size_t)esize);
@@ -271,11 +277,26 @@ akf_sparse *akf_sparse_pack(int dtype, int K, int N, const void *B, char *msg, s
         }
     S->tile_off[(size_t)S->panels * S->ktiles] = pos;
     if (dtype == AKF_INT8)
-        for (int k = 0; k < K; k++)
-            for (int n = 0; n < N; n++) S->colsum[n] += ((const int8_t *)B)[(size_t)k * N + n];
+        for (int o = 0; o < outer; o++)
+            for (int in = 0; in < inner; in++) {
+                const int k = k_inner ? in : o, n = k_inner ? o : in;
+                S->colsum[n] += ((const int8_t *)B)[(size_t)k * sk + (size_t)n * sn];
+            }
     akf_sparse_index(S);
     if (len) msg[0] = '\0';
     return S;
+}
+
+akf_sparse *akf_sparse_pack(int dtype, int K, int N, const void *B, char *msg, size_t len) {
+    return sparse_pack(dtype, K, N, B, (size_t)N, 1, msg, len);
+}
+
+akf_sparse *akf_sparse_pack_bt(int dtype, int K, int N, const void *W, size_t ldw, char *msg, size_t len) {
+    if (ldw < (size_t)K) {
+        snprintf(msg, len, "row stride %zu is shorter than a row (K=%d)", ldw, K);
+        return NULL;
+    }
+    return sparse_pack(dtype, K, N, W, 1, ldw, msg, len);
 }
 
 int akf_sparse_unpack(const akf_sparse *S, void *B) {

@@ -81,6 +81,9 @@ class KernelLibrary:
         lib.akf_sparse_pack.restype = ctypes.c_void_p
         lib.akf_sparse_pack.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p,
                                         ctypes.c_size_t]
+        lib.akf_sparse_pack_bt.restype = ctypes.c_void_p
+        lib.akf_sparse_pack_bt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t,
+                                           ctypes.c_char_p, ctypes.c_size_t]
         lib.akf_sparse_free.argtypes = [ctypes.c_void_p]
         lib.akf_sparse_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(SparseInfo)]
         lib.akf_sparse_unpack.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
@@ -193,6 +196,19 @@ class KernelLibrary:
         data = np.ascontiguousarray(B, dtype=np.uint16 if dtype == "bf16" else np.int8)
         msg = ctypes.create_string_buffer(512)
         handle = self.lib.akf_sparse_pack(self.dtypes[dtype], K, N, data.ctypes.data, msg, len(msg))
+        return self._sparse(handle, msg)
+
+    def sparse_pack_bt(self, W: np.ndarray, dtype: str) -> "SparseMatrix":
+        """B = W^T packed straight from W [N x K] (bf16 bits or int8), whose rows may be strided, as a fork's are."""
+        N, K = W.shape
+        if W.dtype != (np.uint16 if dtype == "bf16" else np.int8) or W.strides[1] != W.itemsize:
+            raise AmxforgeError("sparse_pack_bt: W must hold bf16 bits (uint16) or int8 in contiguous rows")
+        msg = ctypes.create_string_buffer(512)
+        handle = self.lib.akf_sparse_pack_bt(self.dtypes[dtype], K, N, W.ctypes.data, W.strides[0] // W.itemsize,
+                                             msg, len(msg))
+        return self._sparse(handle, msg)
+
+    def _sparse(self, handle, msg) -> "SparseMatrix":
         if not handle:
             raise AmxforgeError(f"sparse pack: {msg.value.decode()}")
         return SparseMatrix(self, handle)

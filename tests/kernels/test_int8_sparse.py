@@ -115,6 +115,39 @@ def test_sparse_property_random_shapes(library_for, impl):
     random_shapes()
 
 
+def test_packing_from_the_weights_rows_equals_packing_their_transpose(ref_lib):
+    """A fork's W [N x K] (strided rows) packed straight: the same matrix, byte for byte, as B = W^T packed."""
+    @settings(max_examples=25, deadline=None)
+    @given(N=st.integers(1, 70), K=st.integers(1, 150), pad=st.integers(0, 9), sparsity=st.floats(0, 1),
+           dtype=st.sampled_from(["bf16", "int8"]), seed=st.integers(0, 2 ** 16))
+    def same(N, K, pad, sparsity, dtype, seed):
+        rng = np.random.default_rng(seed)
+        keep = rng.random((N, K + pad)) >= sparsity
+        if dtype == "bf16":
+            full = to_bf16(rng.standard_normal((N, K + pad)).astype(np.float32) * keep)
+        else:
+            full = (rng.integers(-127, 128, (N, K + pad)) * keep).astype(np.int8)
+        W = full[:, :K]
+        direct, transposed = ref_lib.sparse_pack_bt(W, dtype), ref_lib.sparse_pack(np.ascontiguousarray(W.T), dtype)
+        assert direct.info() == transposed.info()
+        expect = W.T.copy()
+        if dtype == "bf16":
+            expect[(expect & 0x7FFF) == 0] = 0  # -0 is a zero: unpacked as +0
+        assert np.array_equal(direct.unpack(), expect)
+        if dtype == "int8":  # the column sums the int8 kernels correct with
+            A, ones = rng.integers(-5, 6, (3, K)).astype(np.int8), np.ones(3, np.float32)
+            assert np.array_equal(direct.matmul(A, "ref", ones, np.ones(N, np.float32)),
+                                  transposed.matmul(A, "ref", ones, np.ones(N, np.float32)))
+    same()
+
+
+def test_packing_from_rows_refuses_a_stride_shorter_than_a_row(ref_lib):
+    W = np.zeros((4, 10), np.uint16)
+    bad = np.lib.stride_tricks.as_strided(W, shape=(4, 10), strides=(8, 2))  # rows 4 elements apart
+    with pytest.raises(AmxforgeError, match="row stride 4 is shorter than a row"):
+        ref_lib.sparse_pack_bt(bad, "bf16")
+
+
 def test_all_zero_tiles_are_counted_and_skipped(ref_lib):
     lib = ref_lib
     B = np.zeros((128, 64), np.int8)
