@@ -173,6 +173,20 @@ def test_a_variant_that_wins_one_metric_and_ties_the_other_is_never_demoted():
     assert why["ik_llama.cpp+amx-amxforge"][1].startswith("baseline before amx: tg +33 % [")  # tg decides first
 
 
+def test_a_difference_inside_the_threshold_band_does_not_outrank_a_large_one():
+    # the AMX host, issue 22's run 1: baseline +3 % [+0, +6] in tg at 16 threads, -43 % in pp; run 2 called the tg
+    # difference undecided. A verdict whose interval reaches into +-threshold leaves the order to the other metric.
+    tg_amx = _rounds(400.0, tuple(w * 20 for w in (0.0, 0.4, -0.3, 0.2, -0.1, 0.3, -0.2, 0.1, 0.0, -0.4, 0.2, -0.3)))
+    tg_base = [v * f for v, f in zip(tg_amx, (1.00, 1.05, 1.01, 1.06, 1.02, 1.04, 1.00, 1.05, 1.03, 1.06, 1.01, 1.04))]
+    cells = [_cell("amx", tg_amx, pp=_rounds(3700.0)), _cell("baseline", tg_base, pp=_rounds(2100.0))]
+    comp = verdicts.compare(cells[0], cells[1], "tg", 0.02)
+    assert comp["verdict"] == "faster" and 1.0 < comp["ci_low"] < 1.02, comp  # faster, but not beyond the band
+    lines, why = verdicts.preference_lines(cells, [_Src()], "tg", 0.02)
+    assert lines == {"ik_llama.cpp+amx-amxforge": ["amx", "baseline"]}
+    assert why["ik_llama.cpp+amx-amxforge"][0].startswith("amx before baseline: tg -3 % [-5, -1] slower; pp +76 % ")
+    assert why["ik_llama.cpp+amx-amxforge"][0].endswith("faster (pp decides)"), why
+
+
 def test_pinning_is_watched_thread_by_thread(tmp_path):
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < 2:

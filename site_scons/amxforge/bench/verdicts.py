@@ -46,18 +46,29 @@ def recommend(records, threshold: float) -> dict:
     return out
 
 
+def decisive(comp: dict) -> bool:
+    """A verdict that orders variants: faster or slower with the whole interval beyond the threshold. A difference
+    whose interval reaches into +-threshold is too small to be called same, and too small to outrank a large one on
+    the other metric (the AMX host: tg +3 % [+0, +6] against pp -43 % in one run, +0 % [-3, +3] in the next)."""
+    t = comp.get("threshold", 0.0)
+    return (comp["verdict"] == "faster" and comp["ci_low"] > 1 + t) or \
+        (comp["verdict"] == "slower" and comp["ci_high"] < 1 - t)
+
+
 def explain(a: str, b: str, comparisons: list, metric: str) -> str:
     """Why variant a stands before b: its comparisons against b, the chosen metric first."""
-    decided = any(c["verdict"] in ("faster", "slower") for _, c in comparisons)
+    decided = [m for m, c in comparisons if decisive(c)]
     return (f"{a} before {b}: " + "; ".join(f"{m} {text(c)}" for m, c in comparisons)
-            + ("" if decided else f"; no verdict decides: by the {metric} medians"))
+            + (f" ({decided[0]} decides)" if decided else
+               f"; no difference beyond +-threshold decides: by the {metric} medians"))
 
 
 def preference_lines(records, sources, metric: str, threshold: float) -> tuple:
     """({package name: its variants best first}, {package name: why each stands where it does}): what the package
     selector's host preference file takes. Variants are ordered by the chosen metric's paired verdicts (each
-    variant at its best cell: thread count, --amx mode, type), a tie (same or undecided) broken by the other
-    metric's, and only then by the medians; a variant that wins one metric and ties the other is never put below."""
+    variant at its best cell: thread count, --amx mode, type) where they are decisive (beyond +-threshold), else by
+    the other metric's, and only then by the medians; a variant that wins one metric and ties the other is never
+    put below."""
     other = "pp" if metric == "tg" else "tg"
     lines, why = {}, {}
     for src in sources:
@@ -79,7 +90,7 @@ def preference_lines(records, sources, metric: str, threshold: float) -> tuple:
 
         def order(a, b):
             for _, comp in verdicts(a, b):
-                if comp["verdict"] in ("faster", "slower"):
+                if decisive(comp):
                     return -1 if comp["verdict"] == "faster" else 1
             ma, mb = best[(a, metric)][metric]["median"], best[(b, metric)][metric]["median"]
             return -1 if ma > mb else (1 if ma < mb else 0)
