@@ -10,6 +10,7 @@
 #define MAX_DEVICES 32
 #define CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR 75
 #define CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR 76
+#define CUDA_ERROR_NO_DEVICE 100 /* cuda.h's CUresult */
 
 static struct {
     int asked, usable, driver, count;
@@ -59,6 +60,12 @@ static void ask_driver(void) {
         return;
     }
     int rc = init(0);
+    if (rc == CUDA_ERROR_NO_DEVICE) { /* seen on the AMX host with CUDA_VISIBLE_DEVICES= */
+        const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+        snprintf(cuda.why, sizeof cuda.why, "the NVIDIA driver sees no device (cuInit error %d)%s%.64s%s", rc,
+                 visible ? ", CUDA_VISIBLE_DEVICES=\"" : "", visible ? visible : "", visible ? "\" leaves none" : "");
+        return;
+    }
     if (rc != 0) {
         snprintf(cuda.why, sizeof cuda.why, "the NVIDIA driver does not start (cuInit error %d)", rc);
         return;
