@@ -101,6 +101,11 @@ struct packed {
     uint16_t *Bp;
     akf_sparse *S;
     struct packed *next;
+    /* the packing under way, shared by the threads that reach the tensor (chunks of panels, two phases: count the
+     * nonzeros, then pack in the form they chose) */
+    int panels, chunk, chunks, form;
+    _Atomic int phase, next_chunk[2], done[2], bad;
+    uint64_t *nnz; /* per panel, then the value offset of each (sparse) */
 };
 static struct packed *_Atomic tensors; /* append-only: readers walk it without the lock */
 static pthread_mutex_t tensors_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -128,45 +133,6 @@ static size_t mem_available(void) {
         if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
     if (f) fclose(f);
     return kb ? kb * 1024 : (size_t)-1; /* unknown: do not refuse */
-}
-
-static double zero_fraction(const uint16_t *W, long Nx, long K, long stride) {
-    uint64_t zeros = 0;
-    for (long n = 0; n < Nx; n++) {
-        const uint16_t *w = (const uint16_t *)((const char *)W + (size_t)n * (size_t)stride);
-        for (long k = 0; k < K; k++) zeros += (w[k] & 0x7fff) == 0;
-    }
-    return (double)zeros / ((double)Nx * (double)K);
-}
-
-/* Pack W [Nx rows x K] (bf16, row stride in bytes) as our B = W^T [K x Nx]. */
-static int pack(struct packed *t) {
-    const uint16_t *W = t->W;
-    const int K = (int)t->K, N = (int)t->Nx;
-    const int sparse = zero_fraction(W, t->Nx, t->K, t->stride) >= settings.sparse_min;
-    const size_t dense_bytes = akf_bf16_packed_elems(K, N) * sizeof(uint16_t);
-    /* the sparse form: the nonzero values, a mask bit per element (1/16 of dense bf16) and an offset per tile
-     * (1/128), packed straight from W */
-    const size_t need = dense_bytes + (sparse ? dense_bytes / 8 : 0);
-    if (need > mem_available() / 2) {
-        t->bytes = need;
-        return REFUSED;
-    }
-    if (sparse) {
-        char msg[256];
-        t->S = akf_sparse_pack_bt(AKF_BF16, K, N, W, (size_t)t->stride / 2, msg, sizeof msg);
-        if (t->S) {
-            struct akf_sparse_info info;
-            akf_sparse_info(t->S, &info);
-            t->bytes = info.bytes;
-            return SPARSE;
-        }
-    }
-    t->Bp = akf_alloc(dense_bytes);
-    t->bytes = dense_bytes;
-    if (!t->Bp) return REFUSED;
-    akf_bf16_pack_bt(K, N, W, t->stride / 2, t->Bp);
-    return DENSE;
 }
 
 static void release(struct packed *t) {
@@ -199,8 +165,116 @@ static void sweep(void) {
     }
 }
 
-/* The packed form of W: packed by the first thread that asks, waited for by the others. The common case, a
- * tensor packed before, takes no lock (16 threads per matmul, a hundred matmuls per token). */
+/* Under tensors_lock: t is to be packed (again); the threads that reach it share the work (help). 0 when it cannot
+ * be: its packed form could need more than half of MemAvailable (decided before its weights are read), or no memory
+ * for the counts. */
+static int start_packing(struct packed *t) {
+    const int N = (int)t->Nx;
+    const size_t dense_bytes = akf_bf16_packed_elems((int)t->K, N) * sizeof(uint16_t);
+    /* at most: the sparse form, the nonzero values, a mask bit per element (1/16 of dense bf16) and an offset per
+     * tile (1/128) */
+    t->bytes = dense_bytes + dense_bytes / 8;
+    atomic_store(&t->state, PACKING);
+    if (t->bytes > mem_available() / 2) return 0;
+    t->panels = AKF_ROUNDUP(N, 16) / 16;
+    t->chunk = (t->panels + 63) / 64; /* about 64 chunks: every thread of a team of 16-64 finds work */
+    t->chunks = (t->panels + t->chunk - 1) / t->chunk;
+    t->form = REFUSED;
+    free(t->nnz);
+    t->nnz = calloc((size_t)t->panels + 1, sizeof *t->nnz);
+    for (int i = 0; i < 2; i++) atomic_store(&t->next_chunk[i], 0), atomic_store(&t->done[i], 0);
+    atomic_store(&t->bad, 0);
+    atomic_store(&t->phase, 0);
+    return t->nnz != NULL;
+}
+
+static void work(struct packed *t, int phase, int c) {
+    const int p0 = c * t->chunk, p1 = AKF_MIN(t->panels, p0 + t->chunk), K = (int)t->K, N = (int)t->Nx;
+    const size_t ldw = (size_t)t->stride / 2;
+    int bad_k, bad_n;
+    if (phase == 0) {
+        if (akf_sparse_count_panels(AKF_BF16, K, N, t->W, 1, ldw, p0, p1, t->nnz, &bad_k, &bad_n))
+            atomic_store(&t->bad, 1); /* an Inf or NaN: dense, which copies any bits */
+    } else if (t->form == SPARSE)
+        akf_sparse_fill_panels(t->S, t->W, 1, ldw, p0, p1, t->nnz[p0]);
+    else
+        akf_bf16_pack_bt_panels(K, N, t->W, ldw, t->Bp, p0, p1);
+}
+
+/* After the counting: the form (sparse from sparse_min zeros) and its memory; 1 when there is packing to do, 2 when
+ * the memory could not be had. */
+static int choose(struct packed *t) {
+    const int K = (int)t->K, N = (int)t->Nx;
+    uint64_t nnz = 0;
+    for (int p = 0; p < t->panels; p++) {
+        const uint64_t count = t->nnz[p];
+        t->nnz[p] = nnz; /* each panel's first value */
+        nnz += count;
+    }
+    const int sparse = !atomic_load(&t->bad) && 1.0 - (double)nnz / ((double)K * (double)N) >= settings.sparse_min;
+    const size_t dense_bytes = akf_bf16_packed_elems(K, N) * sizeof(uint16_t);
+    if (sparse && (t->S = akf_sparse_alloc(AKF_BF16, K, N, nnz))) {
+        t->form = SPARSE;
+        return 1;
+    }
+    t->bytes = dense_bytes;
+    if (!(t->Bp = akf_alloc(dense_bytes))) return 2;
+    t->form = DENSE;
+    return 1;
+}
+
+/* Under tensors_lock, the packing done: the tensor's state, the totals (and one warning at the first refusal). */
+static void finish(struct packed *t) {
+    int state = t->form;
+    if (state == SPARSE) {
+        struct akf_sparse_info info;
+        akf_sparse_finish(t->S);
+        akf_sparse_info(t->S, &info);
+        t->bytes = info.bytes;
+        totals.sparse++;
+    } else if (state == DENSE)
+        totals.dense++;
+    else {
+        totals.refused++;
+        totals.refused_bytes += t->bytes;
+        if (totals.refused == 1)
+            fprintf(stderr, "amxforge-kernels: not enough memory to pack a %ldx%ld bf16 tensor (%zu bytes more): such "
+                            "tensors run on the fork's own kernels (AMXFORGE_KERNELS_STATS=1 counts them)\n", t->Nx,
+                    t->K, t->bytes);
+    }
+    if (state != REFUSED) totals.bytes += t->bytes;
+    free(t->nnz);
+    t->nnz = NULL;
+    atomic_store_explicit(&t->state, state, memory_order_release);
+}
+
+/* Take chunks of the packing until none is left; the thread that completes a phase moves it on (choose, finish).
+ * Returns once the tensor is packed (or refused). */
+static void help(struct packed *t) {
+    for (;;) {
+        const int phase = atomic_load(&t->phase);
+        if (phase == 2) return;
+        const int c = atomic_fetch_add(&t->next_chunk[phase], 1);
+        if (c >= t->chunks) { /* the phase's chunks are all taken: wait for whoever completes it */
+            pthread_mutex_lock(&tensors_lock);
+            while (atomic_load(&t->phase) == phase) pthread_cond_wait(&tensors_cond, &tensors_lock);
+            pthread_mutex_unlock(&tensors_lock);
+            continue;
+        }
+        work(t, phase, c);
+        if (atomic_fetch_add(&t->done[phase], 1) + 1 < t->chunks) continue;
+        const int next = phase == 0 ? choose(t) : 2;
+        pthread_mutex_lock(&tensors_lock);
+        if (next == 2) finish(t);
+        atomic_store(&t->phase, next);
+        pthread_cond_broadcast(&tensors_cond);
+        pthread_mutex_unlock(&tensors_lock);
+    }
+}
+
+/* The packed form of W. The first thread to reach a tensor starts its packing and every thread that reaches it
+ * meanwhile (the fork's team calls with the same weights at once) takes a share; later calls take no lock (16
+ * threads per matmul, a hundred matmuls per token). */
 static struct packed *packed_tensor(const void *W, long Nx, long K, long stride) {
     const uint64_t fp = fingerprint(W, Nx, K, stride);
     struct packed *t = atomic_load_explicit(&tensors, memory_order_acquire);
@@ -210,9 +284,14 @@ static struct packed *packed_tensor(const void *W, long Nx, long K, long stride)
         if (state != PACKING && state != FREED && t->fingerprint == fp) return t;
     }
     pthread_mutex_lock(&tensors_lock);
+    for (t = tensors; t && !(t->W == W && t->Nx == Nx && t->K == K && t->stride == stride);) t = t->next;
     if (t) {
-        while (atomic_load(&t->state) == PACKING) pthread_cond_wait(&tensors_cond, &tensors_lock);
         const int state = atomic_load(&t->state);
+        if (state == PACKING) { /* under way: take a share */
+            pthread_mutex_unlock(&tensors_lock);
+            help(t);
+            return t->fingerprint == fp ? t : packed_tensor(W, Nx, K, stride);
+        }
         if (state != FREED && t->fingerprint == fp) {
             pthread_mutex_unlock(&tensors_lock);
             return t;
@@ -224,13 +303,7 @@ static struct packed *packed_tensor(const void *W, long Nx, long K, long stride)
         }
         release(t);
         t->fingerprint = fp;
-        atomic_store(&t->state, PACKING);
     } else {
-        for (t = tensors; t && !(t->W == W && t->Nx == Nx && t->K == K && t->stride == stride);) t = t->next;
-        if (t) { /* added by another thread since the walk above */
-            pthread_mutex_unlock(&tensors_lock);
-            return packed_tensor(W, Nx, K, stride);
-        }
         if (!(t = calloc(1, sizeof *t))) {
             pthread_mutex_unlock(&tensors_lock);
             return NULL;
@@ -239,24 +312,16 @@ static struct packed *packed_tensor(const void *W, long Nx, long K, long stride)
         atomic_init(&t->state, PACKING);
         atomic_store_explicit(&tensors, t, memory_order_release);
     }
-    sweep();
-    pthread_mutex_unlock(&tensors_lock);
-    int state = pack(t);
-    pthread_mutex_lock(&tensors_lock);
-    if (state == DENSE) totals.dense++;
-    else if (state == SPARSE) totals.sparse++;
-    else {
-        totals.refused++;
-        totals.refused_bytes += t->bytes;
-        if (totals.refused == 1)
-            fprintf(stderr, "amxforge-kernels: not enough memory to pack a %ldx%ld bf16 tensor (%zu bytes more): such "
-                            "tensors run on the fork's own kernels (AMXFORGE_KERNELS_STATS=1 counts them)\n", Nx, K,
-                    t->bytes);
+    sweep(); /* first: memory given back counts */
+    if (!start_packing(t)) {
+        t->form = REFUSED;
+        atomic_store(&t->phase, 2);
+        finish(t);
+        pthread_mutex_unlock(&tensors_lock);
+        return t;
     }
-    if (state != REFUSED) totals.bytes += t->bytes;
-    atomic_store_explicit(&t->state, state, memory_order_release);
-    pthread_cond_broadcast(&tensors_cond);
     pthread_mutex_unlock(&tensors_lock);
+    help(t);
     return t;
 }
 

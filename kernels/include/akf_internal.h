@@ -140,6 +140,15 @@ void akf_set_streams(int n);
 void akf_widen_a_row(int dtype, const void *A, int K, int Kp, int row, void *out);
 /* Fill S->panel_cost from the tile offsets (after packing, loading or cloning). */
 void akf_sparse_index(akf_sparse *S);
+/* Packing in pieces that threads can share, panel (16 columns of B) by panel; B's element (k, n) at k * sk + n * sn.
+ * Count the nonzeros of panels [p0, p1) into nnz[p] (-1 at a bf16 Inf or NaN, its place in *bad_k, *bad_n); then,
+ * into S allocated for their sum, fill panels [p0, p1), the first of them starting at value `pos` (the nonzeros of the
+ * panels before it); akf_sparse_finish once all are filled. akf_bf16_pack_bt_panels: the dense pair layout alike. */
+int akf_sparse_count_panels(int dtype, int K, int N, const void *B, size_t sk, size_t sn, int p0, int p1, uint64_t *nnz,
+                            int *bad_k, int *bad_n);
+void akf_sparse_fill_panels(akf_sparse *S, const void *B, size_t sk, size_t sn, int p0, int p1, uint64_t pos);
+void akf_sparse_finish(akf_sparse *S);
+void akf_bf16_pack_bt_panels(int K, int N, const uint16_t *W, size_t ldw, uint16_t *Bp, int p0, int p1);
 /* Panels [p0, p1) of S as a matrix of their own (its N the columns they hold), sharing S's arrays. */
 void akf_sparse_view(const akf_sparse *S, int p0, int p1, akf_sparse *view);
 /* Thread t's panel range [p0, p1) of a sparse matrix, balanced by nonzeros. */

@@ -44,10 +44,14 @@ uint16_t akf_bf16_round(float f) {
 }
 
 void akf_bf16_pack_bt(int K, int N, const uint16_t *W, size_t ldw, uint16_t *Bp) {
-    /* panel by panel, each row pair of a panel written whole: W is read row by row, Bp sequentially per panel */
+    akf_bf16_pack_bt_panels(K, N, W, ldw, Bp, 0, AKF_ROUNDUP(N, 16) / 16);
+}
+
+void akf_bf16_pack_bt_panels(int K, int N, const uint16_t *W, size_t ldw, uint16_t *Bp, int p0, int p1) {
+    /* W is read row by row, each panel's part of Bp written by this call alone */
     const size_t kp = (size_t)AKF_ROUNDUP(K, AKF_BF16_KT);
-    memset(Bp, 0, akf_bf16_packed_elems(K, N) * sizeof *Bp);
-    for (int n = 0; n < N; n++) {
+    memset(Bp + (size_t)p0 * kp * 16, 0, (size_t)(p1 - p0) * kp * 16 * sizeof *Bp);
+    for (int n = p0 * 16; n < AKF_MIN(N, p1 * 16); n++) {
         const uint16_t *w = W + (size_t)n * ldw;
         uint16_t *panel = Bp + (size_t)(n / 16) * kp * 16 + (size_t)(n % 16) * 2;
         for (int k = 0; k < K; k++) panel[(size_t)(k / 2) * 32 + (k & 1)] = w[k];
@@ -224,8 +228,63 @@ akf_sparse *akf_sparse_alloc(int dtype, int K, int N, uint64_t nnz) {
     return S;
 }
 
-/* B's element (k, n) at index k * sk + n * sn (elements): row-major B (sk = N, sn = 1) or a weight matrix W = B^T
- * (sk = 1, sn = its row stride). Whole-matrix passes walk the matrix along its contiguous dimension. */
+/* B's element (k, n) sits at index k * sk + n * sn (elements): row-major B (sk = N, sn = 1) or a weight matrix W = B^T
+ * (sk = 1, sn = its row stride). Work goes panel by panel (16 columns of B), so threads can share it. */
+
+int akf_sparse_count_panels(int dtype, int K, int N, const void *B, size_t sk, size_t sn, int p0, int p1, uint64_t *nnz,
+                            int *bad_k, int *bad_n) {
+    const int k_inner = sk < sn; /* walk B along its contiguous dimension */
+    for (int p = p0; p < p1; p++) {
+        const int n0 = p * 16, n1 = AKF_MIN(N, n0 + 16);
+        const int outer = k_inner ? n1 - n0 : K, inner = k_inner ? K : n1 - n0;
+        uint64_t count = 0;
+        for (int o = 0; o < outer; o++)
+            for (int in = 0; in < inner; in++) {
+                const int k = k_inner ? in : o, n = n0 + (k_inner ? o : in);
+                const size_t i = (size_t)k * sk + (size_t)n * sn;
+                if (dtype == AKF_BF16 && (((const uint16_t *)B)[i] & 0x7F80u) == 0x7F80u) {
+                    *bad_k = k, *bad_n = n;
+                    return -1;
+                }
+                count += (uint64_t)is_nonzero(dtype, B, i);
+            }
+        nnz[p] = count;
+    }
+    return 0;
+}
+
+void akf_sparse_fill_panels(akf_sparse *S, const void *B, size_t sk, size_t sn, int p0, int p1, uint64_t pos) {
+    int kt, kpack, esize;
+    if (geometry(S->dtype, &kt, &kpack, &esize)) return;
+    const int K = S->K, N = S->N;
+    char *vals = S->values;
+    for (int p = p0; p < p1; p++)
+        for (int t = 0; t < S->ktiles; t++) {
+            size_t tile = (size_t)p * S->ktiles + t;
+            S->tile_off[tile] = pos;
+            for (int r = 0; r < 16; r++) {
+                uint64_t mask = 0;
+                for (int bit = 0; bit < 16 * kpack; bit++) {
+                    int n = p * 16 + bit / kpack, k = t * kt + r * kpack + bit % kpack;
+                    if (n >= N || k >= K) continue;
+                    size_t i = (size_t)k * sk + (size_t)n * sn;
+                    if (!is_nonzero(S->dtype, B, i)) continue;
+                    mask |= 1ull << bit;
+                    memcpy(vals + pos * (size_t)esize, (const char *)B + i * (size_t)esize, (size_t)esize);
+                    if (S->dtype == AKF_INT8) S->colsum[n] += ((const int8_t *)B)[i];
+                    pos++;
+                }
+                if (S->dtype == AKF_BF16) ((uint32_t *)S->masks)[tile * 16 + r] = (uint32_t)mask;
+                else ((uint64_t *)S->masks)[tile * 16 + r] = mask;
+            }
+        }
+}
+
+void akf_sparse_finish(akf_sparse *S) {
+    S->tile_off[(size_t)S->panels * S->ktiles] = S->nnz;
+    akf_sparse_index(S);
+}
+
 static akf_sparse *sparse_pack(int dtype, int K, int N, const void *B, size_t sk, size_t sn, char *msg, size_t len) {
     int kt, kpack, esize;
     if (geometry(dtype, &kt, &kpack, &esize)) {
@@ -236,53 +295,28 @@ static akf_sparse *sparse_pack(int dtype, int K, int N, const void *B, size_t sk
         snprintf(msg, len, "bad shape or data: K=%d N=%d B=%p (need K > 0, N > 0, B != NULL)", K, N, B);
         return NULL;
     }
-    const int k_inner = sk < sn, outer = k_inner ? N : K, inner = k_inner ? K : N;
-    uint64_t nnz = 0;
-    for (int o = 0; o < outer; o++)
-        for (int in = 0; in < inner; in++) {
-            const int k = k_inner ? in : o, n = k_inner ? o : in;
-            const size_t i = (size_t)k * sk + (size_t)n * sn;
-            if (dtype == AKF_BF16 && (((const uint16_t *)B)[i] & 0x7F80u) == 0x7F80u) {
-                snprintf(msg, len, "B[%d][%d] is Inf or NaN (bf16 bits 0x%04x): sparse weights must be finite", k, n,
-                         ((const uint16_t *)B)[i]);
-                return NULL;
-            }
-            nnz += (uint64_t)is_nonzero(dtype, B, i);
-        }
+    const int panels = AKF_ROUNDUP(N, 16) / 16;
+    uint64_t *counts = malloc((size_t)panels * sizeof *counts), nnz = 0;
+    int bad_k, bad_n;
+    if (!counts) {
+        snprintf(msg, len, "out of memory packing a %dx%d sparse matrix", K, N);
+        return NULL;
+    }
+    if (akf_sparse_count_panels(dtype, K, N, B, sk, sn, 0, panels, counts, &bad_k, &bad_n)) {
+        snprintf(msg, len, "B[%d][%d] is Inf or NaN (bf16 bits 0x%04x): sparse weights must be finite", bad_k, bad_n,
+                 ((const uint16_t *)B)[(size_t)bad_k * sk + (size_t)bad_n * sn]);
+        free(counts);
+        return NULL;
+    }
+    for (int p = 0; p < panels; p++) nnz += counts[p];
+    free(counts);
     akf_sparse *S = akf_sparse_alloc(dtype, K, N, nnz);
     if (!S) {
         snprintf(msg, len, "out of memory packing a %dx%d sparse matrix (%llu nonzeros)", K, N, (unsigned long long)nnz);
         return NULL;
     }
-    uint64_t pos = 0;
-    char *vals = S->values;
-    for (int p = 0; p < S->panels; p++)
-        for (int t = 0; t < S->ktiles; t++) {
-            size_t tile = (size_t)p * S->ktiles + t;
-            S->tile_off[tile] = pos;
-            for (int r = 0; r < 16; r++) {
-                uint64_t mask = 0;
-                for (int bit = 0; bit < 16 * kpack; bit++) {
-                    int n = p * 16 + bit / kpack, k = t * kt + r * kpack + bit % kpack;
-                    if (n >= N || k >= K) continue;
-                    size_t i = (size_t)k * sk + (size_t)n * sn;
-                    if (!is_nonzero(dtype, B, i)) continue;
-                    mask |= 1ull << bit;
-                    memcpy(vals + pos * (size_t)esize, (const char *)B + i * (size_t)esize, (size_t)esize);
-                    pos++;
-                }
-                if (dtype == AKF_BF16) ((uint32_t *)S->masks)[tile * 16 + r] = (uint32_t)mask;
-                else ((uint64_t *)S->masks)[tile * 16 + r] = mask;
-            }
-        }
-    S->tile_off[(size_t)S->panels * S->ktiles] = pos;
-    if (dtype == AKF_INT8)
-        for (int o = 0; o < outer; o++)
-            for (int in = 0; in < inner; in++) {
-                const int k = k_inner ? in : o, n = k_inner ? o : in;
-                S->colsum[n] += ((const int8_t *)B)[(size_t)k * sk + (size_t)n * sn];
-            }
-    akf_sparse_index(S);
+    akf_sparse_fill_panels(S, B, sk, sn, 0, panels, 0);
+    akf_sparse_finish(S);
     if (len) msg[0] = '\0';
     return S;
 }

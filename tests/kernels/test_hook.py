@@ -163,6 +163,34 @@ def test_packed_weights_are_released_when_their_pages_go(hook):
     assert np.all(np.abs(C - ref) <= 1e-30 + (K + 2) * np.finfo(np.float32).eps * scale)
 
 
+def test_a_tensor_too_large_to_pack_is_left_to_the_fork_before_its_weights_are_read(hook, capfd):
+    """Weights whose packed form could need more than half of MemAvailable: declined with one warning naming the
+    shape and bytes, counted, and never read beyond the fingerprint's rows (the mapping is mostly never touched)."""
+    lib = hook("ref", 0.5)
+    avail = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemAvailable:"))
+    K = 4096
+    N = (avail // 2) // (2 * K) + 16  # dense bytes alone above half of what is available
+    noreserve = getattr(mmap, "MAP_NORESERVE", 0x4000)  # Python < 3.12 lacks the name; Linux's value
+    try:
+        region = mmap.mmap(-1, N * K * 2, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | noreserve)
+    except OSError as exc:
+        pytest.skip(f"this host does not map {N * K * 2} bytes unreserved ({exc}): no tensor too large can be shown")
+    try:
+        W = np.frombuffer(region, dtype=np.uint16).reshape(N, K)
+        B, C = np.ones((1, K), np.float32), np.full((1, N), 7.0, np.float32)
+        assert run_threads(lib, W, B, C, 2) == [False, False]
+        assert run_threads(lib, W, B, C, 2) == [False, False]  # once refused, declined without another try
+        totals = lib.hook_totals()
+        assert (totals["refused"], totals["dense"], totals["sparse"]) == (1, 0, 0), totals
+        assert totals["refused_bytes"] >= N * K * 2 and totals["bytes"] == 0, totals
+        assert C[0, 0] == 7.0 and C[0, -1] == 7.0  # untouched: the caller computes it
+        err = capfd.readouterr().err
+        assert err.count("not enough memory to pack") == 1 and f"a {N}x{K} bf16 tensor" in err, err
+        del W
+    finally:
+        region.close()
+
+
 @pytest.mark.parametrize("case,kwargs", [
     ("weights q8_0", {"type_a": "q8_0"}),
     ("weights f16", {"type_a": "f16"}),
