@@ -303,6 +303,7 @@ static struct packed *packed_tensor(const void *W, long Nx, long K, long stride)
         }
         release(t);
         t->fingerprint = fp;
+        atomic_store(&t->state, PACKING); /* before the sweep: not a packed tensor any more */
     } else {
         if (!(t = calloc(1, sizeof *t))) {
             pthread_mutex_unlock(&tensors_lock);

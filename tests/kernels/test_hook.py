@@ -124,6 +124,18 @@ def test_decode_and_prefill_shapes_threads_at_once(hook, impl, M, sparse):
     assert totals["sparse" if sparse else "dense"] == 1 and totals["repacked"] == 0, totals
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_sixteen_threads_share_the_packing_of_a_large_tensor(hook, sparse):
+    """125 panels in 63 chunks of 2, counted then packed by whichever of 16 racing threads is free: one packing,
+    the right result, twice over (the second call finds it packed)."""
+    lib = hook("ref", 0.5 if sparse else 2.0)
+    W, B, C = case(3, 2000, 300, 11, sparse, pad=(2, 0, 1))
+    check(lib, 16, W, B, C, together=True)
+    C[:] = np.nan
+    totals, _ = check(lib, 16, W, B, C, together=True)
+    assert totals["sparse" if sparse else "dense"] == 1 and totals["repacked"] == 0 and totals["refused"] == 0, totals
+
+
 def test_other_weights_at_the_same_address_are_packed_again(hook):
     """A model freed and another loaded where it was: the fingerprint sees new weights, never the old packing."""
     lib = hook("ref", 2.0)
