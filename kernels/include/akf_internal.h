@@ -143,7 +143,8 @@ void akf_sparse_index(akf_sparse *S);
 /* Packing in pieces that threads can share, panel (16 columns of B) by panel; B's element (k, n) at k * sk + n * sn.
  * Count the nonzeros of panels [p0, p1) into nnz[p] (-1 at a bf16 Inf or NaN, its place in *bad_k, *bad_n); then,
  * into S allocated for their sum, fill panels [p0, p1), the first of them starting at value `pos` (the nonzeros of the
- * panels before it); akf_sparse_finish once all are filled. akf_bf16_pack_bt_panels: the dense pair layout alike. */
+ * panels before it); akf_sparse_finish once all are filled. akf_bf16_pack_bt_panels: panels [p0, p1) of W [N rows x
+ * K] (bf16 bits, row stride ldw elements), that is B = W^T, in the dense pair layout. */
 int akf_sparse_count_panels(int dtype, int K, int N, const void *B, size_t sk, size_t sn, int p0, int p1, uint64_t *nnz,
                             int *bad_k, int *bad_n);
 void akf_sparse_fill_panels(akf_sparse *S, const void *B, size_t sk, size_t sn, int p0, int p1, uint64_t pos);

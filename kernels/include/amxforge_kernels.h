@@ -114,8 +114,6 @@ void akf_hook_load(void);
 void akf_hook_settings(int impl, double sparse_min);
 /* Drop every packed tensor; no call may be running (tests, or a process whose weights are gone). */
 void akf_hook_forget(void);
-/* Pack W [N rows x K] (bf16 bits, row stride ldw elements), that is B = W^T, into the pair layout above. */
-void akf_bf16_pack_bt(int K, int N, const uint16_t *W, size_t ldw, uint16_t *Bp);
 
 /* Hardware limits, measured in the same run as the kernels (threads run in parallel; results are totals). */
 /* Whether the limit of that name (tile_*, avx512_*, fma_*, read_bw) can be measured here: its loop's

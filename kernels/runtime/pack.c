@@ -43,10 +43,6 @@ uint16_t akf_bf16_round(float f) {
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-void akf_bf16_pack_bt(int K, int N, const uint16_t *W, size_t ldw, uint16_t *Bp) {
-    akf_bf16_pack_bt_panels(K, N, W, ldw, Bp, 0, AKF_ROUNDUP(N, 16) / 16);
-}
-
 void akf_bf16_pack_bt_panels(int K, int N, const uint16_t *W, size_t ldw, uint16_t *Bp, int p0, int p1) {
     /* W is read row by row, each panel's part of Bp written by this call alone */
     const size_t kp = (size_t)AKF_ROUNDUP(K, AKF_BF16_KT);
