@@ -207,9 +207,9 @@ akf_sparse *akf_sparse_alloc(int dtype, int K, int N, uint64_t nnz) {
     S->ktiles = S->Kp / kt;
     S->nnz = nnz;
     size_t tiles = (size_t)S->panels * S->ktiles;
-    /* masks and values are streamed like dense weights: akf_alloc's pages (zeroed: the packer skips nothing, but
-     * the 64 bytes past the last value are read by the expanding loads) */
-    const size_t mask_bytes = tiles * 16 * (size_t)AKF_DTYPE[dtype].mask_bytes, value_bytes = nnz * (size_t)esize + 64;
+    /* masks and values are streamed like dense weights: akf_alloc's pages, zeroed (the expanding loads read up to
+     * 64 bytes past the last value) */
+    const size_t mask_bytes = akf_sparse_mask_bytes(S), value_bytes = akf_sparse_value_bytes(S) + 64;
     S->masks = akf_alloc(mask_bytes);
     S->tile_off = calloc(tiles + 1, sizeof(uint64_t));
     S->panel_cost = calloc((size_t)S->panels + 1, sizeof(uint64_t));
