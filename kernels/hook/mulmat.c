@@ -9,7 +9,8 @@
  * large enough for malloc to map it) is released before the next tensor is packed.
  *
  * Environment (read once): AMXFORGE_KERNELS=fork declines every call (the fork's own kernels, same binary);
- * AMXFORGE_KERNELS_IMPL=NAME runs that implementation instead of the best; AMXFORGE_SPARSE_MIN=F (0..1, default
+ * AMXFORGE_KERNELS_IMPL=NAME runs that implementation instead of the best (which is, for sparse products of few rows,
+ * the one [hook] sparse_decode of toolchain/kernels.toml names, where it runs); AMXFORGE_SPARSE_MIN=F (0..1, default
  * sparse_min of toolchain/kernels.toml [hook]) is the zero fraction from which a tensor goes sparse (>1: never);
  * AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, and the packed memory. */
 #include <errno.h>
@@ -33,11 +34,19 @@
 /* ---- settings -------------------------------------------------------------------------------------------- */
 static struct {
     int off, impl, stats;
+    int decode_impl; /* sparse products of up to AKF_HOOK_SPARSE_DECODE_ROWS rows: this one, where it runs */
     double sparse_min;
     char impl_error[160];
 } settings;
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 static void print_stats(void);
+
+/* The sparse decode's implementation given the one asked for: the table's choice where the best was asked for and
+ * the host runs it, else the one asked for. */
+static int decode_impl(int impl) {
+    const int id = akf_impl_find(AKF_HOOK_SPARSE_DECODE_IMPL);
+    return impl == AKF_IMPL_BEST && id > 0 && akf_impl_resolve(id) == id ? id : impl;
+}
 
 static void read_settings(void) {
     const char *mode = getenv("AMXFORGE_KERNELS"), *impl = getenv("AMXFORGE_KERNELS_IMPL");
@@ -45,8 +54,10 @@ static void read_settings(void) {
     settings.off = mode && strcmp(mode, "fork") == 0;
     settings.impl = AKF_IMPL_BEST;
     settings.sparse_min = AKF_HOOK_SPARSE_MIN;
+    settings.decode_impl = decode_impl(AKF_IMPL_BEST);
     if (impl && *impl) {
         settings.impl = akf_impl_find(impl);
+        settings.decode_impl = settings.impl;
         if (settings.impl < 0) {
             snprintf(settings.impl_error, sizeof settings.impl_error, "AMXFORGE_KERNELS_IMPL=%s is no implementation",
                      impl);
@@ -67,6 +78,7 @@ void akf_hook_load(void) { pthread_once(&settings_once, read_settings); }
 void akf_hook_settings(int impl, double sparse_min) {
     pthread_once(&settings_once, read_settings);
     settings.impl = impl;
+    settings.decode_impl = decode_impl(impl);
     settings.sparse_min = sparse_min;
     settings.off = settings.impl_error[0] != 0;
 }
@@ -326,10 +338,10 @@ static struct packed *packed_tensor(const void *W, long Nx, long K, long stride)
     return t;
 }
 
-static const char *implementation_name(void) {
+static const char *implementation_name(int impl) {
     /* the one that runs, else the one asked for (not runnable here), else none */
-    const char *name = akf_impl_name(akf_impl_resolve(settings.impl));
-    if (!name) name = akf_impl_name(settings.impl);
+    const char *name = akf_impl_name(akf_impl_resolve(impl));
+    if (!name) name = akf_impl_name(impl);
     return name ? name : "none";
 }
 
@@ -404,14 +416,16 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     if (rc == AKF_OK && state == SPARSE) {
         akf_sparse view;
         akf_sparse_view(t->S, p0, p1, &view);
-        rc = akf_spmm_bf16(settings.impl, M, local.a, &view, local.c);
+        rc = akf_spmm_bf16(M <= AKF_HOOK_SPARSE_DECODE_ROWS ? settings.decode_impl : settings.impl, M, local.a, &view,
+                           local.c);
     } else if (rc == AKF_OK) {
         const uint16_t *Bp = t->Bp + (size_t)p0 * 16 * AKF_ROUNDUP(K, AKF_BF16_KT);
         rc = akf_gemm_bf16(settings.impl, M, width, K, local.a, Bp, local.c);
     }
     if (rc != AKF_OK) {
         fprintf(stderr, "amxforge-kernels: implementation %s failed (status %d) after the call was taken\n",
-                implementation_name(), rc);
+                implementation_name(state == SPARSE && M <= AKF_HOOK_SPARSE_DECODE_ROWS ? settings.decode_impl
+                                                                                        : settings.impl), rc);
         abort();
     }
     for (int m = 0; m < M; m++)
@@ -442,10 +456,14 @@ void akf_hook_forget(void) {
 static void print_stats(void) {
     struct akf_hook_totals t;
     akf_hook_totals(&t);
-    fprintf(stderr, "amxforge-kernels: implementation %s (variant %s); packed %llu dense + %llu sparse tensors, "
+    char decode[96] = "";
+    if (strcmp(implementation_name(settings.decode_impl), implementation_name(settings.impl)))
+        snprintf(decode, sizeof decode, ", sparse products of up to %d rows %s", AKF_HOOK_SPARSE_DECODE_ROWS,
+                 implementation_name(settings.decode_impl));
+    fprintf(stderr, "amxforge-kernels: implementation %s (variant %s)%s; packed %llu dense + %llu sparse tensors, "
                     "%.1f MiB; %llu not packed (memory, %.1f MiB); %llu packed again after a reload; %llu released "
                     "with their weights (%.1f MiB)\n",
-            implementation_name(), akf_variant(), (unsigned long long)t.dense, (unsigned long long)t.sparse,
+            implementation_name(settings.impl), akf_variant(), decode, (unsigned long long)t.dense, (unsigned long long)t.sparse,
             (double)t.bytes / (1 << 20), (unsigned long long)t.refused, (double)t.refused_bytes / (1 << 20),
             (unsigned long long)t.repacked, (unsigned long long)t.freed, (double)t.freed_bytes / (1 << 20));
     if (settings.impl_error[0]) fprintf(stderr, "amxforge-kernels: %s: every call fell back\n", settings.impl_error);

@@ -65,7 +65,7 @@ static inline __attribute__((always_inline)) void panel(int dt, int R, const akf
 static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse *S, const float *bs, float *C) {
     const int per = AKF_DTYPE[dt].group, G = S->Kp / per, N = S->N, K = S->K;
     /* A as 32-bit groups (pairs / quads, int8 shifted to u8), zero padded to Kp: one broadcast per tile row */
-    uint32_t *Ag = aligned_alloc(64, AKF_ROUNDUP(sizeof(uint32_t) * (size_t)M * G, 64));
+    uint32_t *Ag = akf_scratch(AKF_SCRATCH_A, sizeof(uint32_t) * (size_t)M * G);
     if (!Ag) return AKF_ERR_ARG;
     for (int i = 0; i < M; i++)
         for (int g = 0; g < G; g++) {
@@ -106,7 +106,6 @@ static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse 
             }
         }
     }
-    free(Ag);
     return AKF_OK;
 }
 

@@ -75,6 +75,10 @@ class KernelTable:
         names = [impl.name for impl in self.implementations]
         if len(set(names)) != len(names) or not names:
             raise AmxforgeError(f"{where}: implementation names must be unique and at least one must exist")
+        decode = self.hook.get("sparse_decode")
+        if decode and decode["impl"] not in names:
+            raise AmxforgeError(f"{where} [hook] sparse_decode: impl {decode['impl']!r} is no implementation; "
+                                f"choose {', '.join(names)}")
         if sorted(d.id for d in self.dtypes.values()) != list(range(1, len(self.dtypes) + 1)):
             raise AmxforgeError(f"{where}: dtype ids must be 1..{len(self.dtypes)}")
 

@@ -251,3 +251,37 @@ def test_stats_at_exit_and_the_environment(library_for, env, expect):
         assert line in res.stderr, res.stderr
     taken = "AMXFORGE_KERNELS" not in env and "AMXFORGE_KERNELS_IMPL" not in env
     assert float(res.stdout) == (40.0 if taken else 0.0)
+
+
+DECODE_SCRIPT = """
+import sys, numpy as np
+sys.path.insert(0, {site!r})
+from amxforge.kernels import KernelLibrary, to_bf16, from_bf16
+lib = KernelLibrary({variant!r}, {project!r})
+rng = np.random.default_rng(3)
+W = to_bf16(rng.standard_normal((70, 300)).astype(np.float32) * (rng.random((70, 300)) < 0.3))
+for M in (2, 6):  # a decode-sized product and a larger one, through the best
+    B = rng.standard_normal((M, 300)).astype(np.float32); C = np.zeros((M, 70), np.float32)
+    assert all(lib.hook_mul_mat(W, B, C, ith, 3) for ith in range(3))
+    ref = from_bf16(to_bf16(B)).astype(np.float64) @ from_bf16(W).astype(np.float64).T
+    bound = 302 * np.finfo(np.float32).eps * (np.abs(from_bf16(to_bf16(B))) @ np.abs(from_bf16(W)).T)
+    assert np.all(np.abs(C - ref) <= bound + 1e-30), M
+"""
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sparse_decode_runs_the_tables_choice_where_it_runs(library_for, impl):
+    """[hook] sparse_decode: the best's sparse products of few rows run the table's choice where this host runs it
+    (said in the stats line), the rest the best; both right."""
+    lib, variant = library_for(impl)
+    runs = lib.impls(runnable=True)
+    decode = TABLE.hook.get("sparse_decode")
+    script = DECODE_SCRIPT.format(site=str(ROOT / "site_scons"), variant=variant, project=str(lib.path.parents[3]))
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "AMXFORGE_KERNELS_STATS": "1"})
+    assert res.returncode == 0, res.stderr
+    assert f"implementation {runs[-1]} (variant {variant})" in res.stderr, res.stderr
+    assert "packed 0 dense + 1 sparse tensors" in res.stderr, res.stderr
+    other = decode and decode["impl"] in runs and decode["impl"] != runs[-1]
+    said = f", sparse products of up to {decode['rows']} rows {decode['impl']};" if decode else "sparse products"
+    assert (said in res.stderr) == bool(other), res.stderr

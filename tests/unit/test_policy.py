@@ -206,6 +206,14 @@ def test_a_table_that_breaks_its_schema_names_file_key_and_row(policy_copy, name
         load_toml(path)
 
 
+def test_the_hooks_sparse_decode_names_an_implementation(policy_copy):
+    from amxforge.implementations import KernelTable
+    path = policy_copy / "toolchain" / "kernels.toml"
+    path.write_text(path.read_text().replace('impl = "avx512"', 'impl = "avx513"', 1))
+    with pytest.raises(AmxforgeError, match=r"\[hook\] sparse_decode: impl 'avx513' is no implementation; choose ref, "):
+        KernelTable(path)
+
+
 def test_selection_order_for_every_mix_of_cpu_and_cuda_variants():
     """Best first by `auto`'s order, each CUDA variant just before its CPU twin (its `like`), for every subset."""
     import itertools
