@@ -161,19 +161,37 @@ static int unmapped(const struct packed *t) {
     return msync((void *)lo, hi - lo, MS_ASYNC) != 0 && errno == ENOMEM;
 }
 
+/* Under tensors_lock: release a packed tensor whose weights are gone or changed; the node stays (readers walk the
+ * list without the lock), and a tensor later used at the same address is packed anew. */
+static void drop(struct packed *t) {
+    totals.bytes -= t->bytes;
+    totals.freed++;
+    totals.freed_bytes += t->bytes;
+    release(t);
+    atomic_store(&t->state, FREED);
+}
+
+void akf_hook_changed(const void *p, size_t bytes) {
+    const uintptr_t lo = (uintptr_t)p, hi = lo + bytes;
+    pthread_mutex_lock(&tensors_lock);
+    for (struct packed *t = tensors; t && bytes; t = t->next) {
+        const int state = atomic_load(&t->state);
+        const uintptr_t w0 = (uintptr_t)t->W, w1 = w0 + (size_t)(t->Nx - 1) * (size_t)t->stride + (size_t)t->K * 2;
+        if ((state == DENSE || state == SPARSE || state == REFUSED) && w0 < hi && lo < w1) {
+            if (state == REFUSED) atomic_store(&t->state, FREED); /* decided for other weights: decide again */
+            else drop(t);
+        }
+    }
+    pthread_mutex_unlock(&tensors_lock);
+}
+
 /* Under tensors_lock, before another tensor is packed: release the packed form of weights freed since. No call can
  * be using it: its caller would be reading the unmapped weights too (the fingerprint). The node stays (readers walk
  * the list without the lock); a tensor later loaded at the same address is packed anew. */
 static void sweep(void) {
     for (struct packed *t = tensors; t; t = t->next) {
         const int state = atomic_load(&t->state);
-        if ((state == DENSE || state == SPARSE) && unmapped(t)) {
-            totals.bytes -= t->bytes;
-            totals.freed++;
-            totals.freed_bytes += t->bytes;
-            release(t);
-            atomic_store(&t->state, FREED);
-        }
+        if ((state == DENSE || state == SPARSE) && unmapped(t)) drop(t);
     }
 }
 

@@ -114,6 +114,10 @@ void akf_hook_load(void);
 void akf_hook_settings(int impl, double sparse_min);
 /* Drop every packed tensor; no call may be running (tests, or a process whose weights are gone). */
 void akf_hook_forget(void);
+/* The bytes [p, p + bytes) were written or freed: the packed form of every tensor whose weights overlap them is
+ * released (counted with those released with their weights) and packed anew at its next use. No call may be using
+ * those tensors meanwhile (ggml's backend buffers: set_tensor, memset, clear, free). */
+void akf_hook_changed(const void *p, size_t bytes);
 
 /* Hardware limits, measured in the same run as the kernels (threads run in parallel; results are totals). */
 /* Whether the limit of that name (tile_*, avx512_*, fma_*, read_bw) can be measured here: its loop's
