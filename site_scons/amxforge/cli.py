@@ -120,7 +120,7 @@ def fork_kinds(as_json):
         click.echo(f"{k.name}\n  {k.description}\n  markers  {' '.join(k.markers)}\n  targets  "
                    f"{' '.join(k.default_targets)}\n  kernels  {k.kernels['route']} ({' '.join(k.kernels['entries'])})"
                    + (f"; fork_kernels=amxforge wraps {' '.join(k.kernels['wrap'])}" if k.kernels.get("wrap") else
-                      "; fork_kernels=amxforge: not built yet for this route"))
+                      "; fork_kernels=amxforge builds libggml-amxforge.so, a backend its loader takes"))
 
 
 @fork.command("detect")

@@ -59,6 +59,8 @@ def fork_step(env):
     env.Depends(node, [env["AMXFORGE_SHIM"], ctx.launcher])  # the launchers the fork's CMake and bin/ use
     if build.route:
         env.Depends(node, env["AMXFORGE_HOOK_ARCHIVE"])  # our handler, linked into the fork's binaries
+    if build.backend:
+        env.Depends(node, env["AMXFORGE_BACKEND_LIBRARY"])  # our backend library, which the record describes
     env.Precious(node)  # the record of the last good build stays until a new one replaces it
     if build.state_token().startswith("stale"):
         env.AlwaysBuild(node)  # CMake/ninja decide what is out of date

@@ -25,6 +25,7 @@ from ..cache import namespace as cache_namespace
 from ..errors import AmxforgeError
 from . import cmake
 from .detect import ForkInfo
+from .backend import LIBRARY as BACKEND_LIBRARY, DynamicBackend
 from .hook import HOOK_ARCHIVE, LinkWrap, check_choice
 from .kinds import kinds
 from .record import last_good, load_record, object_problem, read_snapshot, retire, verify_record, write_record
@@ -84,8 +85,10 @@ class ForkBuild:
         self.config_path = self.dir / f"amxforge-shim-{self.policy_id}.conf"
         self.config_text = f"policy\t{self.policy_id}\n" + records
         # fork_kernels=amxforge: the shim links too, with our handler (fork/hook.py); its own config
-        self.route = LinkWrap(fork, ctx.build_dir / "lib" / HOOK_ARCHIVE, self.dir) if self.kernels == "amxforge" \
-            else None
+        route = fork.spec.kernels["route"] if self.kernels == "amxforge" else None
+        self.route = LinkWrap(fork, ctx.build_dir / "lib" / HOOK_ARCHIVE, self.dir) if route == "link-wrap" else None
+        # ... or our backend library, which kernels/SConscript builds against the tree's headers (fork/backend.py)
+        self.backend = DynamicBackend(fork, ctx.build_dir / "lib" / BACKEND_LIBRARY) if route == "backend" else None
         if self.route:
             archive = self.cmake_project / self.route.archive.relative_to(ctx.project_dir)
             text = self.config_text + "".join("\t".join(r) + "\n" for r in self.route.records(str(archive)))
@@ -460,7 +463,10 @@ class ForkBuild:
         return installed
 
     def kernels_record(self, pairs) -> dict:
-        """fork_kernels and, for ours, the proof of the wrap in every installed file that names the entry."""
+        """fork_kernels and, for ours, the proof of the wrap in every installed file that names the entry, or of
+        the backend library."""
+        if self.backend:
+            return self.backend.record(self.ctx.project_dir)
         if not self.route:
             return {"choice": "fork"}
         proven = self.route.prove([src for src, _ in pairs if src != self.launcher])

@@ -7,7 +7,8 @@ the variant's class policy like every unit of ours). ld then sends every call of
 file (ggml.c's mul_mat calling iqk_mul_mat_4d) to __wrap_<entry>, which runs our kernels where the handler takes the
 call and the fork's own function otherwise. Why the linker and not the fork's sources, a preload or a backend: no
 line of the fork changes (its git status stays clean), nothing is loaded by name at run time (a release runs where
-it is copied), and ik_llama.cpp has no backend registry to load one through.
+it is copied), and ik_llama.cpp has no backend registry to load one through. Trees that have one take the
+backend route instead (fork/backend.py).
 
 The proof, after every build: each binary and library the build installs that names an entry (defines or calls it)
 must define __wrap_<entry>, and every call or jump to the entry in its code must sit inside __wrap_<entry> (objdump);
@@ -39,9 +40,6 @@ class LinkWrap:
 
     def __init__(self, fork, archive: Path, work_dir: Path):
         spec = fork.spec.kernels
-        if spec["route"] != "link-wrap":
-            raise AmxforgeError(f"fork_kernels=amxforge: a {fork.kind} tree takes our kernels as a dynamic ggml "
-                                f"backend, which amxforge does not build yet; build it with fork_kernels=fork")
         entries = fork.kernel_entries()
         self.symbols = list(spec["wrap"])
         missing = [s for s in self.symbols if s not in entries["declared"]]
