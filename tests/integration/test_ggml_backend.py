@@ -65,6 +65,14 @@ def test_every_implementation_here_passes(built):
         assert f"implementation {impl} (variant {TOP})" in res.stderr, res.stderr
 
 
+def test_where_the_handler_declines_the_backend_computes_it_in_plain_c(built):
+    """AMXFORGE_KERNELS=fork makes the handler decline every call (as a tensor too large to pack does): the backend,
+    which has said it takes the op, computes it with its plain C fallback, still within the bound."""
+    res = backend_ops(built, TOP, {"AMXFORGE_KERNELS": "fork", "AMXFORGE_KERNELS_STATS": "1"})
+    assert res.returncode == 0 and "8/8 tests passed" in res.stdout, res.stdout + res.stderr
+    assert "fell back (AMXFORGE_KERNELS=fork) 301x9 (K 259)" in res.stderr, res.stderr
+
+
 def test_the_tree_stays_clean_the_audit_passes_and_the_build_is_up_to_date(built):
     assert git(built / TREE, "status", "--porcelain") == ""
     res = run([tool("amxforge"), "audit", "--variant", TOP], cwd=built)
