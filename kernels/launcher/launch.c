@@ -22,6 +22,9 @@
  *                                                          variant's GPU code (akf_selector.h) and the driver it needs
  *   file<TAB>VARIANT<TAB>PATH<TAB>SIZE<TAB>CRC32            a package's files: the chosen variant's are checked at
  *                                                          every start (size and CRC-32; the manifest has SHA-256)
+ *   env<TAB>VARIANT<TAB>NAME<TAB>PATH                      when VARIANT runs and NAME is unset or empty, NAME is
+ *                                                          set to DIR/PATH (a ggml backend library of ours:
+ *                                                          GGML_BACKEND_PATH, so ggml's loader takes that variant's)
  *   manifest<TAB>PATH<TAB>CRC32                            so is the package manifest (a package must have one,
  *                                                          and a file line for every variant)
  *   end<TAB>LINES<TAB>CRC32                                last: the count and CRC-32 of every line before it, so
@@ -57,6 +60,11 @@ static const char *prog = "amxforge-launch";
 static char package[128] = "";
 static struct file files[MAX_FILES];
 static int nfiles = 0;
+/* variables set for a variant's program where the caller left them unset (a ggml backend library of that variant) */
+#define MAX_ENV 16
+struct setting { char variant[64], name[64], path[512]; };
+static struct setting settings[MAX_ENV];
+static int nsettings = 0;
 static char manifest_path[512] = "", manifest_crc[9] = "", table_crc[9] = "";
 
 static void fail(const char *fmt, const char *a, const char *b) {
@@ -194,6 +202,11 @@ static int load_table(const char *path, struct variant *v, char *why, size_t len
                  strlen(fl->crc) == 8;
             fl->size = ok ? strtoll(size_text, &num_end, 10) : -1;
             ok = ok && num_end && *num_end == '\0' && fl->size >= 0;
+        } else if (ok && !strcmp(tag, "env")) {
+            if (nsettings == MAX_ENV) { snprintf(why, len, "%s: more than %d env lines", path, MAX_ENV); return -1; }
+            struct setting *st = &settings[nsettings++];
+            ok = field(line, 1, st->variant, sizeof st->variant) && field(line, 2, st->name, sizeof st->name) &&
+                 st->name[0] && !strchr(st->name, '=') && field(line, 3, st->path, sizeof st->path) && st->path[0];
         } else if (ok && !strcmp(tag, "manifest")) {
             ok = field(line, 1, manifest_path, sizeof manifest_path) &&
                  field(line, 2, manifest_crc, sizeof manifest_crc) && strlen(manifest_crc) == 8;
@@ -212,7 +225,7 @@ static int load_table(const char *path, struct variant *v, char *why, size_t len
             n += ok;
         } else ok = 0;
         if (!ok) {
-            snprintf(why, len, "%s:%d: damaged (want variant, file or manifest lines)", path, lineno);
+            snprintf(why, len, "%s:%d: damaged (want variant, file, env or manifest lines)", path, lineno);
             return -1;
         }
     }
@@ -442,6 +455,15 @@ int main(int argc, char **argv) {
         fail("the path of %s's real binary is too long%s", target, "");
     if (explain()) fprintf(stderr, "%s: running variant %s: %s\n", prog, v[chosen].name, real);
     setenv("AMXFORGE_LAUNCHED_VARIANT", v[chosen].name, 1);
+    for (int i = 0; i < nsettings; i++) {
+        const char *now = getenv(settings[i].name);
+        if (strcmp(settings[i].variant, v[chosen].name) || (now && *now)) continue;
+        char value[3 * PATH_MAX];
+        if (snprintf(value, sizeof value, "%s/%s/%s", root, v[chosen].dir, settings[i].path) >= (int)sizeof value)
+            fail("the path of %s is too long%s", settings[i].path, "");
+        setenv(settings[i].name, value, 1);
+        if (explain()) fprintf(stderr, "%s: %s=%s\n", prog, settings[i].name, value);
+    }
     execv(real, argv);
     fail("cannot run %s: %s; the build is damaged: rebuild it or reinstall the package", real, strerror(errno));
     return AKF_EXIT_UNSUPPORTED;

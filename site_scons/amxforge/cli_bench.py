@@ -96,7 +96,9 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
 @click.option("--target-ci", type=click.FloatRange(0, 100, min_open=True), default=None, metavar="PCT",
               help="add rounds until every comparison's 95 % interval is within +-PCT % (or --max-time is spent)")
 @click.option("--max-time", default=None, metavar="DURATION",
-              help="with --target-ci: stop adding rounds when this is spent, e.g. 600, 10m, 1h (default: 200 rounds)")
+              help="with --target-ci: stop adding rounds when another would not fit in this, counted from the "
+                   "first model made (models, warm-up and rounds; not the builds), e.g. 600, 10m, 1h (default: 200 "
+                   "rounds)")
 @click.option("--warmup", type=click.IntRange(0, 10), default=1, show_default=True,
               help="passes over all cells before measuring (not counted)")
 @click.option("--tool", default="auto", show_default=True,

@@ -73,6 +73,35 @@ def test_where_the_handler_declines_the_backend_computes_it_in_plain_c(built):
     assert "fell back (AMXFORGE_KERNELS=fork) 301x9 (K 259)" in res.stderr, res.stderr
 
 
+def test_the_launcher_points_the_loader_at_its_variants_library_unless_the_caller_did(built):
+    """bin/test-backend-ops without GGML_BACKEND_PATH: the launcher sets it to the variant's own library (said with
+    AMXFORGE_EXPLAIN=1); one the caller set (here the baseline build's) is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "GGML_BACKEND_PATH"}
+    res = run([str(built / "build" / TOP / "bin" / "test-backend-ops"), "-b", "AMXFORGE", "-o", "MUL_MAT"],
+              env={**env, "AMXFORGE_EXPLAIN": "1"})
+    assert res.returncode == 0 and "8/8 tests passed" in res.stdout, res.stdout + res.stderr
+    assert f"GGML_BACKEND_PATH={built / 'build' / TOP}/./lib/libggml-amxforge.so" in res.stderr, res.stderr
+    assert f"(variant {TOP})" in res.stdout
+    theirs = built / "build" / "baseline" / "lib" / "libggml-amxforge.so"
+    res = run([str(built / "build" / TOP / "bin" / "test-backend-ops"), "-b", "AMXFORGE"],
+              env={**env, "GGML_BACKEND_PATH": str(theirs)})
+    assert res.returncode == 0 and "(variant baseline)" in res.stdout, res.stdout + res.stderr
+
+
+def test_a_package_runs_the_backend_of_the_variant_its_selector_picks(built, tmp_path):
+    res = run([tool("amxforge"), "package", "--variants", ",".join(VARIANTS), "--fork", str(built / TREE),
+               "--fork-kernels", "amxforge", "--out", str(tmp_path / "rel"), "--project", str(built)])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k != "GGML_BACKEND_PATH"}
+    for forced in VARIANTS:
+        res = run([str(tmp_path / "rel" / "bin" / "test-backend-ops"), "-b", "AMXFORGE", "-o", "MUL_MAT"],
+                  env={**env, "AMXFORGE_VARIANT": forced})
+        assert res.returncode == 0 and "8/8 tests passed" in res.stdout, res.stdout + res.stderr
+        assert f"(variant {forced})" in res.stdout, res.stdout
+    res = run([str(tmp_path / "rel" / "bin" / "test-backend-ops"), "-b", "AMXFORGE"], env=env)
+    assert res.returncode == 0 and f"(variant {TOP})" in res.stdout, res.stdout + res.stderr
+
+
 def test_the_tree_stays_clean_the_audit_passes_and_the_build_is_up_to_date(built):
     assert git(built / TREE, "status", "--porcelain") == ""
     res = run([tool("amxforge"), "audit", "--variant", TOP], cwd=built)

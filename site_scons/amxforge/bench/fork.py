@@ -268,6 +268,7 @@ def run_bench(req: Request, log, progress=None) -> dict:
             raise AmxforgeError(f"--types {','.join(t for t in req.types if gguf_cannot(t))}: gguf cannot write "
                                 f"them and {first.label} could not build its llama-quantize ({why}); choose types "
                                 f"gguf writes: {', '.join(writable_types())}")
+    clock = time.monotonic()  # --max-time counts from here: the models, the warm-up passes and the rounds
     models = make_models(req, quantizer, log)
     helps = {}
     for src in sources:
@@ -300,7 +301,6 @@ def run_bench(req: Request, log, progress=None) -> dict:
                      pinning(ref_at, order, cores))
     ref_runs = []
     conditions = host_conditions()
-    started = time.monotonic()
     per_round_runs = len(cells) + 2
     done = {"runs": 0, "total": (req.warmup + req.reps) * per_round_runs - req.warmup * 2}
 
@@ -330,8 +330,7 @@ def run_bench(req: Request, log, progress=None) -> dict:
         for kind, cell in round_plan(cells, rounds, reference):
             one(kind, cell, rounds)
         rounds += 1
-        stop = enough_rounds(req, columns, cells, rounds, time.monotonic() - started,
-                             time.monotonic() - round_started)
+        stop = enough_rounds(req, columns, cells, rounds, time.monotonic() - clock, time.monotonic() - round_started)
         if stop is None:
             done["total"] += per_round_runs
     if progress:
@@ -341,7 +340,7 @@ def run_bench(req: Request, log, progress=None) -> dict:
               f"{cpus_text(c.pin['cpus'])}" for c in cells for r in c.runs if r.get("pinning_held") is False]
     conditions = finish_conditions(conditions, log, broken)
     return finish(req, sources, columns, cells, reference, ref_runs, tool, passed_over, skipped,
-                  time.monotonic() - started, rounds, stop, conditions)
+                  time.monotonic() - clock, rounds, stop, conditions)
 
 
 MAX_ROUNDS = 200

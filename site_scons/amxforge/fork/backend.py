@@ -18,6 +18,14 @@ LIBRARY = "libggml-amxforge.so"  # in build/VARIANT/lib/
 INTERFACE = "ggml-backend-impl.h"  # the backend interface, in the tree's ggml source directory
 EXPORTS = ("ggml_backend_init", "ggml_backend_score")  # what ggml's loader looks up in a backend library
 DEFINES = ("GGML_BACKEND_DL", "GGML_BACKEND_BUILD", "GGML_BACKEND_SHARED")  # a backend library, built as ggml's are
+LOADER_VARIABLE = "GGML_BACKEND_PATH"  # the library ggml's loader opens besides its own
+
+
+def launcher_env(variant: str, lib_files) -> list:
+    """The launch table's env lines for a variant whose lib/ holds our backend library (names of its files): the
+    launcher points GGML_BACKEND_PATH at it where the caller has not, so the variant it picks is also the
+    implementation the backend runs."""
+    return [(variant, LOADER_VARIABLE, f"lib/{LIBRARY}")] if LIBRARY in set(lib_files) else []
 
 
 class DynamicBackend:
