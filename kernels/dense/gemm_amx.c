@@ -4,6 +4,7 @@
  * A is copied into tile blocks (contiguous 1 KB tiles) by all threads at once, into scratch kept between calls;
  * B is prepacked. Threads split the 32-column blocks;
  * within a thread a group of column blocks that fits L2 is swept for every 32-row block. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,9 +52,19 @@ static void load_config(int rows) { akf_amx_load_config(rows, 6); }
  * benchmarks/tune_blocking.py on the EMR guest, M=1, 4096x4096, over 1.1 GB: without prefetch 10.1 / 35.4 / 104
  * GB/s at 1 / 4 / 16 threads (bf16), with 2048 / 4096 / 8192 bytes 12.2 / 44.1 / 124 GB/s; int8 alike. */
 static const int DECODE_PF[][2] = {{1, 2048}, {4, 4096}, {1 << 30, 8192}};
+/* the tuning overrides, read once per process (a fork's thread calls gemm a hundred times per token) */
+static struct { int pf_set, pf, tune_set, tune[3]; } overrides;
+static pthread_once_t overrides_once = PTHREAD_ONCE_INIT;
+static void read_overrides(void) {
+    const char *pf = getenv("AKF_DECODE_PF"), *tune = getenv("AKF_TUNE");
+    if (pf && *pf) { overrides.pf_set = 1; overrides.pf = atoi(pf) > 0 ? atoi(pf) : 0; }
+    if (tune && sscanf(tune, "%d,%d,%d", &overrides.tune[0], &overrides.tune[1], &overrides.tune[2]) == 3)
+        overrides.tune_set = 1;
+}
+
 static int decode_prefetch(int nt) {
-    const char *env = getenv("AKF_DECODE_PF");
-    if (env && *env) return atoi(env) > 0 ? atoi(env) : 0;
+    pthread_once(&overrides_once, read_overrides);
+    if (overrides.pf_set) return overrides.pf;
     int i = 0;
     while (nt > DECODE_PF[i][0]) i++;
     return DECODE_PF[i][1];
@@ -153,9 +164,9 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
      * that host, so only the clear winners were taken. AKF_TUNE="KC,GA,GB" overrides them for tuning runs. */
     const int team = akf_streams();
     const int *bl = BLOCKING[dt][team > BLOCKING_FEW];
+    pthread_once(&overrides_once, read_overrides);
     int KC = bl[0], GA = bl[1], GB = bl[2];
-    const char *tune = getenv("AKF_TUNE");
-    if (tune && sscanf(tune, "%d,%d,%d", &KC, &GA, &GB) != 3) { KC = bl[0]; GA = bl[1]; GB = bl[2]; }
+    if (overrides.tune_set) { KC = overrides.tune[0]; GA = overrides.tune[1]; GB = overrides.tune[2]; }
     KC = KC > 0 ? KC : 1; GA = GA > 0 ? GA : 1; GB = GB > 0 ? GB : 1;
     const int MP = (MB + 1) / 2;
     if (MB <= 2) { KC = KT; GA = pairs; GB = 1; }
