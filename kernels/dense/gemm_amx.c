@@ -52,11 +52,16 @@ static void load_config(int rows) { akf_amx_load_config(rows, 6); }
  * benchmarks/tune_blocking.py on the EMR guest, M=1, 4096x4096, over 1.1 GB: without prefetch 10.1 / 35.4 / 104
  * GB/s at 1 / 4 / 16 threads (bf16), with 2048 / 4096 / 8192 bytes 12.2 / 44.1 / 124 GB/s; int8 alike. */
 static const int DECODE_PF[][2] = {{1, 2048}, {4, 4096}, {1 << 30, 8192}};
+/* Near a pair's end the prefetch moves on to the thread's next pair (AKF_DECODE_NEXT=0: it stays in the pair, as
+ * before): inside a fork a thread's share of a matmul is a few pairs, each start otherwise a stall. The builder (2
+ * cores, M=1, 256x2048, 1 and 2 threads, 5 alternated runs) saw no difference (7.2-7.7 / 11.7-12.5 GB/s either
+ * way); not yet measured on the AMX host. */
 /* the tuning overrides, read once per process (a fork's thread calls gemm a hundred times per token) */
-static struct { int pf_set, pf, tune_set, tune[3]; } overrides;
+static struct { int pf_set, pf, tune_set, tune[3], next; } overrides;
 static pthread_once_t overrides_once = PTHREAD_ONCE_INIT;
 static void read_overrides(void) {
-    const char *pf = getenv("AKF_DECODE_PF"), *tune = getenv("AKF_TUNE");
+    const char *pf = getenv("AKF_DECODE_PF"), *tune = getenv("AKF_TUNE"), *next = getenv("AKF_DECODE_NEXT");
+    overrides.next = !(next && !strcmp(next, "0")); /* AKF_DECODE_NEXT=0: no prefetch into the next pair */
     if (pf && *pf) { overrides.pf_set = 1; overrides.pf = atoi(pf) > 0 ? atoi(pf) : 0; }
     if (tune && sscanf(tune, "%d,%d,%d", &overrides.tune[0], &overrides.tune[1], &overrides.tune[2]) == 3)
         overrides.tune_set = 1;
@@ -83,7 +88,8 @@ static const int BLOCKING[][2][3] = {[BF16] = {{32, 4, 16}, {32, 2, 16}},   /* b
  * so that it never stalls the tile loads. */
 static inline __attribute__((always_inline)) void block(int dt, int nm, int nn, int KT, const char *a0, const char *a1,
                                                          const char *b0, const char *b1, char *const acc[4], int first,
-                                                         const char *pf, int pf_stride, int pf_per_step) {
+                                                         const char *pf, int pf_stride, int pf_per_step,
+                                                         size_t pf_wrap) {
     if (first) {
         _tile_zero(0);
         if (nn > 1) _tile_zero(1);
@@ -98,8 +104,10 @@ static inline __attribute__((always_inline)) void block(int dt, int nm, int nn, 
     for (int t = 0; t < KT; t++) {
         const size_t o = (size_t)t * 1024;
         for (int l = 0; l < pf_per_step; l++) {
-            __builtin_prefetch(pf + ((size_t)t * pf_per_step + l) * 64, 0, 2);
-            if (pf_stride) __builtin_prefetch(pf + pf_stride + ((size_t)t * pf_per_step + l) * 64, 0, 2);
+            const size_t off = ((size_t)t * pf_per_step + l) * 64;
+            const char *p = pf + off + (off >= pf_wrap ? (size_t)pf_stride : 0); /* past the panel: the next pair's */
+            __builtin_prefetch(p, 0, 2);
+            if (pf_stride) __builtin_prefetch(p + pf_stride, 0, 2);
         }
         _tile_loadd(4, a0 + o, 64);
         _tile_loadd(6, b0 + o, 64);
@@ -203,16 +211,21 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
                                     for (int j = 0; j < 2; j++)
                                         at[i * 2 + j] = acc + ((size_t)(mb + i) * panels + (size_t)(p + j)) * 1024;
 #define BLOCK(DT)                                                                                  \
-    if (nm == 2 && nn == 2) block(DT, 2, 2, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step); \
-    else if (nm == 2) block(DT, 2, 1, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step);       \
-    else if (nn == 2) block(DT, 1, 2, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step);       \
-    else block(DT, 1, 1, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step);
+    if (nm == 2 && nn == 2) block(DT, 2, 2, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap); \
+    else if (nm == 2) block(DT, 2, 1, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap);       \
+    else if (nn == 2) block(DT, 1, 2, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap);       \
+    else block(DT, 1, 1, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap);
                             const char *pf = Ap;
                             int pf_stride = 0, pf_per_step = 0;
+                            size_t pf_wrap = (size_t)-1;
                             if (dpf) { /* decode: this pair's B panels, dpf bytes ahead, a tile per k-step */
                                 pf = b0 + dpf;
                                 pf_stride = (int)panel_bytes;
                                 pf_per_step = 16;
+                                /* near the end, the next pair's panels instead of this pair's second (read already):
+                                 * its first tiles arrive before it starts, when it is this thread's */
+                                if (q + 1 < q1 && overrides.next)
+                                    pf_wrap = (size_t)dpf < panel_bytes ? panel_bytes - (size_t)dpf : 0;
                             } else if (MB > 2) {
                                 /* the next row pair's A chunk, this block's share of it, spread over its k-steps */
                                 const int next_mp = mp + 1 < mg + nmp ? mp + 1 : mg, next_ch = mp + 1 < mg + nmp ? ch : ch + 1;
