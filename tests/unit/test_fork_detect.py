@@ -93,4 +93,4 @@ def test_fork_kinds_says_which_entry_fork_kernels_wraps():
     ik = text[text.index("ik_llama.cpp+amx\n"):text.index("\nik_llama.cpp\n")]
     assert "fork_kernels=amxforge wraps iqk_mul_mat_4d" in ik
     ggml = text[text.index("ggml\n"):text.index("\nik_llama.cpp+amx\n")]
-    assert "fork_kernels=amxforge: not built yet for this route" in ggml
+    assert "fork_kernels=amxforge builds libggml-amxforge.so" in ggml
