@@ -431,19 +431,18 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     for (int m = 0; m < M && rc == AKF_OK; m++)
         rc = akf_cvt_bf16(settings.impl, (const float *)((const char *)B + (size_t)m * (size_t)strideB),
                           local.a + (size_t)m * K, (size_t)K);
+    const int impl = state == SPARSE && M <= AKF_HOOK_SPARSE_DECODE_ROWS ? settings.decode_impl : settings.impl;
     if (rc == AKF_OK && state == SPARSE) {
         akf_sparse view;
         akf_sparse_view(t->S, p0, p1, &view);
-        rc = akf_spmm_bf16(M <= AKF_HOOK_SPARSE_DECODE_ROWS ? settings.decode_impl : settings.impl, M, local.a, &view,
-                           local.c);
+        rc = akf_spmm_bf16(impl, M, local.a, &view, local.c);
     } else if (rc == AKF_OK) {
         const uint16_t *Bp = t->Bp + (size_t)p0 * 16 * AKF_ROUNDUP(K, AKF_BF16_KT);
-        rc = akf_gemm_bf16(settings.impl, M, width, K, local.a, Bp, local.c);
+        rc = akf_gemm_bf16(impl, M, width, K, local.a, Bp, local.c);
     }
     if (rc != AKF_OK) {
         fprintf(stderr, "amxforge-kernels: implementation %s failed (status %d) after the call was taken\n",
-                implementation_name(state == SPARSE && M <= AKF_HOOK_SPARSE_DECODE_ROWS ? settings.decode_impl
-                                                                                        : settings.impl), rc);
+                implementation_name(impl), rc);
         abort();
     }
     for (int m = 0; m < M; m++)

@@ -20,11 +20,11 @@ def launcher(env, objects):
     out = f"#build/{ctx.name}"
     program = env.Program(f"{out}/libexec/amxforge-launch", objects, LIBS=["dl"])  # dlopen of libcuda (glibc < 2.34)
     required = sorted(ctx.variant.required_features(ctx.policy.isa))
-    from amxforge.fork.backend import LIBRARY, launcher_env
+    from amxforge.fork.backend import launcher_env
     from amxforge.launchtable import launch_table
-    ours = [LIBRARY] if env.get("AMXFORGE_BACKEND_LIBRARY") else []  # fork_kernels=amxforge on a ggml-registry tree
+    backend = bool(env.get("AMXFORGE_BACKEND_LIBRARY"))  # fork_kernels=amxforge on a ggml-registry tree
     generated(env, f"{out}/share/amxforge/launch.tsv", launch_table([(ctx.name, ".", required, ctx.gpu_needs())],
-                                                                    env=launcher_env(ctx.name, ours)))
+                                                                    env=launcher_env(ctx.name, backend)))
     ctx.launcher = program  # shared by every environment of this build
     return program
 

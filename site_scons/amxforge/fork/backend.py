@@ -21,11 +21,11 @@ DEFINES = ("GGML_BACKEND_DL", "GGML_BACKEND_BUILD", "GGML_BACKEND_SHARED")  # a 
 LOADER_VARIABLE = "GGML_BACKEND_PATH"  # the library ggml's loader opens besides its own
 
 
-def launcher_env(variant: str, lib_files) -> list:
-    """The launch table's env lines for a variant whose lib/ holds our backend library (names of its files): the
-    launcher points GGML_BACKEND_PATH at it where the caller has not, so the variant it picks is also the
+def launcher_env(variant: str, has_library: bool) -> list:
+    """The launch table's env lines for a variant (none unless its lib/ holds our backend library): the launcher
+    points GGML_BACKEND_PATH at that library where the caller has not, so the variant it picks is also the
     implementation the backend runs."""
-    return [(variant, LOADER_VARIABLE, f"lib/{LIBRARY}")] if LIBRARY in set(lib_files) else []
+    return [(variant, LOADER_VARIABLE, f"lib/{LIBRARY}")] if has_library else []
 
 
 class DynamicBackend:
@@ -61,4 +61,4 @@ class DynamicBackend:
         return {"choice": "amxforge", "route": "backend",
                 "library": self.library.relative_to(project_dir).as_posix(),
                 "sha256": hashlib.sha256(data).hexdigest(), "exports": list(EXPORTS),
-                "load": f"GGML_BACKEND_PATH={self.library.name} (beside the tree's libraries)"}
+                "load": f"{LOADER_VARIABLE}={self.library.name} (beside the tree's libraries)"}

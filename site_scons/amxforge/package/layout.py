@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import atomic
 from ..errors import AmxforgeError
-from ..fork.backend import launcher_env
+from ..fork.backend import LIBRARY as BACKEND_LIBRARY, launcher_env
 from ..launchtable import launch_table
 
 TABLE = "share/amxforge/launch.tsv"
@@ -101,8 +101,7 @@ class Layout:
                                     for f in by_variant[v]],
                              manifest=("manifest.json", f"{zlib.crc32(text.encode()):08x}"),
                              env=[e for v in order for e in launcher_env(
-                                 v, [Path(f["path"]).name for f in by_variant[v]
-                                     if f["path"].startswith(f"variants/{v}/lib/")])])
+                                 v, any(f["path"] == f"variants/{v}/lib/{BACKEND_LIBRARY}" for f in by_variant[v]))])
         (self.stage / TABLE).parent.mkdir(parents=True, exist_ok=True)
         atomic.write_text(self.stage / TABLE, table)
         for path in sorted(self.stage.rglob("*"), reverse=True):
