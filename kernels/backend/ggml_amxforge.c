@@ -112,7 +112,11 @@ static struct ggml_backend_buffer_type buffer_type = {
 };
 
 /* ---- the backend: the MUL_MATs it took, one team of threads per graph ---------------------------------- */
-struct context { int threads; };
+struct context {
+    int threads;
+    uint16_t *rounded; /* the activations of the slice under way, rounded to bf16 once for the team */
+    size_t rounded_bytes;
+};
 
 static int takes(const struct ggml_tensor *op) {
     const struct ggml_tensor *w = op->src[0], *x = op->src[1];
@@ -124,21 +128,21 @@ static int takes(const struct ggml_tensor *op) {
            op->nb[1] >= 4 * (size_t)op->ne[0];
 }
 
-/* thread ith of nth: its share of one 2-d slice, through the handler, or (should the handler decline: a tensor too
- * large to pack) the same share in plain C, activations rounded to bf16 as every path here rounds them */
-static void slice(const struct ggml_tensor *op, const char *w, const char *x, char *y, int ith, int nth) {
+/* thread ith of nth: its share of one 2-d slice (xq: its activations, M rows of K bf16), through the handler, or
+ * (should the handler decline: a tensor too large to pack) the same share in plain C */
+static void slice(const struct ggml_tensor *op, const char *w, const uint16_t *xq, char *y, int ith, int nth) {
     const struct ggml_tensor *W = op->src[0], *X = op->src[1];
     const long N = W->ne[1], K = W->ne[0], M = X->ne[1];
     if (akf_hook_mul_mat_4d(N, M, K, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, GGML_TYPE_BF16, w, (long)W->nb[1],
-                            GGML_TYPE_F32, x, (long)X->nb[1], (float *)y, (long)(op->nb[1] / 4), ith, nth))
+                            GGML_TYPE_BF16, xq, K * 2, (float *)y, (long)(op->nb[1] / 4), ith, nth))
         return;
     for (long n = N * ith / nth; n < N * (ith + 1) / nth; n++) {
         const uint16_t *wr = (const uint16_t *)(w + (size_t)n * W->nb[1]);
         for (long m = 0; m < M; m++) {
-            const float *xr = (const float *)(x + (size_t)m * X->nb[1]);
+            const uint16_t *xr = xq + (size_t)m * (size_t)K;
             double sum = 0;
             for (long k = 0; k < K; k++) {
-                uint32_t wb = (uint32_t)wr[k] << 16, xb = (uint32_t)akf_bf16_round(xr[k]) << 16;
+                uint32_t wb = (uint32_t)wr[k] << 16, xb = (uint32_t)xr[k] << 16;
                 float wf, xf;
                 memcpy(&wf, &wb, 4);
                 memcpy(&xf, &xb, 4);
@@ -149,14 +153,25 @@ static void slice(const struct ggml_tensor *op, const char *w, const char *x, ch
     }
 }
 
-static void mul_mat(const struct ggml_tensor *op, int ith, int nth) {
+/* Every thread of the team: per 2-d slice, its rows of the activations rounded to bf16 (once for the team, not by
+ * every thread), then its share of the product. xq holds one slice's activations. */
+static void mul_mat(const struct ggml_tensor *op, uint16_t *xq, int ith, int nth) {
     const struct ggml_tensor *W = op->src[0], *X = op->src[1];
-    const long r2 = X->ne[2] / W->ne[2], r3 = X->ne[3] / W->ne[3];
+    const long r2 = X->ne[2] / W->ne[2], r3 = X->ne[3] / W->ne[3], K = X->ne[0];
     for (long i3 = 0; i3 < op->ne[3]; i3++)
-        for (long i2 = 0; i2 < op->ne[2]; i2++)
-            slice(op, (const char *)W->data + (size_t)(i2 / r2) * W->nb[2] + (size_t)(i3 / r3) * W->nb[3],
-                  (const char *)X->data + (size_t)i2 * X->nb[2] + (size_t)i3 * X->nb[3],
+        for (long i2 = 0; i2 < op->ne[2]; i2++) {
+            const char *x = (const char *)X->data + (size_t)i2 * X->nb[2] + (size_t)i3 * X->nb[3];
+            for (long m = ith; m < X->ne[1]; m += nth) {
+                const float *row = (const float *)(x + (size_t)m * X->nb[1]);
+                uint16_t *out = xq + (size_t)m * (size_t)K;
+                if (akf_cvt_bf16(AKF_IMPL_BEST, row, out, (size_t)K) != AKF_OK)
+                    for (long k = 0; k < K; k++) out[k] = akf_bf16_round(row[k]);
+            }
+#pragma omp barrier
+            slice(op, (const char *)W->data + (size_t)(i2 / r2) * W->nb[2] + (size_t)(i3 / r3) * W->nb[3], xq,
                   (char *)op->data + (size_t)i2 * op->nb[2] + (size_t)i3 * op->nb[3], ith, nth);
+#pragma omp barrier
+        }
 }
 
 static int layout_only(enum ggml_op op) {
@@ -165,7 +180,7 @@ static int layout_only(enum ggml_op op) {
 }
 
 static enum ggml_status graph_compute(ggml_backend_t backend, struct ggml_cgraph *graph) {
-    const struct context *ctx = backend->context;
+    struct context *ctx = backend->context;
     const int n = ggml_graph_n_nodes(graph);
     for (int i = 0; i < n; i++) {
         const struct ggml_tensor *op = ggml_graph_node(graph, i);
@@ -177,6 +192,17 @@ static enum ggml_status graph_compute(ggml_backend_t backend, struct ggml_cgraph
     for (int i = 0; i < n; i++) {
         const struct ggml_tensor *op = ggml_graph_node(graph, i);
         if (layout_only(op->op) || ggml_nelements(op) == 0) continue;
+        const size_t bytes = (size_t)op->src[1]->ne[0] * (size_t)op->src[1]->ne[1] * 2;
+        if (bytes > ctx->rounded_bytes) {
+            akf_free(ctx->rounded);
+            ctx->rounded_bytes = 0;
+            if (!(ctx->rounded = akf_alloc(bytes))) {
+                fprintf(stderr, "amxforge backend: no memory for %zu bytes of activations\n", bytes);
+                return GGML_STATUS_ALLOC_FAILED;
+            }
+            ctx->rounded_bytes = bytes;
+        }
+        uint16_t *xq = ctx->rounded;
 #pragma omp parallel num_threads(ctx->threads)
         {
             int ith = 0, nth = 1;
@@ -184,7 +210,7 @@ static enum ggml_status graph_compute(ggml_backend_t backend, struct ggml_cgraph
             ith = omp_get_thread_num();
             nth = omp_get_num_threads();
 #endif
-            mul_mat(op, ith, nth);
+            mul_mat(op, xq, ith, nth);
         }
     }
     return GGML_STATUS_SUCCESS;
@@ -196,6 +222,7 @@ static const char *backend_name(ggml_backend_t backend) {
 }
 
 static void backend_free(ggml_backend_t backend) {
+    akf_free(((struct context *)backend->context)->rounded);
     free(backend->context);
     free(backend);
 }

@@ -1,7 +1,7 @@
 /* The matmul handler our kernels enter a fork through (class `portable`: plain C; the kernels it calls go through
  * dispatch and its guard). A fork's thread ith of nth calls it with the fork's own arguments (ik_llama.cpp's
  * iqk_mul_mat_4d: rows of weights Nx, activation rows Ny, K = ne00, byte strides, C with a float stride); it takes
- * MUL_MAT with bf16 weights and f32 activations, computes thread ith's share of the output columns with the best
+ * MUL_MAT with bf16 weights and f32 or bf16 activations (bf16: rounded already, once, by the caller), computes thread ith's share of the output columns with the best
  * implementation this host runs (one thread: no nested team), and declines everything else, counted, so that the
  * caller runs its own path. Weights are packed once per tensor, on first use, into the dense pair layout, or into
  * the sparse format when enough of them are zeros; a fingerprint of the tensor catches a reload at the same address,
@@ -401,13 +401,14 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
                         int typeB, const void *B, long strideB, float *C, long stride_C, int ith, int nth) {
     (void)nb02, (void)nb03, (void)nb12, (void)nb13, (void)nb2, (void)nb3;
     pthread_once(&settings_once, read_settings);
+    const long b_size = typeB == GGML_TYPE_BF16 ? 2 : 4;
     const char *why = NULL;
     if (settings.off) why = settings.impl_error[0] ? "AMXFORGE_KERNELS_IMPL unknown" : "AMXFORGE_KERNELS=fork";
     else if (typeA != GGML_TYPE_BF16) why = "weights not bf16";
-    else if (typeB != GGML_TYPE_F32) why = "activations not f32";
+    else if (typeB != GGML_TYPE_F32 && typeB != GGML_TYPE_BF16) why = "activations neither f32 nor bf16";
     else if (ne02 != 1 || ne03 != 1 || ne12 != 1 || ne13 != 1) why = "batched (3-d/4-d) product";
     else if (Nx < 1 || Ny < 1 || ne00 < 1 || Nx > 1 << 30 || Ny > 1 << 30 || ne00 > 1 << 30) why = "size out of range";
-    else if (strideA < ne00 * 2 || strideA % 2 || strideB < ne00 * 4 || strideB % 4 || stride_C < Nx)
+    else if (strideA < ne00 * 2 || strideA % 2 || strideB < ne00 * b_size || strideB % b_size || stride_C < Nx)
         why = "strides";
     else if (nth < 1 || ith < 0 || ith >= nth) why = "thread split";
     else if (!akf_runnable_impls()) why = "no implementation runs here";
@@ -442,23 +443,29 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     }
 #endif
     akf_set_streams(nth); /* ... and tune as for the fork's team, which streams the weights alongside */
-    if (!grow((void **)&local.a, &local.a_n, (size_t)M * K * sizeof(uint16_t)) ||
+    /* the activations as the kernels take them: M rows of K bf16, one after the other (bf16 rows so laid out are
+     * used where they are) */
+    const int direct = typeB == GGML_TYPE_BF16 && strideB == (long)K * 2;
+    if ((!direct && !grow((void **)&local.a, &local.a_n, (size_t)M * K * sizeof(uint16_t))) ||
         !grow((void **)&local.c, &local.c_n, (size_t)M * width * sizeof(float))) {
         fprintf(stderr, "amxforge-kernels: out of memory for a %dx%d activation block\n", M, K);
         abort(); /* other threads of this call may have taken their share: declining now would leave holes */
     }
+    const uint16_t *a = direct ? B : local.a;
     int rc = AKF_OK;
-    for (int m = 0; m < M && rc == AKF_OK; m++)
-        rc = akf_cvt_bf16(settings.impl, (const float *)((const char *)B + (size_t)m * (size_t)strideB),
-                          local.a + (size_t)m * K, (size_t)K);
+    for (int m = 0; m < M && rc == AKF_OK && !direct; m++) {
+        const char *row = (const char *)B + (size_t)m * (size_t)strideB;
+        if (typeB == GGML_TYPE_BF16) memcpy(local.a + (size_t)m * K, row, (size_t)K * 2);
+        else rc = akf_cvt_bf16(settings.impl, (const float *)row, local.a + (size_t)m * K, (size_t)K);
+    }
     const int impl = state == SPARSE && M <= AKF_HOOK_SPARSE_DECODE_ROWS ? settings.decode_impl : settings.impl;
     if (rc == AKF_OK && state == SPARSE) {
         akf_sparse view;
         akf_sparse_view(t->S, p0, p1, &view);
-        rc = akf_spmm_bf16(impl, M, local.a, &view, local.c);
+        rc = akf_spmm_bf16(impl, M, a, &view, local.c);
     } else if (rc == AKF_OK) {
         const uint16_t *Bp = t->Bp + (size_t)p0 * 16 * AKF_ROUNDUP(K, AKF_BF16_KT);
-        rc = akf_gemm_bf16(impl, M, width, K, local.a, Bp, local.c);
+        rc = akf_gemm_bf16(impl, M, width, K, a, Bp, local.c);
     }
     if (rc != AKF_OK) {
         fprintf(stderr, "amxforge-kernels: implementation %s failed (status %d) after the call was taken\n",
@@ -468,6 +475,12 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     for (int m = 0; m < M; m++)
         memcpy(C + (size_t)m * (size_t)stride_C + n0, local.c + (size_t)m * width, (size_t)width * sizeof(float));
     return 1;
+}
+
+int akf_hook_wants_bf16(long ne02, long ne03, long ne12, long ne13, int typeA, int typeB) {
+    pthread_once(&settings_once, read_settings);
+    return !settings.off && typeA == GGML_TYPE_BF16 && typeB == GGML_TYPE_F32 && ne02 == 1 && ne03 == 1 &&
+           ne12 == 1 && ne13 == 1 && akf_runnable_impls() != 0;
 }
 
 void akf_hook_totals(struct akf_hook_totals *out) {

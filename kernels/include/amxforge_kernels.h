@@ -94,11 +94,15 @@ int akf_spmm_int8(int impl, int M, const int8_t *A, const float *a_scale, const 
                   float *C);
 
 /* The matmul handler forks enter our kernels through (kernels/hook/mulmat.c): the arguments of ik_llama.cpp's
- * iqk_mul_mat_4d (thread ith of nth, byte strides for A and B, a float stride for C). 1 = taken (this thread's
- * share of C is written), 0 = declined (the caller computes it; every thread of a call declines alike). */
+ * iqk_mul_mat_4d (thread ith of nth, byte strides for A and B, a float stride for C; activations f32 or bf16).
+ * 1 = taken (this thread's share of C is written), 0 = declined (the caller computes it; every thread of a call
+ * declines alike). */
 int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long ne12, long ne13, long nb02,
                         long nb03, long nb12, long nb13, long nb2, long nb3, int typeA, const void *A, long strideA,
                         int typeB, const void *B, long strideB, float *C, long stride_C, int ith, int nth);
+/* 1 where the handler would rather have this product's f32 activations rounded to bf16 by the caller, once for
+ * its whole team: bf16 weights, a 2-d product, the handler on and an implementation that runs here. */
+int akf_hook_wants_bf16(long ne02, long ne03, long ne12, long ne13, int typeA, int typeB);
 struct akf_hook_totals {
     uint64_t dense, sparse, refused, repacked; /* tensors packed dense / sparse / not packed / packed again */
     size_t bytes, refused_bytes;               /* memory held by packed tensors; that the refused ones needed */

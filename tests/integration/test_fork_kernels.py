@@ -87,7 +87,9 @@ def test_every_implementation_here_matches_the_reference_and_the_forks_own(hooke
     env = {"AMXFORGE_KERNELS_STATS": "1", "AMXFORGE_KERNELS_IMPL": impl}
     ours, ref, bound, stderr = matmul(hooked, variant, tmp_path, 301, 9, 259, 3, env, sparsity)
     form = "sparse" if sparsity else "dense"
-    assert f"implementation {impl} (variant {variant})" in stderr and f"taken: {form} 301x9 (K 259)" in stderr, stderr
+    # declined with f32 activations, taken with those the team rounded to bf16 once (typeB 30), as ik's mul_mat runs
+    assert f"implementation {impl} (variant {variant})" in stderr, stderr
+    assert f"taken: {form} 301x9 (K 259) typeA 30 typeB 30: 1 calls" in stderr and "typeB 0" not in stderr, stderr
     assert np.all(np.abs(ours - ref) <= bound)
     own, _, _, stderr = matmul(hooked, variant, tmp_path, 301, 9, 259, 3, {**env, "AMXFORGE_KERNELS": "fork"},
                                sparsity)
@@ -143,8 +145,9 @@ def test_a_tree_without_the_entry_is_refused_before_anything_is_built(bare):
 def test_a_tree_that_declares_the_entry_but_never_calls_it_is_refused(bare):
     ggml_c = bare / "minifork" / "ggml" / "src" / "ggml.c"
     text = ggml_c.read_text()
-    assert "if (!iqk_mul_mat_4d(" in text
-    ggml_c.write_text(text.replace("if (!iqk_mul_mat_4d(", "if (1 || !iqk_mul_mat_4d("))  # the call is dead code
+    assert "if (!iqk_mul_mat_4d(" in text and "if (iqk_mul_mat_4d(" in text
+    dead = text.replace("if (!iqk_mul_mat_4d(", "if (1 || !iqk_mul_mat_4d(").replace("if (iqk_mul_mat_4d(", "if (0 && iqk_mul_mat_4d(")
+    ggml_c.write_text(dead)  # both calls are dead code
     cml = bare / "minifork" / "ggml" / "src" / "CMakeLists.txt"
     cml.write_text(cml.read_text().replace(" iqk/iqk_mul_mat.cpp", ""))
     res = scons(bare, "variant=baseline", "fork=minifork", "fork_targets=llama-bench", "fork_kernels=amxforge")

@@ -51,16 +51,16 @@ def reference(W, B):
     return Bq @ Wf.T, np.abs(Bq) @ np.abs(Wf).T
 
 
-def run_threads(lib, W, B, C, nth, together=False):
+def run_threads(lib, W, B, C, nth, together=False, **kwargs):
     """Every thread of the split, one after another or at once (ctypes lets go of the GIL during the call)."""
     taken = [None] * nth
     if not together:
         for ith in range(nth):
-            taken[ith] = lib.hook_mul_mat(W, B, C, ith, nth)
+            taken[ith] = lib.hook_mul_mat(W, B, C, ith, nth, **kwargs)
         return taken
 
     def one(ith):
-        taken[ith] = lib.hook_mul_mat(W, B, C, ith, nth)
+        taken[ith] = lib.hook_mul_mat(W, B, C, ith, nth, **kwargs)
     pool = [threading.Thread(target=one, args=(i,)) for i in range(nth)]
     for t in pool:
         t.start()
@@ -203,10 +203,37 @@ def test_a_tensor_too_large_to_pack_is_left_to_the_fork_before_its_weights_are_r
         region.close()
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("pad", [0, 3], ids=["rows-contiguous", "rows-strided"])
+def test_bf16_activations_rounded_by_the_caller_once(hook, impl, sparse, pad):
+    """ik's team rounds the activations to bf16 once and calls again with those rows (strideB = 2K: used where they
+    are; wider rows: copied): the same result as from the f32 rows, which the handler rounds the same way."""
+    lib = hook(impl, 0.5 if sparse else 2.0)
+    for M in (1, 5, 40):
+        W, B, C = case(M, 77, 131, 3 + M, sparse, pad=(1, 0, 2))
+        Bq = np.zeros((M, 131 + pad), np.uint16)[:, :131]
+        Bq[:] = to_bf16(B)
+        assert run_threads(lib, W, Bq, C, 3, together=True, type_b="bf16") == [True] * 3
+        ref, scale = reference(W, B)
+        assert np.all(np.abs(C - ref) <= 1e-30 + 133 * np.finfo(np.float32).eps * scale), (M, impl)
+    assert lib.hook_totals()["sparse" if sparse else "dense"] == 3  # one tensor per M
+
+
+def test_the_handler_asks_for_bf16_activations_only_where_it_would_take_them(hook):
+    """ik's entry is declined for bf16 x f32 2-d products (the team then rounds once and calls again with bf16)."""
+    lib = hook("ref", 2.0).lib
+    bf16, f32, f16 = 30, 0, 1
+    assert lib.akf_hook_wants_bf16(1, 1, 1, 1, bf16, f32) == 1
+    assert lib.akf_hook_wants_bf16(1, 1, 1, 1, bf16, bf16) == 0  # rounded already: take it
+    assert lib.akf_hook_wants_bf16(1, 1, 1, 1, f16, f32) == 0  # not ours: the fork's own entry decides
+    assert lib.akf_hook_wants_bf16(2, 1, 2, 1, bf16, f32) == 0  # batched: the fork's own
+
+
 @pytest.mark.parametrize("case,kwargs", [
     ("weights q8_0", {"type_a": "q8_0"}),
     ("weights f16", {"type_a": "f16"}),
-    ("activations bf16", {"type_b": "bf16"}),
+    ("activations f16", {"type_b": "f16"}),
     ("3-d batch", {"batch": (2, 1, 2, 1)}),
 ])
 def test_what_it_does_not_take_is_declined_untouched(hook, case, kwargs):
