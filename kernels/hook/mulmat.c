@@ -1,12 +1,13 @@
 /* The matmul handler our kernels enter a fork through (class `portable`: plain C; the kernels it calls go through
  * dispatch and its guard). A fork's thread ith of nth calls it with the fork's own arguments (ik_llama.cpp's
  * iqk_mul_mat_4d: rows of weights Nx, activation rows Ny, K = ne00, byte strides, C with a float stride); it takes
- * MUL_MAT with bf16 weights and f32 or bf16 activations (bf16: rounded already, once, by the caller), computes thread ith's share of the output columns with the best
- * implementation this host runs (one thread: no nested team), and declines everything else, counted, so that the
- * caller runs its own path. Weights are packed once per tensor, on first use, into the dense pair layout, or into
- * the sparse format when enough of them are zeros; a fingerprint of the tensor catches a reload at the same address,
- * and the packed form of weights whose pages were unmapped (the model freed: munmap of its file, or free() of a buffer
- * large enough for malloc to map it) is released before the next tensor is packed.
+ * MUL_MAT with bf16 weights and f32 or bf16 activations (bf16: rounded already, once, by the caller), computes
+ * thread ith's share of the output columns with the best implementation this host runs (one thread: no nested
+ * team), and declines everything else, counted, so that the caller runs its own path. Weights are packed once per
+ * tensor, on first use, into the dense pair layout, or into the sparse format when enough of them are zeros; a
+ * fingerprint of the tensor catches a reload at the same address, and the packed form of weights whose pages were
+ * unmapped (the model freed: munmap of its file, or free() of a buffer large enough for malloc to map it) is released
+ * before the next tensor is packed.
  *
  * Environment (read once): AMXFORGE_KERNELS=fork declines every call (the fork's own kernels, same binary);
  * AMXFORGE_KERNELS_IMPL=NAME runs that implementation instead of the best (which is, for sparse products of few rows,

@@ -145,7 +145,8 @@ class KernelLibrary:
     def hook_mul_mat(self, W: np.ndarray, B: np.ndarray, C: np.ndarray, ith: int, nth: int, type_a: str = "bf16",
                      type_b: str = "f32", batch=(1, 1, 1, 1)) -> bool:
         """One thread's call: W [Nx x K] (bf16 bits; its rows may be strided), B [Ny x K] (float32, or bf16 bits with
-        type_b="bf16"), C [Ny x >=Nx] float32, all 2-D views whose row strides are passed as the fork passes them (bytes, bytes, floats)."""
+        type_b="bf16"), C [Ny x >=Nx] float32, all 2-D views whose row strides are passed as the fork passes them
+        (bytes, bytes, floats)."""
         Nx, K = W.shape
         Ny = B.shape[0]
         for a in (W, B, C):
