@@ -106,8 +106,13 @@ static void tile_a_blocks(int M, int K, int kt_elems, int elem_size, const void 
             for (int r = 0; r < 16; r++) {
                 char *row = out + (((size_t)b * ktiles + t) * 16 + r) * 64;
                 const int k0 = t * kt_elems, n = b * 16 + r < M ? AKF_MIN(kt_elems, K - k0) : 0;
-                if (n) memcpy(row, a + ((size_t)(b * 16 + r) * K + k0) * elem_size, (size_t)n * elem_size);
-                if (n < kt_elems) memset(row + (size_t)n * elem_size, 0, (size_t)(kt_elems - n) * elem_size);
+                const char *from = a + ((size_t)(b * 16 + r) * K + k0) * elem_size;
+                if (n == kt_elems) { /* a whole tile row: 64 bytes, a copy the compiler inlines */
+                    memcpy(row, from, 64);
+                    continue;
+                }
+                if (n) memcpy(row, from, (size_t)n * elem_size);
+                memset(row + (size_t)n * elem_size, 0, (size_t)(kt_elems - n) * elem_size);
             }
 }
 
