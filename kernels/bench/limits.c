@@ -88,14 +88,20 @@ double akf_limit_read_bw(size_t bytes, int threads, int reps) {
     return akf_limit_read_bw_each(bytes, threads, reps, NULL);
 }
 
-double akf_limit_read_bw_each(size_t bytes, int threads, int reps, double *each) {
+struct akf_reader { char *buf; size_t bytes, share; int threads; };
+
+akf_reader *akf_reader_open(size_t bytes, int threads) {
     char msg[256];
-    if (akf_guard(msg, sizeof msg) != AKF_OK || threads < 1 || reps < 1) return -1.0;
-    bytes = AKF_ROUNDUP(bytes, (size_t)threads * 4096);
-    char *buf = aligned_alloc(2u << 20, AKF_ROUNDUP(bytes, 2u << 20));
-    if (!buf) return -1.0;
-    madvise(buf, bytes, MADV_HUGEPAGE);
-    const size_t share = bytes / (size_t)threads;
+    if (akf_guard(msg, sizeof msg) != AKF_OK || threads < 1) return NULL;
+    akf_reader *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->threads = threads;
+    r->bytes = AKF_ROUNDUP(bytes, (size_t)threads * 4096);
+    r->share = r->bytes / (size_t)threads;
+    if (!(r->buf = aligned_alloc(2u << 20, AKF_ROUNDUP(r->bytes, 2u << 20)))) return free(r), NULL;
+    madvise(r->buf, r->bytes, MADV_HUGEPAGE);
+    char *buf = r->buf;
+    const size_t share = r->share;
 #pragma omp parallel num_threads(threads)
     {
         int t = 0;
@@ -104,33 +110,53 @@ double akf_limit_read_bw_each(size_t bytes, int threads, int reps, double *each)
 #endif
         memset(buf + (size_t)t * share, t + 1, share);
     }
-    double *gbps = malloc(sizeof *gbps * (size_t)reps);
-    volatile uint64_t sink = 0;
-    /* Each rep is the best of the plain stream and the stream with software prefetch into L2 at a short and a long
-     * distance: a limit must be the fastest read we know how to write (the decode kernel, prefetching into L2, beat
-     * the plain stream by 25 % at 8 threads on the EMR guest, and a T0 prefetch by 29 % at 4). */
+    return r;
+}
+
+double akf_reader_rep(akf_reader *r) {
+    /* The best of the plain stream and the stream with software prefetch into L2 at a short and a long distance: a
+     * limit must be the fastest read we know how to write (the decode kernel, prefetching into L2, beat the plain
+     * stream by 25 % at 8 threads on the EMR guest, and a T0 prefetch by 29 % at 4). */
     static const size_t distances[] = {0, 2048, 8192};
-    for (int r = 0; r < reps; r++) {
-        gbps[r] = 0.0;
-        for (size_t d = 0; d < sizeof distances / sizeof *distances; d++) {
-            double t0 = akf_now();
-#pragma omp parallel num_threads(threads) reduction(^ : sink)
-            {
-                int t = 0;
+    volatile uint64_t sink = 0;
+    double best = 0.0;
+    char *buf = r->buf;
+    const size_t share = r->share;
+    for (size_t d = 0; d < sizeof distances / sizeof *distances; d++) {
+        double t0 = akf_now();
+#pragma omp parallel num_threads(r->threads) reduction(^ : sink)
+        {
+            int t = 0;
 #ifdef _OPENMP
-                t = omp_get_thread_num();
+            t = omp_get_thread_num();
 #endif
-                sink ^= read_chunk(buf + (size_t)t * share, share, distances[d]);
-            }
-            const double v = (double)bytes / (akf_now() - t0) / 1e9;
-            gbps[r] = v > gbps[r] ? v : gbps[r];
+            sink ^= read_chunk(buf + (size_t)t * share, share, distances[d]);
         }
-        if (each) each[r] = gbps[r];
+        const double v = (double)r->bytes / (akf_now() - t0) / 1e9;
+        best = v > best ? v : best;
+    }
+    return best;
+}
+
+void akf_reader_close(akf_reader *r) {
+    if (!r) return;
+    free(r->buf);
+    free(r);
+}
+
+double akf_limit_read_bw_each(size_t bytes, int threads, int reps, double *each) {
+    if (reps < 1) return -1.0;
+    akf_reader *r = akf_reader_open(bytes, threads);
+    double *gbps = r ? malloc(sizeof *gbps * (size_t)reps) : NULL;
+    if (!gbps) return akf_reader_close(r), -1.0;
+    for (int i = 0; i < reps; i++) {
+        gbps[i] = akf_reader_rep(r);
+        if (each) each[i] = gbps[i];
     }
     qsort(gbps, (size_t)reps, sizeof *gbps, cmp_double);
     double median = gbps[reps / 2];
     free(gbps);
-    free(buf);
+    akf_reader_close(r);
     return median;
 }
 

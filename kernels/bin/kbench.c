@@ -6,7 +6,8 @@
  *                   [--limits NAME,...] [--case KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY]]...
  *
  * Decode shapes (M <= 16) stream at least --min-bytes (default 1.1 GB) of distinct weight copies per rep, so that
- * the 300 MB L3 cannot hide DRAM. Threads are pinned one per core (OMP_PROC_BIND=close, OMP_PLACES=cores; the
+ * the 300 MB L3 cannot hide DRAM, and measure the read bandwidth beside each rep (paired_read_gbps, and
+ * bw_fraction_paired: the median of the reps' fractions of it, with its min and max). Threads are pinned one per core (OMP_PROC_BIND=close, OMP_PLACES=cores; the
  * program sets them and starts itself again) unless OMP_PROC_BIND is already set: an unpinned thread that moves
  * lands on a core whose AMX unit is cold. Every record says whether the threads were pinned. */
 #include <sched.h>
@@ -141,6 +142,9 @@ static void free_weights(struct weights *w) {
 }
 
 
+/* the bytes the read bandwidth streams: more than the L3, at least what a decode case streams */
+static size_t read_bytes(const struct opts *o) { return o->min_bytes > 1.2e9 ? (size_t)o->min_bytes : (size_t)1.2e9; }
+
 static void run_case(const struct opts *o, const char *kernel, int dtype, int impl, int M, int N, int K, double sparsity,
                      int threads) {
     if (o->count_only) { planned++; return; }
@@ -156,7 +160,13 @@ static void run_case(const struct opts *o, const char *kernel, int dtype, int im
 #ifdef _OPENMP
     omp_set_num_threads(threads);
 #endif
+    /* a decode streams its weights: the read bandwidth is measured beside each repetition (before it and after it in
+     * turn), and each repetition's fraction of it reported, so that a host whose bandwidth drifts between the limits
+     * and the cases does not decide the ratio */
+    akf_reader *reader = decode && o->min_bytes > 0 ? akf_reader_open(read_bytes(o), threads) : NULL;
+    double *read = malloc(sizeof(double) * (size_t)(reps + 1)), *fraction = malloc(sizeof(double) * (size_t)(reps + 1));
     for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+        if (reader && r >= 0 && r % 2 == 0) read[r] = akf_reader_rep(reader);
         double t0 = akf_now();
         for (int c = 0; c < w.copies; c++) {
             int rc = sparse ? (dtype == AKF_BF16 ? akf_spmm_bf16(impl, M, A, w.sparse[c], C)
@@ -167,15 +177,25 @@ static void run_case(const struct opts *o, const char *kernel, int dtype, int im
                                         AKF_DTYPE[dtype].name, rc); exit(1); }
         }
         if (r >= 0) times[r] = (akf_now() - t0) / w.copies;
+        if (reader && r >= 0 && r % 2 == 1) read[r] = akf_reader_rep(reader);
+        if (reader && r >= 0) fraction[r] = (double)w.bytes_each / times[r] / 1e9 / read[r];
     }
+    akf_reader_close(reader);
     qsort(times, (size_t)reps, sizeof *times, cmp_double);
     printf("{\"record\": \"case\", \"kernel\": \"%s\", \"impl\": \"%s\", \"dtype\": \"%s\", \"M\": %d, \"N\": %d, \"K\": %d, "
            "\"sparsity\": %.2f, \"threads\": %d, \"seconds\": %.9g, \"reps\": %d, \"copies\": %d, \"weight_bytes\": %zu, "
-           "\"flops\": %.6g, \"min_seconds\": %.9g, \"max_seconds\": %.9g, \"pinned\": %s}\n",
+           "\"flops\": %.6g, \"min_seconds\": %.9g, \"max_seconds\": %.9g, \"pinned\": %s",
            kernel, akf_impl_name(impl), AKF_DTYPE[dtype].name, M, N, K, sparsity, threads, times[reps / 2], reps,
            w.copies, w.bytes_each, 2.0 * M * N * K, times[0], times[reps - 1], pinned() ? "true" : "false");
+    if (reader) {
+        qsort(read, (size_t)reps, sizeof *read, cmp_double);
+        qsort(fraction, (size_t)reps, sizeof *fraction, cmp_double);
+        printf(", \"paired_read_gbps\": %.2f, \"bw_fraction_paired\": %.4f, \"bw_fraction_paired_min\": %.4f, "
+               "\"bw_fraction_paired_max\": %.4f", read[reps / 2], fraction[reps / 2], fraction[0], fraction[reps - 1]);
+    }
+    printf("}\n");
     fflush(stdout);
-    free(times); free(A); free(as); free(bs); akf_free(C);
+    free(times); free(read); free(fraction); free(A); free(as); free(bs); akf_free(C);
     free_weights(&w);
 }
 
@@ -223,7 +243,7 @@ static double peak(int kind, int dtype, int threads, double secs) {
 static void limits(const struct opts *o, int threads) {
     const double secs = o->quick ? 0.2 : 0.5;
     const int reps = o->quick ? 3 : 5;
-    const size_t bytes = o->min_bytes > 1.2e9 ? (size_t)o->min_bytes : (size_t)1.2e9;
+    const size_t bytes = read_bytes(o);
     double v[8];
     for (size_t i = 0; i < sizeof LIMITS / sizeof *LIMITS; i++) {
         if (!wanted(o, LIMITS[i].name) || !akf_limit_runs_here(LIMITS[i].name)) continue;

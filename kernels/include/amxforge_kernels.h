@@ -136,6 +136,13 @@ double akf_limit_tile_block(int dtype, int threads, double seconds);
 double akf_limit_read_bw(size_t bytes, int threads, int reps);      /* GB/s of a streaming read of `bytes` */
 /* The same, with every repetition's GB/s written to each[reps] (the median is returned). */
 double akf_limit_read_bw_each(size_t bytes, int threads, int reps, double *each);
+/* The same read, one repetition at a time, so that a benchmark can measure it beside each repetition of a kernel
+ * (a ratio of the two taken seconds apart, not minutes): open fills `bytes` (NULL where the guard refuses or no
+ * memory), rep returns one repetition's GB/s. */
+typedef struct akf_reader akf_reader;
+akf_reader *akf_reader_open(size_t bytes, int threads);
+double akf_reader_rep(akf_reader *r);
+void akf_reader_close(akf_reader *r);
 /* fp32 FMA peak in GFLOP/s (independent VFMADD231PS chains on every thread), <0 when this variant has no FMA unit:
  * what the AVX2 kernels' bf16 prefill (widened to fp32) is judged against. */
 double akf_limit_fma_peak(int threads, double seconds);

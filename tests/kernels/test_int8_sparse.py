@@ -266,6 +266,10 @@ def test_bench_cli_reports_limits_fractions_and_speedups(kernel_project):
         assert set(r) >= {"kernel", "impl", "dtype", "M", "N", "K", "sparsity", "threads", "seconds", "gflops", "gbps",
                           "peak_fraction", "bw_fraction"}
         assert r["seconds"] > 0 and r["copies"] * r["weight_bytes"] >= 2e6
+        # a decode's fraction of the read bandwidth is taken against the read measured beside each of its reps
+        assert r["paired_read_gbps"] > 0 and r["bw_fraction"] == r["bw_fraction_paired"]
+        assert 0 < r["bw_fraction_paired_min"] <= r["bw_fraction_paired"] <= r["bw_fraction_paired_max"]
+    assert "bw_fraction_paired" not in prefill  # a prefill does not stream its weights: nothing to pair
     assert sparse["speedup_vs_dense"] == pytest.approx(dense["seconds"] / sparse["seconds"])
     assert sparse["ceiling"] == pytest.approx(2 / (0.125 + 2 * 0.3))
     # a prefill case is judged against the peak its implementation names in the table, measured in this run
@@ -351,3 +355,19 @@ def test_a_fraction_against_an_unstable_limit_is_flagged():
     text = kb.table(kb.derive([shaky, bw, case]))
     assert "UNSTABLE" in text and f"{100 * bad['peak_fraction']:.0f}!" in text
     assert "UNSTABLE" not in kb.table(kb.derive([steady, bw, case]))
+
+
+def test_a_decode_is_judged_against_the_read_beside_its_reps():
+    """The paired fraction replaces the one against the limit measured before the cases, whose spread then does not
+    judge it (the paired figure carries its own)."""
+    from amxforge.bench import kernels as kb
+    case = {"record": "case", "kernel": "dense", "impl": "amx", "dtype": "bf16", "M": 1, "N": 64, "K": 64,
+            "sparsity": 0.0, "threads": 1, "seconds": 1e-3, "weight_bytes": 14_000_000, "flops": 8192, "copies": 1,
+            "paired_read_gbps": 20.0, "bw_fraction_paired": 0.7, "bw_fraction_paired_min": 0.6,
+            "bw_fraction_paired_max": 0.8}
+    shaky_bw = {"record": "limit", "limit": "read_bw", "gbps": 14.0, "spread_pct": 40.0, "reps": 5, "threads": 1}
+    row = [r for r in kb.derive([shaky_bw, case]) if r.get("record") == "case"][0]
+    assert row["bw_fraction"] == 0.7 and "read_bw" not in row["unstable_limits"]
+    unpaired = {k: v for k, v in case.items() if not k.startswith(("paired", "bw_fraction"))}
+    row = [r for r in kb.derive([shaky_bw, unpaired]) if r.get("record") == "case"][0]
+    assert row["bw_fraction"] == pytest.approx(1.0) and row["unstable_limits"] == ["read_bw"]

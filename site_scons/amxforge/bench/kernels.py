@@ -74,6 +74,9 @@ def derive(records: list) -> list:
         bw = limits.get(("read_bw", c["threads"]))
         c["peak_fraction"] = c["gflops"] / peak["gflops"] if peak else None
         c["bw_fraction"] = c["gbps"] / bw["gbps"] if bw else None
+        if "bw_fraction_paired" in c:  # a decode: against the read measured beside each of its reps, not minutes apart
+            c["bw_fraction"] = c["bw_fraction_paired"]
+            bw = None  # so the limit's own spread does not judge it
         # which limits judging this case were unstable in this run (spread of their repetitions over 10 %)
         c["unstable_limits"] = [lim["limit"] for lim in (peak, bw) if lim and (lim.get("spread_pct") or 0.0)
                                 > UNSTABLE_LIMIT_PCT]
