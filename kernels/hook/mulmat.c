@@ -13,7 +13,8 @@
  * AMXFORGE_KERNELS_IMPL=NAME runs that implementation instead of the best (which is, for sparse products of few rows,
  * the one [hook] sparse_decode of toolchain/kernels.toml names, where it runs); AMXFORGE_SPARSE_MIN=F (0..1, default
  * sparse_min of toolchain/kernels.toml [hook]) is the zero fraction from which a tensor goes sparse (>1: never);
- * AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, and the packed memory. */
+ * AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, with thread 0's time in the
+ * handler for what was taken (the first call of a tensor includes its share of the packing), and the packed memory. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -86,19 +87,20 @@ void akf_hook_settings(int impl, double sparse_min) {
 
 /* ---- counters: one row per (shape, path) --------------------------------------------------------------- */
 #define MAX_ROWS 512
-struct row { long Nx, Ny, K; int typeA, typeB; const char *path; uint64_t calls; };
+struct row { long Nx, Ny, K; int typeA, typeB; const char *path; uint64_t calls; double seconds; };
 static struct row rows[MAX_ROWS];
 static int nrows, rows_lost;
 static pthread_mutex_t rows_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *path) {
+/* thread 0's calls (every thread takes or declines alike) and, taken, its seconds in the handler */
+static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *path, double seconds) {
     pthread_mutex_lock(&rows_lock);
     int i = 0;
     while (i < nrows && !(rows[i].Nx == Nx && rows[i].Ny == Ny && rows[i].K == K && rows[i].typeA == typeA &&
                           rows[i].typeB == typeB && rows[i].path == path))
         i++;
-    if (i == nrows && nrows < MAX_ROWS) rows[nrows++] = (struct row){Nx, Ny, K, typeA, typeB, path, 0};
-    if (i < nrows) rows[i].calls++;
+    if (i == nrows && nrows < MAX_ROWS) rows[nrows++] = (struct row){Nx, Ny, K, typeA, typeB, path, 0, 0.0};
+    if (i < nrows) rows[i].calls++, rows[i].seconds += seconds;
     else rows_lost++;
     pthread_mutex_unlock(&rows_lock);
 }
@@ -402,6 +404,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
                         int typeB, const void *B, long strideB, float *C, long stride_C, int ith, int nth) {
     (void)nb02, (void)nb03, (void)nb12, (void)nb13, (void)nb2, (void)nb3;
     pthread_once(&settings_once, read_settings);
+    const double t0 = settings.stats && ith == 0 ? akf_now() : 0.0;
     const long b_size = typeB == GGML_TYPE_BF16 ? 2 : 4;
     const char *why = NULL;
     if (settings.off) why = settings.impl_error[0] ? "AMXFORGE_KERNELS_IMPL unknown" : "AMXFORGE_KERNELS=fork";
@@ -414,13 +417,13 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     else if (nth < 1 || ith < 0 || ith >= nth) why = "thread split";
     else if (!akf_runnable_impls()) why = "no implementation runs here";
     if (why) {
-        if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, why);
+        if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, why, 0.0);
         return 0;
     }
     struct packed *t = packed_tensor(A, Nx, ne00, strideA);
     const int state = t ? atomic_load_explicit(&t->state, memory_order_acquire) : REFUSED;
     if (state == REFUSED) {
-        if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, "not packed (memory)");
+        if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, "not packed (memory)", 0.0);
         return 0;
     }
     const int M = (int)Ny, K = (int)ne00, N = (int)Nx;
@@ -434,9 +437,11 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
         p1 = AKF_MIN(2 * (int)((long)pairs * (ith + 1) / nth), AKF_ROUNDUP(N, 16) / 16);
     }
     const int n0 = p0 * 16, n1 = AKF_MIN(N, p1 * 16), width = n1 - n0;
-    if (settings.stats && ith == 0)
-        count(Nx, Ny, ne00, typeA, typeB, state == SPARSE ? "taken: sparse" : "taken: dense");
-    if (width <= 0) return 1;
+    const char *taken = state == SPARSE ? "taken: sparse" : "taken: dense";
+    if (width <= 0) {
+        if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, taken, akf_now() - t0);
+        return 1;
+    }
 #ifdef _OPENMP
     if (!local.serial) { /* the fork's thread is one of its team: our kernels run one thread inside it */
         omp_set_num_threads(1);
@@ -475,6 +480,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     }
     for (int m = 0; m < M; m++)
         memcpy(C + (size_t)m * (size_t)stride_C + n0, local.c + (size_t)m * width, (size_t)width * sizeof(float));
+    if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, taken, akf_now() - t0);
     return 1;
 }
 
@@ -520,11 +526,14 @@ static void print_stats(void) {
             (unsigned long long)t.repacked, (unsigned long long)t.freed, (double)t.freed_bytes / (1 << 20));
     if (settings.impl_error[0]) fprintf(stderr, "amxforge-kernels: %s: every call fell back\n", settings.impl_error);
     pthread_mutex_lock(&rows_lock);
-    for (int i = 0; i < nrows; i++)
-        fprintf(stderr, "amxforge-kernels: %s%s%s %ldx%ld (K %ld) typeA %d typeB %d: %llu calls\n",
-                strncmp(rows[i].path, "taken", 5) ? "fell back (" : "", rows[i].path,
-                strncmp(rows[i].path, "taken", 5) ? ")" : "",
-                rows[i].Nx, rows[i].Ny, rows[i].K, rows[i].typeA, rows[i].typeB, (unsigned long long)rows[i].calls);
+    for (int i = 0; i < nrows; i++) {
+        const int taken = strncmp(rows[i].path, "taken", 5) == 0;
+        char time[64] = "";
+        if (taken) snprintf(time, sizeof time, ", %.3f ms in thread 0", rows[i].seconds * 1e3);
+        fprintf(stderr, "amxforge-kernels: %s%s%s %ldx%ld (K %ld) typeA %d typeB %d: %llu calls%s\n",
+                taken ? "" : "fell back (", rows[i].path, taken ? "" : ")", rows[i].Nx, rows[i].Ny, rows[i].K,
+                rows[i].typeA, rows[i].typeB, (unsigned long long)rows[i].calls, time);
+    }
     if (rows_lost) fprintf(stderr, "amxforge-kernels: %d calls of further shapes not itemised\n", rows_lost);
     pthread_mutex_unlock(&rows_lock);
 }

@@ -9,6 +9,7 @@ over K terms, |err| <= K * eps32 * sum_k |a_k| |w_k| (the standard bound on recu
 order of the sums stays within it)."""
 
 import os
+import re
 import subprocess
 import sys
 import mmap
@@ -277,6 +278,9 @@ def test_stats_at_exit_and_the_environment(library_for, env, expect):
     for line in expect:
         assert line in res.stderr, res.stderr
     taken = "AMXFORGE_KERNELS" not in env and "AMXFORGE_KERNELS_IMPL" not in env
+    if taken:  # thread 0's time in the handler on what it took; none on what fell back (the caller's time)
+        assert re.search(r"typeB 0: 3 calls, \d+\.\d{3} ms in thread 0\n", res.stderr), res.stderr
+        assert re.search(r"typeA 8 typeB 0: 1 calls\n", res.stderr), res.stderr
     assert float(res.stdout) == (40.0 if taken else 0.0)
 
 

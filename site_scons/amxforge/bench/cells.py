@@ -59,7 +59,7 @@ def cell_argv(cell: Cell, tool: str, pp: int, tg: int, numa: str):
     return argv, env
 
 
-_TAKEN = re.compile(r"^amxforge-kernels: taken: \w+ .*: (\d+) calls$", re.M)
+_TAKEN = re.compile(r"^amxforge-kernels: taken: \w+ .*: (\d+) calls(?:, [^\n]*)?$", re.M)
 
 
 def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float, workdir: Path) -> dict:
