@@ -56,12 +56,21 @@ static const int DECODE_PF[][2] = {{1, 2048}, {4, 4096}, {1 << 30, 8192}};
  * before): inside a fork a thread's share of a matmul is a few pairs, each start otherwise a stall. The builder (2
  * cores, M=1, 256x2048, 1 and 2 threads, 5 alternated runs) saw no difference (7.2-7.7 / 11.7-12.5 GB/s either
  * way); not yet measured on the AMX host. */
+/* A read in place up to this many columns, copied into tiles beyond. A fork's thread computes a few columns of each
+ * product and copied the whole activation block for them; read in place, each 16-row A tile touches 16 rows a row
+ * stride apart (4 KB for K = 2048: one L1 set), which the copy avoids, so wide products keep copying. The builder
+ * (1 thread, bf16, one slice after another of an nth-thread split, GFLOP/s copy -> in place): M=128, 512x2048 at 32
+ * columns 408 -> 833, at 256 879 -> 861; 2048x2048 at 128 727 -> 827, at 512 968 -> 813; 2048x5632 at 128 651 ->
+ * 899, at 512 934 -> 898; M=512 alike (512x2048 at 32 columns 272 -> 615, 2048x2048 at 2048 1009 -> 744). */
+#define A_DIRECT_MAX_N 256
 /* the tuning overrides, read once per process (a fork's thread calls gemm a hundred times per token) */
-static struct { int pf_set, pf, tune_set, tune[3], next; } overrides;
+static struct { int pf_set, pf, tune_set, tune[3], next, direct; } overrides;
 static pthread_once_t overrides_once = PTHREAD_ONCE_INIT;
 static void read_overrides(void) {
     const char *pf = getenv("AKF_DECODE_PF"), *tune = getenv("AKF_TUNE"), *next = getenv("AKF_DECODE_NEXT");
     overrides.next = !(next && !strcmp(next, "0")); /* AKF_DECODE_NEXT=0: no prefetch into the next pair */
+    const char *direct = getenv("AKF_A_DIRECT");
+    overrides.direct = direct && *direct ? atoi(direct) : -1;
     if (pf && *pf) { overrides.pf_set = 1; overrides.pf = atoi(pf) > 0 ? atoi(pf) : 0; }
     if (tune && sscanf(tune, "%d,%d,%d", &overrides.tune[0], &overrides.tune[1], &overrides.tune[2]) == 3)
         overrides.tune_set = 1;
@@ -87,6 +96,7 @@ static const int BLOCKING[][2][3] = {[BF16] = {{32, 4, 16}, {32, 2, 16}},   /* b
  * prefetches pf_per_step lines of `pf` (and of pf + pf_stride) into L2: the next row pair's A chunk, spread thin
  * so that it never stalls the tile loads. */
 static inline __attribute__((always_inline)) void block(int dt, int nm, int nn, int KT, const char *a0, const char *a1,
+                                                         size_t a_step, size_t a_stride,
                                                          const char *b0, const char *b1, char *const acc[4], int first,
                                                          const char *pf, int pf_stride, int pf_per_step,
                                                          size_t pf_wrap) {
@@ -109,7 +119,7 @@ static inline __attribute__((always_inline)) void block(int dt, int nm, int nn, 
             __builtin_prefetch(p, 0, 2);
             if (pf_stride) __builtin_prefetch(p + pf_stride, 0, 2);
         }
-        _tile_loadd(4, a0 + o, 64);
+        _tile_loadd(4, a0 + (size_t)t * a_step, a_stride);
         _tile_loadd(6, b0 + o, 64);
         if (dt == BF16) _tile_dpbf16ps(0, 4, 6); else _tile_dpbssd(0, 4, 6);
         if (nn > 1) {
@@ -117,7 +127,7 @@ static inline __attribute__((always_inline)) void block(int dt, int nm, int nn, 
             if (dt == BF16) _tile_dpbf16ps(1, 4, 7); else _tile_dpbssd(1, 4, 7);
         }
         if (nm > 1) {
-            _tile_loadd(5, a1 + o, 64);
+            _tile_loadd(5, a1 + (size_t)t * a_step, a_stride);
             if (dt == BF16) _tile_dpbf16ps(2, 5, 6); else _tile_dpbssd(2, 5, 6);
             if (nn > 1) { if (dt == BF16) _tile_dpbf16ps(3, 5, 7); else _tile_dpbssd(3, 5, 7); }
         }
@@ -180,14 +190,20 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
     if (MB <= 2) { KC = KT; GA = pairs; GB = 1; }
     KC = AKF_MIN(KT, KC);
     const int chunks = (KT + KC - 1) / KC;
-    char *Ap = akf_scratch(AKF_SCRATCH_A, akf_tile_a_bytes(M, K, kt, esize));
+    /* A is read where it lies (a tile load takes a row stride) for a product of few columns, when its rows hold
+     * whole k-tiles and its row blocks are whole (or it is one block of the rows the tiles are configured for);
+     * else it is copied into tiles first, zero-padded (AKF_A_DIRECT=0|1 overrides the width rule for tuning runs) */
+    int direct = K % kt == 0 && (MB == 1 || M % 16 == 0) && (N <= A_DIRECT_MAX_N || overrides.direct == 1);
+    if (overrides.direct == 0) direct = 0;
+    const size_t a_step = direct ? 64 : 1024, a_stride = direct ? (size_t)K * esize : 64;
+    char *Ap = direct ? NULL : akf_scratch(AKF_SCRATCH_A, akf_tile_a_bytes(M, K, kt, esize));
     char *acc = chunks > 1 ? akf_scratch(AKF_SCRATCH_ACC, (size_t)MB * panels * 1024) : NULL;
-    if (!Ap || (chunks > 1 && !acc)) return AKF_ERR_ARG;
+    if ((!direct && !Ap) || (chunks > 1 && !acc)) return AKF_ERR_ARG;
     const char *B = Bp;
     const int dpf = MB <= 2 ? decode_prefetch(team) : 0;
 #pragma omp parallel
     {
-        akf_tile_a_share(M, K, kt, esize, A, Ap);
+        if (!direct) akf_tile_a_share(M, K, kt, esize, A, Ap);
         load_config(MB == 1 ? M : 16);
         int nt = 1, t = 0;
 #ifdef _OPENMP
@@ -203,7 +219,9 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
                     for (int mp = mg; mp < mg + nmp; mp++)
                         for (int q = g; q < g + nq; q++) {
                             const int mb = 2 * mp, p = 2 * q, nm = mb + 1 < MB ? 2 : 1, nn = p + 1 < panels ? 2 : 1;
-                            const char *a0 = Ap + (size_t)mb * panel_bytes + (size_t)kt0 * 1024, *a1 = a0 + panel_bytes;
+                            const char *a0 = direct ? (const char *)A + (size_t)mb * 16 * a_stride + (size_t)kt0 * 64
+                                                    : Ap + (size_t)mb * panel_bytes + (size_t)kt0 * 1024;
+                            const char *a1 = a0 + (direct ? 16 * a_stride : panel_bytes);
                             const char *b0 = B + (size_t)p * panel_bytes + (size_t)kt0 * 1024, *b1 = b0 + panel_bytes;
                             char *at[4] = {NULL, NULL, NULL, NULL};
                             if (acc)
@@ -211,10 +229,10 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
                                     for (int j = 0; j < 2; j++)
                                         at[i * 2 + j] = acc + ((size_t)(mb + i) * panels + (size_t)(p + j)) * 1024;
 #define BLOCK(DT)                                                                                  \
-    if (nm == 2 && nn == 2) block(DT, 2, 2, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap); \
-    else if (nm == 2) block(DT, 2, 1, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap);       \
-    else if (nn == 2) block(DT, 1, 2, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap);       \
-    else block(DT, 1, 1, kn, a0, a1, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap);
+    if (nm == 2 && nn == 2) block(DT, 2, 2, kn, a0, a1, a_step, a_stride, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap); \
+    else if (nm == 2) block(DT, 2, 1, kn, a0, a1, a_step, a_stride, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap);       \
+    else if (nn == 2) block(DT, 1, 2, kn, a0, a1, a_step, a_stride, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap);       \
+    else block(DT, 1, 1, kn, a0, a1, a_step, a_stride, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap);
                             const char *pf = Ap;
                             int pf_stride = 0, pf_per_step = 0;
                             size_t pf_wrap = (size_t)-1;
@@ -226,7 +244,7 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
                                  * its first tiles arrive before it starts, when it is this thread's */
                                 if (q + 1 < q1 && overrides.next)
                                     pf_wrap = (size_t)dpf < panel_bytes ? panel_bytes - (size_t)dpf : 0;
-                            } else if (MB > 2) {
+                            } else if (MB > 2 && !direct) {
                                 /* the next row pair's A chunk, this block's share of it, spread over its k-steps */
                                 const int next_mp = mp + 1 < mg + nmp ? mp + 1 : mg, next_ch = mp + 1 < mg + nmp ? ch : ch + 1;
                                 if (next_ch < chunks) {

@@ -1,6 +1,8 @@
 """Dense bf16 GEMM of the kernel library (ctypes) against numpy float64 references, the guard, the audits. Every
 implementation of toolchain/kernels.toml is tested on a build this host can run; the others skip with the reason."""
 
+import ctypes
+import mmap
 import re
 
 import numpy as np
@@ -46,6 +48,42 @@ def test_edge_rows(library_for, impl, M):
 def test_edge_columns_and_depth(library_for, impl, N, K):
     lib, _ = library_for(impl)
     check(lib, impl, 19, N, K, seed=N * 1000 + K)
+
+
+def at_a_guard_page(array, use):
+    """use(a copy of `array` whose last byte is followed by a page no process may read: a read past it is SIGSEGV)."""
+    page = mmap.PAGESIZE
+    size = -(-array.nbytes // page) * page + page
+    region = mmap.mmap(-1, size)
+    anchor = ctypes.c_char.from_buffer(region)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mprotect(ctypes.c_void_p(ctypes.addressof(anchor) + size - page), ctypes.c_size_t(page), 0) == 0
+    del anchor
+    view = np.frombuffer(region, dtype=array.dtype, count=array.size, offset=size - page - array.nbytes)
+    view = view.reshape(array.shape)
+    view[:] = array
+    try:
+        return use(view)
+    finally:
+        del view
+        region.close()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("M,N,K", [(1, 100, 64), (5, 256, 96), (16, 16, 32), (32, 200, 2048), (48, 64, 2112),
+                                   (16, 257, 64), (3, 40, 70), (20, 64, 64)])
+def test_activations_read_in_place_never_past_their_end(library_for, impl, M, N, K):
+    """Products of few columns (the AMX kernel: up to 256, whole k-tiles and row blocks) read A where it lies
+    instead of copying it into tiles: A ends where a guard page starts, and the result is within the bound (257
+    columns, K = 70, or 20 rows (a partial second block): the copied path, the same checks)."""
+    lib, _ = library_for(impl)
+    rng = np.random.default_rng(M * 31 + N + K)
+    A16 = to_bf16(rng.standard_normal((M, K)).astype(np.float32))
+    B16 = to_bf16(rng.standard_normal((K, N)).astype(np.float32))
+    Bp = lib.pack_b_bf16(B16)
+    C = at_a_guard_page(A16, lambda A: lib.gemm_bf16(A, Bp, N, impl))
+    scale = np.abs(from_bf16(A16)).astype(np.float64) @ np.abs(from_bf16(B16)).astype(np.float64)
+    assert np.all(np.abs(C - reference(A16, B16)) <= 1e-6 + (K + 2) * np.finfo(np.float32).eps * scale)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -36,7 +36,7 @@ def int8_case(M, N, K, seed, density=1.0):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("M,N,K", [(1, 1, 1), (1, 45, 77), (17, 33, 130), (16, 16, 64), (33, 100, 200), (5, 7, 3),
-                                   (64, 96, 1100)])
+                                   (64, 96, 1100), (32, 200, 128), (3, 256, 8256)])
 def test_int8_gemm_is_exact(library_for, impl, M, N, K):
     lib, _ = library_for(impl)
     A, B, a_s, b_s, ref = int8_case(M, N, K, M * 7 + N)
