@@ -1,8 +1,8 @@
 /* AMX dense GEMM, bf16 (TDPBF16PS) and int8 (TDPBSSD), class `amx`.
  * Blocking: 2x2 output tiles (32 rows x 32 columns) in tmm0-3, two A tiles in tmm4-5, two B tiles in tmm6-7; the
  * tile config is loaded once per thread; each output tile is stored once, after the whole K loop (TILEZERO first).
- * A is copied into tile blocks (contiguous 1 KB tiles) by all threads at once, into scratch kept between calls;
- * B is prepacked. Threads split the 32-column blocks;
+ * A is copied into tile blocks (contiguous 1 KB tiles) by all threads at once, into scratch kept between calls, or
+ * read where it lies in a product of few columns (A_DIRECT_MAX_N); B is prepacked. Threads split the 32-column blocks;
  * within a thread a group of column blocks that fits L2 is swept for every 32-row block. */
 #include <pthread.h>
 #include <stdio.h>
