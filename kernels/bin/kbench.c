@@ -7,9 +7,10 @@
  *
  * Decode shapes (M <= 16) stream at least --min-bytes (default 1.1 GB) of distinct weight copies per rep, so that
  * the 300 MB L3 cannot hide DRAM, and measure the read bandwidth beside each rep (paired_read_gbps, and
- * bw_fraction_paired: the median of the reps' fractions of it, with its min and max). Threads are pinned one per core (OMP_PROC_BIND=close, OMP_PLACES=cores; the
- * program sets them and starts itself again) unless OMP_PROC_BIND is already set: an unpinned thread that moves
- * lands on a core whose AMX unit is cold. Every record says whether the threads were pinned. */
+ * bw_fraction_paired: the median of the reps' fractions of it, with its min and max). Threads are pinned one per
+ * core (OMP_PROC_BIND=close, OMP_PLACES=cores; the program sets them and starts itself again) unless OMP_PROC_BIND
+ * is already set: an unpinned thread that moves lands on a core whose AMX unit is cold. Every record says whether
+ * the threads were pinned. */
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,8 +2,8 @@
  * Blocking: 2x2 output tiles (32 rows x 32 columns) in tmm0-3, two A tiles in tmm4-5, two B tiles in tmm6-7; the
  * tile config is loaded once per thread; each output tile is stored once, after the whole K loop (TILEZERO first).
  * A is copied into tile blocks (contiguous 1 KB tiles) by all threads at once, into scratch kept between calls, or
- * read where it lies in a product of few columns (A_DIRECT_MAX_N); B is prepacked. Threads split the 32-column blocks;
- * within a thread a group of column blocks that fits L2 is swept for every 32-row block. */
+ * read where it lies in a product of few columns (A_DIRECT_MAX_N); B is prepacked. Threads split the 32-column
+ * blocks; within a thread a group of column blocks that fits L2 is swept for every 32-row block. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,11 +228,12 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
                                 for (int i = 0; i < 2; i++)
                                     for (int j = 0; j < 2; j++)
                                         at[i * 2 + j] = acc + ((size_t)(mb + i) * panels + (size_t)(p + j)) * 1024;
-#define BLOCK(DT)                                                                                  \
-    if (nm == 2 && nn == 2) block(DT, 2, 2, kn, a0, a1, a_step, a_stride, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap); \
-    else if (nm == 2) block(DT, 2, 1, kn, a0, a1, a_step, a_stride, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap);       \
-    else if (nn == 2) block(DT, 1, 2, kn, a0, a1, a_step, a_stride, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap);       \
-    else block(DT, 1, 1, kn, a0, a1, a_step, a_stride, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap);
+#define ARGS kn, a0, a1, a_step, a_stride, b0, b1, at, first, pf, pf_stride, pf_per_step, pf_wrap
+#define BLOCK(DT)                                                                                                     \
+    if (nm == 2 && nn == 2) block(DT, 2, 2, ARGS);                                                                     \
+    else if (nm == 2) block(DT, 2, 1, ARGS);                                                                          \
+    else if (nn == 2) block(DT, 1, 2, ARGS);                                                                          \
+    else block(DT, 1, 1, ARGS);
                             const char *pf = Ap;
                             int pf_stride = 0, pf_per_step = 0;
                             size_t pf_wrap = (size_t)-1;
@@ -257,6 +258,7 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
                             }
                             if (dt == BF16) { BLOCK(BF16) } else { BLOCK(INT8) }
 #undef BLOCK
+#undef ARGS
                             for (int i = 0; i < nm; i++)
                                 for (int j = 0; j < nn; j++) {
                                     if (!last) stash(i * 2 + j, at[i * 2 + j]);
