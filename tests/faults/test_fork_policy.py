@@ -119,7 +119,9 @@ def killed_in_the_middle(project: Path, tmp_path: Path, stop_ninja: bool):
     assert scons(project, *ARGS).returncode == 0
     proc = start_build(project, f"CXX={slow_cxx(tmp_path, 3)}", "jobs=1")
     work = work_dir(project)
-    (ninja,) = wait_for(lambda: ninjas_in(work))
+    # the ninja that builds, named in the lock it holds (not one of the short queries, `ninja -n` or `-t`, that the
+    # build also runs in that directory)
+    (ninja,) = wait_for(lambda: [p for p in ninjas_in(work) if lock_holder(work) == p])
     wait_for(lambda: any("slow-g++" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
                          for p in filter(str.isdigit, os.listdir("/proc")) if os.path.exists(f"/proc/{p}/cmdline")))
     if stop_ninja:
@@ -127,6 +129,16 @@ def killed_in_the_middle(project: Path, tmp_path: Path, stop_ninja: bool):
     os.kill(proc.pid, signal.SIGKILL)  # scons only, not its process group
     proc.wait()
     return work, ninja
+
+
+def lock_holder(work: Path):
+    """The pid the build directory's ninja lock names, or None."""
+    from amxforge.fork.ninja import LOCK
+    try:
+        text = (work / LOCK).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def ninjas_in(work: Path) -> list:
