@@ -1,6 +1,8 @@
 """Shared test helpers: the repo root, fixture paths, running real commands, what this host can run (computed, never
 assumed), and kernel builds in a temporary project (never the checkout's build/)."""
 
+import ctypes
+import mmap
 import os
 import shutil
 import subprocess
@@ -8,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,3 +162,22 @@ def fork_project(tmp_path_factory):
         res = scons(project, f"variant={variant}", "fork=minifork", "fork_targets=llama-bench,llama-cli")
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     return project
+
+
+def at_a_guard_page(array, use):
+    """use(a copy of `array` whose last byte is followed by a page no process may read: a read past it is SIGSEGV)."""
+    page = mmap.PAGESIZE
+    size = -(-array.nbytes // page) * page + page
+    region = mmap.mmap(-1, size)
+    anchor = ctypes.c_char.from_buffer(region)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mprotect(ctypes.c_void_p(ctypes.addressof(anchor) + size - page), ctypes.c_size_t(page), 0) == 0
+    del anchor
+    view = np.frombuffer(region, dtype=array.dtype, count=array.size, offset=size - page - array.nbytes)
+    view = view.reshape(array.shape)
+    view[:] = array
+    try:
+        return use(view)
+    finally:
+        del view
+        region.close()

@@ -1,8 +1,6 @@
 """Dense bf16 GEMM of the kernel library (ctypes) against numpy float64 references, the guard, the audits. Every
 implementation of toolchain/kernels.toml is tested on a build this host can run; the others skip with the reason."""
 
-import ctypes
-import mmap
 import re
 
 import numpy as np
@@ -11,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from amxforge.errors import AmxforgeError
 from amxforge.kernels import KernelLibrary, from_bf16, to_bf16
-from conftest import HOST, KERNEL_VARIANTS, TABLE, needs_amx, run, tool, variant_runs_here
+from conftest import HOST, KERNEL_VARIANTS, TABLE, at_a_guard_page, needs_amx, run, tool, variant_runs_here
 
 IMPLS = TABLE.names
 
@@ -48,25 +46,6 @@ def test_edge_rows(library_for, impl, M):
 def test_edge_columns_and_depth(library_for, impl, N, K):
     lib, _ = library_for(impl)
     check(lib, impl, 19, N, K, seed=N * 1000 + K)
-
-
-def at_a_guard_page(array, use):
-    """use(a copy of `array` whose last byte is followed by a page no process may read: a read past it is SIGSEGV)."""
-    page = mmap.PAGESIZE
-    size = -(-array.nbytes // page) * page + page
-    region = mmap.mmap(-1, size)
-    anchor = ctypes.c_char.from_buffer(region)
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.mprotect(ctypes.c_void_p(ctypes.addressof(anchor) + size - page), ctypes.c_size_t(page), 0) == 0
-    del anchor
-    view = np.frombuffer(region, dtype=array.dtype, count=array.size, offset=size - page - array.nbytes)
-    view = view.reshape(array.shape)
-    view[:] = array
-    try:
-        return use(view)
-    finally:
-        del view
-        region.close()
 
 
 @pytest.mark.parametrize("impl", IMPLS)
