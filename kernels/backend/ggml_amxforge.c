@@ -141,13 +141,7 @@ static void slice(const struct ggml_tensor *op, const char *w, const uint16_t *x
         for (long m = 0; m < M; m++) {
             const uint16_t *xr = xq + (size_t)m * (size_t)K;
             double sum = 0;
-            for (long k = 0; k < K; k++) {
-                uint32_t wb = (uint32_t)wr[k] << 16, xb = (uint32_t)xr[k] << 16;
-                float wf, xf;
-                memcpy(&wf, &wb, 4);
-                memcpy(&xf, &xb, 4);
-                sum += (double)wf * xf;
-            }
+            for (long k = 0; k < K; k++) sum += (double)akf_bf16_to_f32(wr[k]) * akf_bf16_to_f32(xr[k]);
             ((float *)(y + (size_t)m * op->nb[1]))[n] = (float)sum;
         }
     }

@@ -1,15 +1,7 @@
 /* Scalar references (class `default`): exact or double accumulation; the yardsticks for the fast kernels. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "akf_internal.h"
-
-static float bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
 
 int akf_cvt_bf16_ref(const float *in, uint16_t *out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = akf_bf16_round(in[i]);
@@ -22,7 +14,8 @@ int akf_gemm_bf16_ref(int M, int N, int K, const uint16_t *A, const uint16_t *Bp
         for (int n = 0; n < N; n++) {
             double acc = 0.0;
             for (int k = 0; k < K; k++)
-                acc += (double)bf16_to_f32(A[(size_t)i * K + k]) * bf16_to_f32(Bp[akf_bf16_packed_index(K, k, n)]);
+                acc += (double)akf_bf16_to_f32(A[(size_t)i * K + k]) *
+                       akf_bf16_to_f32(Bp[akf_bf16_packed_index(K, k, n)]);
             C[(size_t)i * N + n] = (float)acc;
         }
     return AKF_OK;
@@ -50,7 +43,7 @@ int akf_spmm_bf16_ref(int M, const uint16_t *A, const akf_sparse *S, float *C) {
         for (int n = 0; n < S->N; n++) {
             double acc = 0.0;
             for (int k = 0; k < S->K; k++)
-                acc += (double)bf16_to_f32(A[(size_t)i * S->K + k]) * bf16_to_f32(B[(size_t)k * S->N + n]);
+                acc += (double)akf_bf16_to_f32(A[(size_t)i * S->K + k]) * akf_bf16_to_f32(B[(size_t)k * S->N + n]);
             C[(size_t)i * S->N + n] = (float)acc;
         }
     free(B);

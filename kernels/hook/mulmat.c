@@ -177,11 +177,15 @@ static void release(struct packed *t) {
     t->S = NULL;
 }
 
+/* one past the last byte of t's weights */
+static uintptr_t weights_end(const struct packed *t) {
+    return (uintptr_t)t->W + (size_t)(t->Nx - 1) * (size_t)t->stride + (size_t)t->K * 2;
+}
+
 /* W's pages are no longer mapped: msync answers ENOMEM for a range with a hole */
 static int unmapped(const struct packed *t) {
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)t->W & ~(page - 1);
-    const uintptr_t hi = (uintptr_t)t->W + (size_t)(t->Nx - 1) * (size_t)t->stride + (size_t)t->K * 2;
-    return msync((void *)lo, hi - lo, MS_ASYNC) != 0 && errno == ENOMEM;
+    return msync((void *)lo, weights_end(t) - lo, MS_ASYNC) != 0 && errno == ENOMEM;
 }
 
 /* Under tensors_lock: release a packed tensor whose weights are gone or changed; the node stays (readers walk the
@@ -199,8 +203,7 @@ void akf_hook_changed(const void *p, size_t bytes) {
     pthread_mutex_lock(&tensors_lock);
     for (struct packed *t = tensors; t && bytes; t = t->next) {
         const int state = atomic_load(&t->state);
-        const uintptr_t w0 = (uintptr_t)t->W, w1 = w0 + (size_t)(t->Nx - 1) * (size_t)t->stride + (size_t)t->K * 2;
-        if ((state == DENSE || state == SPARSE || state == REFUSED) && w0 < hi && lo < w1) {
+        if ((state == DENSE || state == SPARSE || state == REFUSED) && (uintptr_t)t->W < hi && lo < weights_end(t)) {
             if (state == REFUSED) atomic_store(&t->state, FREED); /* decided for other weights: decide again */
             else drop(t);
         }
@@ -521,8 +524,9 @@ static void print_stats(void) {
     fprintf(stderr, "amxforge-kernels: implementation %s (variant %s)%s; packed %llu dense + %llu sparse tensors, "
                     "%.1f MiB; %llu not packed (memory, %.1f MiB); %llu packed again after a reload; %llu released "
                     "with their weights (%.1f MiB)\n",
-            implementation_name(settings.impl), akf_variant(), decode, (unsigned long long)t.dense, (unsigned long long)t.sparse,
-            (double)t.bytes / (1 << 20), (unsigned long long)t.refused, (double)t.refused_bytes / (1 << 20),
+            implementation_name(settings.impl), akf_variant(), decode, (unsigned long long)t.dense,
+            (unsigned long long)t.sparse, (double)t.bytes / (1 << 20), (unsigned long long)t.refused,
+            (double)t.refused_bytes / (1 << 20),
             (unsigned long long)t.repacked, (unsigned long long)t.freed, (double)t.freed_bytes / (1 << 20));
     if (settings.impl_error[0]) fprintf(stderr, "amxforge-kernels: %s: every call fell back\n", settings.impl_error);
     pthread_mutex_lock(&rows_lock);

@@ -55,6 +55,8 @@ AKF_IMPLEMENTATIONS(AKF_DECLARE_ENTRY_POINTS)
 /* fp32 -> bf16, round to nearest even, NaN kept a (quiet) NaN (portable, runtime/pack.c): the reference's
  * conversion and every implementation's tail. */
 uint16_t akf_bf16_round(float f);
+/* bf16 -> fp32, exact: bf16 is the top half of fp32 (portable, runtime/pack.c) */
+float akf_bf16_to_f32(uint16_t h);
 
 /* The entry points of an ISA-specific unit: over its static gemm()/spmm() (which take the public AKF_BF16 /
  * AKF_INT8 ids), or, when the variant does not build the implementation, ones that say so. Plain C: nothing here

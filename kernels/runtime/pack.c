@@ -36,6 +36,13 @@ void akf_bf16_pack_b(int K, int N, const uint16_t *B, uint16_t *Bp) {
         for (int n = 0; n < N; n++) Bp[akf_bf16_packed_index(K, k, n)] = B[(size_t)k * N + n];
 }
 
+float akf_bf16_to_f32(uint16_t h) {
+    const uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
 uint16_t akf_bf16_round(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
