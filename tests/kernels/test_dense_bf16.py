@@ -18,12 +18,14 @@ def reference(A16, B16):
     return from_bf16(A16).astype(np.float64) @ from_bf16(B16).astype(np.float64)
 
 
-def check(lib, impl, M, N, K, seed=0, density=1.0):
+def check(lib, impl, M, N, K, seed=0, density=1.0, guard=False):
+    """One product against the reference; guard: with A ending where a page no process may read starts."""
     rng = np.random.default_rng(seed)
     A16 = to_bf16(rng.standard_normal((M, K)).astype(np.float32))
     B = rng.standard_normal((K, N)).astype(np.float32) * (rng.random((K, N)) < density)
     B16 = to_bf16(B)
-    C = lib.gemm_bf16(A16, lib.pack_b_bf16(B16), N, impl)
+    Bp = lib.pack_b_bf16(B16)
+    C = at_a_guard_page(A16, lambda A: lib.gemm_bf16(A, Bp, N, impl)) if guard else lib.gemm_bf16(A16, Bp, N, impl)
     ref = reference(A16, B16)
     # bf16 products are exact in fp32; fp32 accumulation of K terms: |err| <= K * eps32 * (|A| @ |B|)
     scale = np.abs(from_bf16(A16)).astype(np.float64) @ np.abs(from_bf16(B16)).astype(np.float64)
@@ -56,13 +58,7 @@ def test_activations_read_in_place_never_past_their_end(library_for, impl, M, N,
     instead of copying it into tiles: A ends where a guard page starts, and the result is within the bound (257
     columns, K = 70, or 20 rows (a partial second block): the copied path, the same checks)."""
     lib, _ = library_for(impl)
-    rng = np.random.default_rng(M * 31 + N + K)
-    A16 = to_bf16(rng.standard_normal((M, K)).astype(np.float32))
-    B16 = to_bf16(rng.standard_normal((K, N)).astype(np.float32))
-    Bp = lib.pack_b_bf16(B16)
-    C = at_a_guard_page(A16, lambda A: lib.gemm_bf16(A, Bp, N, impl))
-    scale = np.abs(from_bf16(A16)).astype(np.float64) @ np.abs(from_bf16(B16)).astype(np.float64)
-    assert np.all(np.abs(C - reference(A16, B16)) <= 1e-6 + (K + 2) * np.finfo(np.float32).eps * scale)
+    check(lib, impl, M, N, K, seed=M * 31 + N + K, guard=True)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -63,6 +63,13 @@ def bf16_sparse_case(M, N, K, sparsity, seed):
     return A, B
 
 
+def assert_bf16_product(A, B, C):
+    """C = A @ B within fp32 accumulation's bound over K terms (bf16 products are exact in fp32)."""
+    ref = from_bf16(A).astype(np.float64) @ from_bf16(B).astype(np.float64)
+    scale = np.abs(from_bf16(A)).astype(np.float64) @ np.abs(from_bf16(B)).astype(np.float64)
+    assert np.all(np.abs(C - ref) <= 1e-6 + (A.shape[1] + 2) * np.finfo(np.float32).eps * scale)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 1.0])
 @pytest.mark.parametrize("M,N,K", [(1, 45, 77), (2, 50, 90), (4, 64, 256), (17, 33, 130), (16, 100, 64),
@@ -71,9 +78,7 @@ def test_sparse_bf16_against_reference(library_for, impl, sparsity, M, N, K):
     lib, _ = library_for(impl)
     A, B = bf16_sparse_case(M, N, K, sparsity, M + N + K)
     C = lib.sparse_pack(B, "bf16").matmul(A, impl)
-    ref = from_bf16(A).astype(np.float64) @ from_bf16(B).astype(np.float64)
-    scale = np.abs(from_bf16(A)).astype(np.float64) @ np.abs(from_bf16(B)).astype(np.float64)
-    assert np.all(np.abs(C - ref) <= 1e-6 + (K + 2) * np.finfo(np.float32).eps * scale)
+    assert_bf16_product(A, B, C)
     if sparsity == 1.0:
         assert not C.any()
 
@@ -87,10 +92,7 @@ def test_sparse_products_never_read_past_the_activations(library_for, impl, M, N
     lib, _ = library_for(impl)
     A, B = bf16_sparse_case(M, N, K, 0.7, M * 7 + N + K)
     S = lib.sparse_pack(B, "bf16")
-    C = at_a_guard_page(A, lambda a: S.matmul(a, impl))
-    ref = from_bf16(A).astype(np.float64) @ from_bf16(B).astype(np.float64)
-    scale = np.abs(from_bf16(A)).astype(np.float64) @ np.abs(from_bf16(B)).astype(np.float64)
-    assert np.all(np.abs(C - ref) <= 1e-6 + (K + 2) * np.finfo(np.float32).eps * scale)
+    assert_bf16_product(A, B, at_a_guard_page(A, lambda a: S.matmul(a, impl)))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
