@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from conftest import make_project, run, tool, variant_runs_here
+from conftest import make_project, needs_variant, run, tool, variant_runs_here
 from faultlib import remount, tmpfs
 
 VARIANTS = ["baseline", "avx512", "amx"]
@@ -191,6 +191,27 @@ def test_a_cell_that_crashes_or_hangs_is_marked_and_the_others_complete(project,
                 env={"MINIFORK_HANG_THREADS": "1"})
     assert res.returncode == 1 and "FAILED     baseline 1 threads q8_0: llama-bench timed out after 2 s" in res.stdout
     assert "failed" in res.stdout.split("tg t/s")[1]
+
+
+@needs_variant("amx")
+def test_a_run_that_skipped_products_fails_its_cell_and_is_never_recommended(project, tmp_path):
+    """The AMX branch under --amx puts bf16 weights into its AMX buffer, whose matmul has no bf16 kernel: it prints
+    why and returns, the product not computed (minifork does the same). Such a run is fast and measures nothing: the
+    cell fails, saying so, and the column that computed is the recommendation."""
+    out = tmp_path / "o"
+    res = bench(project, "--fork", "minifork", "--variants", "amx", "--types", "bf16", "--amx", "both", "--threads",
+                "1", "--reps", "1", "--warmup", "0", "--json", "--out", str(out))
+    assert res.returncode == 1 and "cell(s) failed" in one_line(res)
+    cells, summary = json_lines(res)
+    by_amx = {c["amx"]: c for c in cells}
+    assert by_amx[False]["status"] == "ok" and by_amx[False]["pp"]["median"] > 0
+    status = by_amx[True]["status"]
+    assert status.startswith("failed: llama-sweep-bench skipped products, its speed measures no computation: "), status
+    assert "line(s) like 'Unsupported quantized data type: 30'" in status
+    assert by_amx[True]["pp"] is None and by_amx[True]["amx_buffer"] is None
+    assert {per["column"] for per in summary["recommendation"]["bf16"].values()} == {"amx"}
+    assert summary["preference"]["ik_llama.cpp+amx-amxforge"] == ["amx"]
+    assert "Unsupported quantized data type: 30" in (out / "logs" / "failed-minifork_amx_--amx-1t-bf16.log").read_text()
 
 
 def test_amx_on_for_a_tree_without_it_says_so(project, tmp_path):

@@ -246,3 +246,13 @@ def test_lines_a_fork_prints_into_llama_bench_json_are_dropped_and_counted():
     polluted = LLAMA_BENCH_JSON.replace("[\n", "[\n======================================= HAVE_FANCY_SIMD is defined\n", 1)
     got = forktools.parse_output("llama-bench-json", "[AMX] init\n" + polluted, "")
     assert got == {"pp": 612.5, "tg": 41.25, "foreign_lines": 1}
+
+
+def test_skipped_products_are_named_once_with_their_count():
+    """The AMX branch's line for a product its AMX buffer cannot compute (bench.toml's evidence.not_computed), as
+    llama-perplexity --amx printed it on a bf16 model on the builder, amid ordinary log lines."""
+    log = ("llm_load_tensors:        AMX buffer size =   688.00 MiB\n"
+           + "Unsupported quantized data type: 30\n" * 3 + "perplexity: calculating perplexity over 3 chunks\n")
+    assert cellmod.not_computed(log) == "3 line(s) like 'Unsupported quantized data type: 30'"
+    assert cellmod.not_computed(log.replace("Unsupported", "Supported")) == ""
+    assert cellmod.not_computed("") == ""

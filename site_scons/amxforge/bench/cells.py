@@ -92,6 +92,10 @@ def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float,
                else f"exit {proc.returncode}")
         last = (stderr.strip().splitlines() or stdout.strip().splitlines() or ["no output"])[-1]
         return {"error": f"{tool} {how}: {last[:200]}", "stdout": stdout, "stderr": stderr}
+    skipped = not_computed(stdout + stderr)
+    if skipped:
+        return {"error": f"{tool} skipped products, its speed measures no computation: {skipped}", "stdout": stdout,
+                "stderr": stderr}
     try:
         got = parse_output(bench_tools()["tools"][tool]["output"], stdout, stderr)
     except ValueError as exc:
@@ -106,6 +110,16 @@ def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float,
     elif cpus:
         got["pinning_held"] = True
     return got
+
+
+def not_computed(text: str) -> str:
+    """What a run printed of products it did not compute (bench.toml's evidence.not_computed): the first such line
+    and how many there were, or "" when none."""
+    lines = [line.strip() for line in text.splitlines()
+             if any(mark in line for mark in bench_tools()["evidence"]["not_computed"])]
+    if not lines:
+        return ""
+    return f"{len(lines)} line(s) like {lines[0][:120]!r}"
 
 
 def _watch_cpus(proc, seen: set, pinned: set = frozenset(), every: float = 0.05) -> None:
