@@ -14,7 +14,8 @@
  * the one [hook] sparse_decode of toolchain/kernels.toml names, where it runs); AMXFORGE_SPARSE_MIN=F (0..1, default
  * sparse_min of toolchain/kernels.toml [hook]) is the zero fraction from which a tensor goes sparse (>1: never);
  * AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, with thread 0's time in the
- * handler for what was taken (the first call of a tensor includes its share of the packing), and the packed memory. */
+ * handler for what was taken (the first call of a tensor includes its share of the packing), the packed memory, and
+ * the least, mean and most time a thread of the team spent computing the calls it took (packing excluded). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -93,6 +94,11 @@ static int nrows, rows_lost;
 static pthread_mutex_t rows_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* thread 0's calls (every thread takes or declines alike) and, taken, its seconds in the handler */
+/* each thread's time computing the calls it took (after the packing), by its index ith: the team's balance */
+#define STATS_THREADS 1024
+static struct { double seconds; char pad[56]; } thread_time[STATS_THREADS] __attribute__((aligned(64)));
+static _Atomic int threads_seen;
+
 static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *path, double seconds) {
     pthread_mutex_lock(&rows_lock);
     int i = 0;
@@ -429,6 +435,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
         if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, "not packed (memory)", 0.0);
         return 0;
     }
+    const double t1 = settings.stats && ith < STATS_THREADS ? akf_now() : 0.0;
     const int M = (int)Ny, K = (int)ne00, N = (int)Nx;
     /* this thread's columns: dense in pairs of 16-column panels (the AMX kernel's step), sparse balanced by
      * nonzeros; every thread takes or declines alike, so the split covers all columns once */
@@ -483,6 +490,12 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     }
     for (int m = 0; m < M; m++)
         memcpy(C + (size_t)m * (size_t)stride_C + n0, local.c + (size_t)m * width, (size_t)width * sizeof(float));
+    if (settings.stats && ith < STATS_THREADS) {
+        thread_time[ith].seconds += akf_now() - t1;
+        const int team = AKF_MIN(nth, STATS_THREADS);
+        int seen = atomic_load_explicit(&threads_seen, memory_order_relaxed);
+        while (seen < team && !atomic_compare_exchange_weak(&threads_seen, &seen, team)) {}
+    }
     if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, taken, akf_now() - t0);
     return 1;
 }
@@ -540,4 +553,17 @@ static void print_stats(void) {
     }
     if (rows_lost) fprintf(stderr, "amxforge-kernels: %d calls of further shapes not itemised\n", rows_lost);
     pthread_mutex_unlock(&rows_lock);
+    const int n = atomic_load(&threads_seen);
+    if (n > 0) {
+        int lo = 0, hi = 0;
+        double sum = 0.0;
+        for (int i = 0; i < n; i++) {
+            sum += thread_time[i].seconds;
+            if (thread_time[i].seconds < thread_time[lo].seconds) lo = i;
+            if (thread_time[i].seconds > thread_time[hi].seconds) hi = i;
+        }
+        fprintf(stderr, "amxforge-kernels: time computing the calls taken, per thread (packing excluded), %d threads: "
+                        "min %.3f ms (thread %d), mean %.3f ms, max %.3f ms (thread %d)\n",
+                n, thread_time[lo].seconds * 1e3, lo, sum / n * 1e3, thread_time[hi].seconds * 1e3, hi);
+    }
 }

@@ -281,6 +281,12 @@ def test_stats_at_exit_and_the_environment(library_for, env, expect):
     if taken:  # thread 0's time in the handler on what it took; none on what fell back (the caller's time)
         assert re.search(r"typeB 0: 3 calls, \d+\.\d{3} ms in thread 0\n", res.stderr), res.stderr
         assert re.search(r"typeA 8 typeB 0: 1 calls\n", res.stderr), res.stderr
+        # the team's balance: every thread of the split (4) computed its share; the least and most are named
+        assert re.search(r"time computing the calls taken, per thread \(packing excluded\), 4 threads: min "
+                         r"\d+\.\d{3} ms \(thread [0-3]\), mean \d+\.\d{3} ms, max \d+\.\d{3} ms \(thread [0-3]\)\n",
+                         res.stderr), res.stderr
+    else:
+        assert "per thread" not in res.stderr  # nothing was taken
     assert float(res.stdout) == (40.0 if taken else 0.0)
 
 
