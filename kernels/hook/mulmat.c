@@ -36,7 +36,7 @@
 
 /* ---- settings -------------------------------------------------------------------------------------------- */
 static struct {
-    int off, impl, stats;
+    int off, impl, stats, share;
     int decode_impl; /* sparse products of up to AKF_HOOK_SPARSE_DECODE_ROWS rows: this one, where it runs */
     double sparse_min;
     char impl_error[160];
@@ -54,7 +54,9 @@ static int decode_impl(int impl) {
 static void read_settings(void) {
     const char *mode = getenv("AMXFORGE_KERNELS"), *impl = getenv("AMXFORGE_KERNELS_IMPL");
     const char *sparse = getenv("AMXFORGE_SPARSE_MIN"), *stats = getenv("AMXFORGE_KERNELS_STATS");
+    const char *share = getenv("AKF_HOOK_SHARE");
     settings.off = mode && strcmp(mode, "fork") == 0;
+    settings.share = !(share && strcmp(share, "0") == 0);
     settings.impl = AKF_IMPL_BEST;
     settings.sparse_min = AKF_HOOK_SPARSE_MIN;
     settings.decode_impl = decode_impl(AKF_IMPL_BEST);
@@ -98,6 +100,7 @@ static pthread_mutex_t rows_lock = PTHREAD_MUTEX_INITIALIZER;
 #define STATS_THREADS 1024
 static struct { double seconds; char pad[56]; } thread_time[STATS_THREADS] __attribute__((aligned(64)));
 static _Atomic int threads_seen;
+static _Atomic unsigned long long pairs_done, pairs_taken; /* dense pairs computed; of them, taken from another */
 
 static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *path, double seconds) {
     pthread_mutex_lock(&rows_lock);
@@ -110,6 +113,26 @@ static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *pa
     else rows_lost++;
     pthread_mutex_unlock(&rows_lock);
 }
+
+/* ---- the team's split of a dense product ------------------------------------------------------------------
+ * Each thread of the fork's team owns the pairs of 16-column panels of the static split (q0..q1) and works them from
+ * the front, a quarter of what is left at a time; a thread done with its own takes one pair at a time from the back
+ * of another's range of the same call (the same activations and output). On a shared host some cores run slower
+ * (the AMX host, 16 threads, prefill: the slowest thread computed 1.45x the mean time, the product waiting for it);
+ * their work moves to the others. A range is one word, changed only by compare-and-swap: the owner's sequence number
+ * (16 bits, new each call: a thief's swap against an older call's word fails), front and back (24 bits each). A
+ * range is empty once its owner leaves the call, so only calls under way have work to take. AKF_HOOK_SHARE=0 keeps
+ * the static split (tuning runs). */
+#define TEAM_MAX 128
+#define SHARE_BITS 24
+#define SHARE_MASK ((1ull << SHARE_BITS) - 1)
+struct share {
+    _Atomic uint64_t word;
+    _Atomic(const void *) B; /* the call the range belongs to: written before the word that publishes it */
+    _Atomic(float *) C;
+    _Atomic long M;
+    char pad[32]; /* a cache line each */
+};
 
 /* ---- packed tensors ------------------------------------------------------------------------------------- */
 enum state { PACKING, DENSE, SPARSE, REFUSED, FREED };
@@ -127,6 +150,7 @@ struct packed {
     int panels, chunk, chunks, form;
     _Atomic int phase, next_chunk[2], done[2], bad;
     uint64_t *nnz; /* per panel, then the value offset of each (sparse) */
+    struct share team[TEAM_MAX]; /* dense products: each thread's range of the call under way */
 };
 static struct packed *_Atomic tensors; /* append-only: readers walk it without the lock */
 #define BUCKETS 1024 /* and by address: a call finds its tensor without walking them all (a model has hundreds) */
@@ -407,6 +431,86 @@ static int grow(void **p, size_t *have, size_t bytes) {
     return 1;
 }
 
+static void check(int rc, int impl) {
+    if (rc == AKF_OK) return;
+    fprintf(stderr, "amxforge-kernels: implementation %s failed (status %d) after the call was taken\n",
+            implementation_name(impl), rc);
+    abort(); /* other threads of this call may have taken their share: declining now would leave holes */
+}
+
+/* Pairs q0..q1 of a dense product into C (through this thread's buffer, which holds 32 columns at least). */
+static void dense_pairs(const struct packed *t, int impl, int M, int N, int K, const uint16_t *a, float *C,
+                        long stride_C, int q0, int q1) {
+    const int n0 = 32 * q0, n1 = AKF_MIN(N, 32 * q1), width = n1 - n0;
+    if (width <= 0) return;
+    if (!grow((void **)&local.c, &local.c_n, (size_t)M * width * sizeof(float))) {
+        fprintf(stderr, "amxforge-kernels: out of memory for a %dx%d output block\n", M, width);
+        abort();
+    }
+    check(akf_gemm_bf16(impl, M, width, K, a, t->Bp + (size_t)n0 * AKF_ROUNDUP(K, AKF_BF16_KT), local.c), impl);
+    for (int m = 0; m < M; m++)
+        memcpy(C + (size_t)m * (size_t)stride_C + n0, local.c + (size_t)m * width, (size_t)width * sizeof(float));
+}
+
+static uint64_t share_word(uint64_t seq, uint64_t front, uint64_t back) {
+    return seq << (2 * SHARE_BITS) | front << SHARE_BITS | back;
+}
+
+/* Thread ith's part of a dense product: its own pairs q0..q1, then pairs left in the ranges of the others. */
+static void dense_team(struct packed *t, int impl, int M, int N, int K, const uint16_t *a, const void *B, float *C,
+                       long stride_C, int q0, int q1, int ith, int nth) {
+    const int pairs = (AKF_ROUNDUP(N, 16) / 16 + 1) / 2, team = AKF_MIN(nth, TEAM_MAX);
+    if (!settings.share || nth == 1 || pairs >= (int)SHARE_MASK) {
+        dense_pairs(t, impl, M, N, K, a, C, stride_C, q0, q1);
+        if (q1 > q0) atomic_fetch_add_explicit(&pairs_done, (unsigned long long)(q1 - q0), memory_order_relaxed);
+        return;
+    }
+    unsigned long long mine = 0, taken = 0;
+    if (ith < TEAM_MAX) {
+        struct share *own = &t->team[ith];
+        const uint64_t seq = ((atomic_load_explicit(&own->word, memory_order_relaxed) >> (2 * SHARE_BITS)) + 1) & 0xffff;
+        atomic_store_explicit(&own->word, share_word(seq, 0, 0), memory_order_release);
+        atomic_store_explicit(&own->B, B, memory_order_relaxed);
+        atomic_store_explicit(&own->C, C, memory_order_relaxed);
+        atomic_store_explicit(&own->M, M, memory_order_relaxed);
+        uint64_t w = share_word(seq, (uint64_t)q0, (uint64_t)q1);
+        atomic_store_explicit(&own->word, w, memory_order_release);
+        for (;;) {
+            const int f = (int)(w >> SHARE_BITS & SHARE_MASK), b = (int)(w & SHARE_MASK);
+            if (f >= b) break;
+            const int n = (b - f + 3) / 4;
+            if (!atomic_compare_exchange_weak_explicit(&own->word, &w, share_word(seq, (uint64_t)(f + n), (uint64_t)b),
+                                                       memory_order_acq_rel, memory_order_acquire))
+                continue; /* w now holds the word a thief left */
+            dense_pairs(t, impl, M, N, K, a, C, stride_C, f, f + n);
+            mine += (unsigned long long)n;
+            w = atomic_load_explicit(&own->word, memory_order_acquire);
+        }
+    } else {
+        dense_pairs(t, impl, M, N, K, a, C, stride_C, q0, q1); /* beyond the slots: not shared */
+        mine = (unsigned long long)(q1 - q0);
+    }
+    for (int s = 1; s < team; s++) {
+        struct share *other = &t->team[(ith + s) % team];
+        uint64_t w = atomic_load_explicit(&other->word, memory_order_acquire);
+        for (;;) {
+            const int f = (int)(w >> SHARE_BITS & SHARE_MASK), b = (int)(w & SHARE_MASK);
+            if (f >= b || atomic_load_explicit(&other->B, memory_order_relaxed) != B ||
+                atomic_load_explicit(&other->C, memory_order_relaxed) != C ||
+                atomic_load_explicit(&other->M, memory_order_relaxed) != M)
+                break; /* nothing left, or another call's range */
+            if (!atomic_compare_exchange_weak_explicit(&other->word, &w, w - 1, memory_order_acq_rel,
+                                                       memory_order_acquire))
+                continue;
+            dense_pairs(t, impl, M, N, K, a, C, stride_C, b - 1, b);
+            taken++;
+            w = atomic_load_explicit(&other->word, memory_order_acquire);
+        }
+    }
+    atomic_fetch_add_explicit(&pairs_done, mine + taken, memory_order_relaxed);
+    if (taken) atomic_fetch_add_explicit(&pairs_taken, taken, memory_order_relaxed);
+}
+
 /* ---- the entry ------------------------------------------------------------------------------------------ */
 int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long ne12, long ne13, long nb02,
                         long nb03, long nb12, long nb13, long nb2, long nb3, int typeA, const void *A, long strideA,
@@ -448,7 +552,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     }
     const int n0 = p0 * 16, n1 = AKF_MIN(N, p1 * 16), width = n1 - n0;
     const char *taken = state == SPARSE ? "taken: sparse" : "taken: dense";
-    if (width <= 0) {
+    if (width <= 0 && (state == SPARSE || !settings.share)) {
         if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, taken, akf_now() - t0);
         return 1;
     }
@@ -463,7 +567,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
      * used where they are) */
     const int direct = typeB == GGML_TYPE_BF16 && strideB == (long)K * 2;
     if ((!direct && !grow((void **)&local.a, &local.a_n, (size_t)M * K * sizeof(uint16_t))) ||
-        !grow((void **)&local.c, &local.c_n, (size_t)M * width * sizeof(float))) {
+        (state == SPARSE && !grow((void **)&local.c, &local.c_n, (size_t)M * width * sizeof(float)))) {
         fprintf(stderr, "amxforge-kernels: out of memory for a %dx%d activation block\n", M, K);
         abort(); /* other threads of this call may have taken their share: declining now would leave holes */
     }
@@ -475,21 +579,16 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
         else rc = akf_cvt_bf16(settings.impl, (const float *)row, local.a + (size_t)m * K, (size_t)K);
     }
     const int impl = state == SPARSE && M <= AKF_HOOK_SPARSE_DECODE_ROWS ? settings.decode_impl : settings.impl;
-    if (rc == AKF_OK && state == SPARSE) {
+    check(rc, impl);
+    if (state == SPARSE) {
         akf_sparse view;
         akf_sparse_view(t->S, p0, p1, &view);
-        rc = akf_spmm_bf16(impl, M, a, &view, local.c);
-    } else if (rc == AKF_OK) {
-        const uint16_t *Bp = t->Bp + (size_t)p0 * 16 * AKF_ROUNDUP(K, AKF_BF16_KT);
-        rc = akf_gemm_bf16(impl, M, width, K, a, Bp, local.c);
+        check(akf_spmm_bf16(impl, M, a, &view, local.c), impl);
+        for (int m = 0; m < M; m++)
+            memcpy(C + (size_t)m * (size_t)stride_C + n0, local.c + (size_t)m * width, (size_t)width * sizeof(float));
+    } else {
+        dense_team(t, impl, M, N, K, a, B, C, stride_C, p0 / 2, (p1 + 1) / 2, ith, nth);
     }
-    if (rc != AKF_OK) {
-        fprintf(stderr, "amxforge-kernels: implementation %s failed (status %d) after the call was taken\n",
-                implementation_name(impl), rc);
-        abort();
-    }
-    for (int m = 0; m < M; m++)
-        memcpy(C + (size_t)m * (size_t)stride_C + n0, local.c + (size_t)m * width, (size_t)width * sizeof(float));
     if (settings.stats && ith < STATS_THREADS) {
         thread_time[ith].seconds += akf_now() - t1;
         const int team = AKF_MIN(nth, STATS_THREADS);
@@ -510,6 +609,8 @@ void akf_hook_totals(struct akf_hook_totals *out) {
     pthread_mutex_lock(&tensors_lock);
     *out = totals;
     pthread_mutex_unlock(&tensors_lock);
+    out->pairs = atomic_load(&pairs_done);
+    out->pairs_moved = atomic_load(&pairs_taken);
 }
 
 /* Drop every packed tensor (tests; a process that knows its weights are gone). */
@@ -524,6 +625,8 @@ void akf_hook_forget(void) {
     }
     for (int b = 0; b < BUCKETS; b++) atomic_store(&buckets[b], NULL);
     memset(&totals, 0, sizeof totals);
+    atomic_store(&pairs_done, 0);
+    atomic_store(&pairs_taken, 0);
     pthread_mutex_unlock(&tensors_lock);
 }
 
@@ -566,4 +669,8 @@ static void print_stats(void) {
                         "min %.3f ms (thread %d), mean %.3f ms, max %.3f ms (thread %d)\n",
                 n, thread_time[lo].seconds * 1e3, lo, sum / n * 1e3, thread_time[hi].seconds * 1e3, hi);
     }
+    if (t.pairs)
+        fprintf(stderr, "amxforge-kernels: dense column pairs computed by the team %llu, %llu (%.1f %%) by a thread "
+                        "other than their owner%s\n", (unsigned long long)t.pairs, (unsigned long long)t.pairs_moved,
+                100.0 * (double)t.pairs_moved / (double)t.pairs, settings.share ? "" : " (AKF_HOOK_SHARE=0: static)");
 }
