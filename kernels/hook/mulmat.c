@@ -36,7 +36,7 @@
 
 /* ---- settings -------------------------------------------------------------------------------------------- */
 static struct {
-    int off, impl, stats, share;
+    int off, impl, stats, share, share_part;
     int decode_impl; /* sparse products of up to AKF_HOOK_SPARSE_DECODE_ROWS rows: this one, where it runs */
     double sparse_min;
     char impl_error[160];
@@ -57,6 +57,8 @@ static void read_settings(void) {
     const char *share = getenv("AKF_HOOK_SHARE");
     settings.off = mode && strcmp(mode, "fork") == 0;
     settings.share = !(share && strcmp(share, "0") == 0);
+    const char *part = getenv("AKF_HOOK_SHARE_PART");
+    settings.share_part = part && atoi(part) > 0 && atoi(part) <= 100 ? atoi(part) : 0; /* 0: by the team's size */
     settings.impl = AKF_IMPL_BEST;
     settings.sparse_min = AKF_HOOK_SPARSE_MIN;
     settings.decode_impl = decode_impl(AKF_IMPL_BEST);
@@ -116,14 +118,22 @@ static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *pa
 
 /* ---- the team's split of a dense product ------------------------------------------------------------------
  * Each thread of the fork's team owns the pairs of 16-column panels of the static split (q0..q1) and works them from
- * the front, a quarter of what is left at a time; a thread done with its own takes one pair at a time from the back
- * of another's range of the same call (the same activations and output). On a shared host some cores run slower
- * (the AMX host, 16 threads, prefill: the slowest thread computed 1.45x the mean time, the product waiting for it);
- * their work moves to the others. A range is one word, changed only by compare-and-swap: the owner's sequence number
- * (16 bits, new each call: a thief's swap against an older call's word fails), front and back (24 bits each). A
- * range is empty once its owner leaves the call, so only calls under way have work to take. AKF_HOOK_SHARE=0 keeps
- * the static split (tuning runs). */
+ * the front, a share of what is left at a time (SHARE_PART); a thread done with its own takes one pair at a time from
+ * the back of another's range of the same call (the same activations and output). On a shared host some cores run
+ * slower (the AMX host, 16 threads, prefill: the slowest thread computed 1.15-1.58x the mean time, the product
+ * waiting for it); their work moves to the others. A range is one word, changed only by compare-and-swap: the
+ * owner's sequence number (16 bits, new each call: a thief's swap against an older call's word fails), front and
+ * back (24 bits each). A range is empty once its owner leaves the call, so only calls under way have work to take.
+ * AKF_HOOK_SHARE=0 keeps the static split (tuning runs). */
 #define TEAM_MAX 128
+/* The percent of what is left of its range an owner claims at a time, by team size (rows: up to that many threads);
+ * AKF_HOOK_SHARE_PART=P overrides it. Each claim is a kernel call of its own, whose start a decode pays for, and a
+ * small team is rarely held up by one core: the builder (2 threads, ik AMX branch, 369 M bf16, llama-sweep-bench
+ * tg64, alternated) decoded 37.4-38.1 t/s claiming 25 %, 39.4-43.1 claiming 75 %, 43.3-43.8 claiming all at once
+ * and 41.6-43.9 static; the AMX host at 4 threads (ik main, 1 B bf16, 2 rounds) 32.3 / 31.8 claiming 25 % against
+ * 32.9 / 30.8 static. A large team loses more to a slow core: the AMX host at 16 threads, claiming 25 % against
+ * 75 % (4 paired rounds): pp128 1.08x [0.93, 1.20], tg32 1.14x [0.97, 1.22]. */
+static const int SHARE_PART[][2] = {{4, 100}, {1 << 30, 25}};
 #define SHARE_BITS 24
 #define SHARE_MASK ((1ull << SHARE_BITS) - 1)
 struct share {
@@ -466,9 +476,12 @@ static void dense_team(struct packed *t, int impl, int M, int N, int K, const ui
         return;
     }
     unsigned long long mine = 0, taken = 0;
+    int part = settings.share_part;
+    for (int i = 0; !part; i++) part = nth <= SHARE_PART[i][0] ? SHARE_PART[i][1] : 0;
     if (ith < TEAM_MAX) {
         struct share *own = &t->team[ith];
-        const uint64_t seq = ((atomic_load_explicit(&own->word, memory_order_relaxed) >> (2 * SHARE_BITS)) + 1) & 0xffff;
+        const uint64_t last = atomic_load_explicit(&own->word, memory_order_relaxed);
+        const uint64_t seq = ((last >> (2 * SHARE_BITS)) + 1) & 0xffff;
         atomic_store_explicit(&own->word, share_word(seq, 0, 0), memory_order_release);
         atomic_store_explicit(&own->B, B, memory_order_relaxed);
         atomic_store_explicit(&own->C, C, memory_order_relaxed);
@@ -478,7 +491,7 @@ static void dense_team(struct packed *t, int impl, int M, int N, int K, const ui
         for (;;) {
             const int f = (int)(w >> SHARE_BITS & SHARE_MASK), b = (int)(w & SHARE_MASK);
             if (f >= b) break;
-            const int n = (b - f + 3) / 4;
+            const int n = (int)(((long)(b - f) * part + 99) / 100);
             if (!atomic_compare_exchange_weak_explicit(&own->word, &w, share_word(seq, (uint64_t)(f + n), (uint64_t)b),
                                                        memory_order_acq_rel, memory_order_acquire))
                 continue; /* w now holds the word a thief left */
