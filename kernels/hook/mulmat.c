@@ -97,13 +97,13 @@ static struct row rows[MAX_ROWS];
 static int nrows, rows_lost;
 static pthread_mutex_t rows_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* thread 0's calls (every thread takes or declines alike) and, taken, its seconds in the handler */
 /* each thread's time computing the calls it took (after the packing), by its index ith: the team's balance */
 #define STATS_THREADS 1024
 static struct { double seconds; char pad[56]; } thread_time[STATS_THREADS] __attribute__((aligned(64)));
 static _Atomic int threads_seen;
 static _Atomic unsigned long long pairs_done, pairs_taken; /* dense pairs computed; of them, taken from another */
 
+/* thread 0's calls (every thread takes or declines alike) and, taken, its seconds in the handler */
 static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *path, double seconds) {
     pthread_mutex_lock(&rows_lock);
     int i = 0;

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 from functools import lru_cache
 
 from ..errors import AmxforgeError
@@ -99,10 +100,12 @@ def _sweep_bench_jsonl(stdout: str, stderr: str) -> dict:
 
 # --- what a tool takes ---------------------------------------------------------------------------------------------
 def _ask(argv: list, env: dict):
-    """A short query of a tool (--help, --version): its CompletedProcess, or None when it would not run."""
+    """A short query of a tool (--help, --version): its CompletedProcess, or None when it would not run. It runs in
+    a scratch directory: the forks' old logger writes llama.log into the current one, even for --help."""
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=dict(os.environ, **env),
-                              stdin=subprocess.DEVNULL)
+        with tempfile.TemporaryDirectory(prefix="amxforge-ask-") as scratch:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=dict(os.environ, **env),
+                                  stdin=subprocess.DEVNULL, cwd=scratch)
     except (OSError, subprocess.TimeoutExpired):
         return None
 
