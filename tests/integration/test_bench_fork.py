@@ -207,7 +207,8 @@ def test_a_run_that_skipped_products_fails_its_cell_and_is_never_recommended(pro
     assert by_amx[False]["status"] == "ok" and by_amx[False]["pp"]["median"] > 0
     status = by_amx[True]["status"]
     assert status.startswith("failed: llama-sweep-bench skipped products, its speed measures no computation: "), status
-    assert "line(s) like 'Unsupported quantized data type: 30'" in status
+    assert status.endswith("line(s) like 'Unsupported quantized data type: 30'; the cells without --amx are the ones "
+                           "to compare (--amx off)"), status
     assert by_amx[True]["pp"] is None and by_amx[True]["amx_buffer"] is None
     assert {per["column"] for per in summary["recommendation"]["bf16"].values()} == {"amx"}
     assert summary["preference"]["ik_llama.cpp+amx-amxforge"] == ["amx"]

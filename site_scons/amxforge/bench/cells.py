@@ -94,8 +94,9 @@ def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float,
         return {"error": f"{tool} {how}: {last[:200]}", "stdout": stdout, "stderr": stderr}
     skipped = not_computed(stdout + stderr)
     if skipped:
-        return {"error": f"{tool} skipped products, its speed measures no computation: {skipped}", "stdout": stdout,
-                "stderr": stderr}
+        hint = "; the cells without --amx are the ones to compare (--amx off)" if cell.column.amx else ""
+        return {"error": f"{tool} skipped products, its speed measures no computation: {skipped}{hint}",
+                "stdout": stdout, "stderr": stderr}
     try:
         got = parse_output(bench_tools()["tools"][tool]["output"], stdout, stderr)
     except ValueError as exc:
