@@ -130,7 +130,8 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
     cells within a round, summarised over the rounds with an exact Wilcoxon signed-rank 95 % interval: "+21 % [+6, +31]
     faster", or slower, same (within +-threshold) or undecided. --target-ci adds rounds until the intervals are that
     narrow. The run's conditions (governor, turbo, load, steal, busy processes, pinning) are recorded and the noisy
-    ones named. Exit 1 when a cell failed (the others complete)."""
+    ones named. Exit 1 when a cell failed: its tool crashed, timed out or skipped products (printed a line of
+    bench.toml's evidence.not_computed); the others complete."""
     from .bench import fork as fb
     from .report import bench_fork_report
 
