@@ -448,18 +448,29 @@ static void check(int rc, int impl) {
     abort(); /* other threads of this call may have taken their share: declining now would leave holes */
 }
 
-/* Pairs q0..q1 of a dense product into C (through this thread's buffer, which holds 32 columns at least). */
+/* This thread's buffer for an M x width block of the output, which the kernels write densely. */
+static float *out_block(int M, int width) {
+    if (!grow((void **)&local.c, &local.c_n, (size_t)M * width * sizeof(float))) {
+        fprintf(stderr, "amxforge-kernels: out of memory for a %dx%d output block\n", M, width);
+        abort(); /* other threads of this call may have taken their share: declining now would leave holes */
+    }
+    return local.c;
+}
+
+/* The block out_block() returned, into columns n0.. of C's M rows. */
+static void put_block(float *C, long stride_C, int n0, int M, int width) {
+    for (int m = 0; m < M; m++)
+        memcpy(C + (size_t)m * (size_t)stride_C + n0, local.c + (size_t)m * width, (size_t)width * sizeof(float));
+}
+
+/* Pairs q0..q1 of a dense product into C. */
 static void dense_pairs(const struct packed *t, int impl, int M, int N, int K, const uint16_t *a, float *C,
                         long stride_C, int q0, int q1) {
     const int n0 = 32 * q0, n1 = AKF_MIN(N, 32 * q1), width = n1 - n0;
     if (width <= 0) return;
-    if (!grow((void **)&local.c, &local.c_n, (size_t)M * width * sizeof(float))) {
-        fprintf(stderr, "amxforge-kernels: out of memory for a %dx%d output block\n", M, width);
-        abort();
-    }
-    check(akf_gemm_bf16(impl, M, width, K, a, t->Bp + (size_t)n0 * AKF_ROUNDUP(K, AKF_BF16_KT), local.c), impl);
-    for (int m = 0; m < M; m++)
-        memcpy(C + (size_t)m * (size_t)stride_C + n0, local.c + (size_t)m * width, (size_t)width * sizeof(float));
+    float *c = out_block(M, width);
+    check(akf_gemm_bf16(impl, M, width, K, a, t->Bp + (size_t)n0 * AKF_ROUNDUP(K, AKF_BF16_KT), c), impl);
+    put_block(C, stride_C, n0, M, width);
 }
 
 static uint64_t share_word(uint64_t seq, uint64_t front, uint64_t back) {
@@ -579,8 +590,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     /* the activations as the kernels take them: M rows of K bf16, one after the other (bf16 rows so laid out are
      * used where they are) */
     const int direct = typeB == GGML_TYPE_BF16 && strideB == (long)K * 2;
-    if ((!direct && !grow((void **)&local.a, &local.a_n, (size_t)M * K * sizeof(uint16_t))) ||
-        (state == SPARSE && !grow((void **)&local.c, &local.c_n, (size_t)M * width * sizeof(float)))) {
+    if (!direct && !grow((void **)&local.a, &local.a_n, (size_t)M * K * sizeof(uint16_t))) {
         fprintf(stderr, "amxforge-kernels: out of memory for a %dx%d activation block\n", M, K);
         abort(); /* other threads of this call may have taken their share: declining now would leave holes */
     }
@@ -596,9 +606,8 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     if (state == SPARSE) {
         akf_sparse view;
         akf_sparse_view(t->S, p0, p1, &view);
-        check(akf_spmm_bf16(impl, M, a, &view, local.c), impl);
-        for (int m = 0; m < M; m++)
-            memcpy(C + (size_t)m * (size_t)stride_C + n0, local.c + (size_t)m * width, (size_t)width * sizeof(float));
+        check(akf_spmm_bf16(impl, M, a, &view, out_block(M, width)), impl);
+        put_block(C, stride_C, n0, M, width);
     } else {
         dense_team(t, impl, M, N, K, a, B, C, stride_C, p0 / 2, (p1 + 1) / 2, ith, nth);
     }

@@ -116,8 +116,8 @@ def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float,
 def not_computed(text: str) -> str:
     """What a run printed of products it did not compute (bench.toml's evidence.not_computed): the first such line
     and how many there were, or "" when none."""
-    lines = [line.strip() for line in text.splitlines()
-             if any(mark in line for mark in bench_tools()["evidence"]["not_computed"])]
+    marks = bench_tools()["evidence"]["not_computed"]
+    lines = [line.strip() for line in text.splitlines() if any(mark in line for mark in marks)]
     if not lines:
         return ""
     return f"{len(lines)} line(s) like {lines[0][:120]!r}"
