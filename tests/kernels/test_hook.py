@@ -40,6 +40,16 @@ def test_activation_conversion_rounds_to_nearest_even_like_numpy(library_for, im
         assert np.all(np.isnan(from_bf16(got[nan]))), (impl, n)  # a NaN stays a NaN
 
 
+def run_script(lib, variant, script, env, timeout=60, **fields):
+    """A script (a *_SCRIPT below) in a fresh Python process with the library of `variant` and the environment's
+    additions `env` (the handler reads its settings once per process); it must exit 0."""
+    code = script.format(site=str(ROOT / "site_scons"), variant=variant, project=str(lib.path.parents[3]), **fields)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, **env})
+    assert res.returncode == 0, res.stderr
+    return res
+
+
 def weights(rng, Nx, K, pad, density):
     """W [Nx x K] bf16 bits inside a wider buffer (row stride K + pad), with about `density` nonzeros."""
     full = to_bf16(rng.standard_normal((Nx, K + pad)).astype(np.float32) * (rng.random((Nx, K + pad)) < density))
@@ -183,11 +193,7 @@ def test_a_late_thread_s_pairs_are_computed_by_an_early_one(library_for, impl):
     time (AKF_HOOK_SHARE_PART=25, what a team of more than 4 threads does; a smaller one claims all at once). Every
     column is computed once and right, whoever computed it; the totals count the pairs that moved."""
     lib, variant = library_for(impl)
-    script = SHARE_SCRIPT.format(site=str(ROOT / "site_scons"), variant=variant, project=str(lib.path.parents[3]),
-                                 impl=impl)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "AKF_HOOK_SHARE_PART": "25"})
-    assert res.returncode == 0, res.stderr
+    res = run_script(lib, variant, SHARE_SCRIPT, {"AKF_HOOK_SHARE_PART": "25"}, timeout=120, impl=impl)
     moved, M, share = res.stdout.split()
     assert int(moved) > 0, (impl, M, share)
 
@@ -325,11 +331,7 @@ print(float(C[1, 32]))
 ])
 def test_stats_at_exit_and_the_environment(library_for, env, expect):
     lib, variant = library_for("ref")
-    script = STATS_SCRIPT.format(site=str(ROOT / "site_scons"), variant=variant,
-                                 project=str(lib.path.parents[3]))
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, **env})
-    assert res.returncode == 0, res.stderr
+    res = run_script(lib, variant, STATS_SCRIPT, env)
     for line in expect:
         assert line in res.stderr, res.stderr
     taken = "AMXFORGE_KERNELS" not in env and "AMXFORGE_KERNELS_IMPL" not in env
@@ -368,10 +370,7 @@ def test_sparse_decode_runs_the_tables_choice_where_it_runs(library_for, impl):
     lib, variant = library_for(impl)
     runs = lib.impls(runnable=True)
     decode = TABLE.hook.get("sparse_decode")
-    script = DECODE_SCRIPT.format(site=str(ROOT / "site_scons"), variant=variant, project=str(lib.path.parents[3]))
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "AMXFORGE_KERNELS_STATS": "1"})
-    assert res.returncode == 0, res.stderr
+    res = run_script(lib, variant, DECODE_SCRIPT, {"AMXFORGE_KERNELS_STATS": "1"})
     assert f"implementation {runs[-1]} (variant {variant})" in res.stderr, res.stderr
     assert "packed 0 dense + 1 sparse tensors" in res.stderr, res.stderr
     other = decode and decode["impl"] in runs and decode["impl"] != runs[-1]
