@@ -13,8 +13,9 @@
  * AMXFORGE_KERNELS_IMPL=NAME runs that implementation instead of the best (which is, for sparse products of few rows,
  * the one [hook] sparse_decode of toolchain/kernels.toml names, where it runs); AMXFORGE_SPARSE_MIN=F (0..1, default
  * sparse_min of toolchain/kernels.toml [hook]) is the zero fraction from which a tensor goes sparse (>1: never);
- * AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, with thread 0's time in the
- * handler for what was taken (the first call of a tensor includes its share of the packing), the packed memory, and
+ * AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, with thread 0's time
+ * computing what was taken (its time finding and packing tensors apart) and in the fork's own
+ * function for what fell back (where the linker's side of the entry times it: akf_hook_fork_time), the packed memory, and
  * the least, mean and most time a thread of the team spent computing the calls it took (packing excluded). */
 #include <errno.h>
 #include <pthread.h>
@@ -92,9 +93,17 @@ void akf_hook_settings(int impl, double sparse_min) {
 
 /* ---- counters: one row per (shape, path) --------------------------------------------------------------- */
 #define MAX_ROWS 512
-struct row { long Nx, Ny, K; int typeA, typeB; const char *path; uint64_t calls; double seconds; };
+struct row {
+    long Nx, Ny, K;
+    int typeA, typeB;
+    const char *path;
+    uint64_t calls;
+    double seconds, fork_seconds; /* taken: thread 0 computing (packing excluded); fell back: in the fork's own */
+};
+static double pack_seconds; /* thread 0's time packing tensors (its share), under rows_lock */
 static struct row rows[MAX_ROWS];
 static int nrows, rows_lost;
+static _Thread_local int declined_row = -1; /* the row of this thread's last declined call: its fork time goes there */
 static pthread_mutex_t rows_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* each thread's time computing the calls it took (after the packing), by its index ith: the team's balance */
@@ -113,6 +122,19 @@ static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *pa
     if (i == nrows && nrows < MAX_ROWS) rows[nrows++] = (struct row){Nx, Ny, K, typeA, typeB, path, 0, 0.0};
     if (i < nrows) rows[i].calls++, rows[i].seconds += seconds;
     else rows_lost++;
+    declined_row = strncmp(path, "taken", 5) && i < nrows ? i : -1;
+    pthread_mutex_unlock(&rows_lock);
+}
+
+int akf_hook_timing(int ith) {
+    pthread_once(&settings_once, read_settings);
+    return settings.stats && ith == 0;
+}
+
+void akf_hook_fork_time(double seconds) {
+    pthread_mutex_lock(&rows_lock);
+    if (declined_row >= 0) rows[declined_row].fork_seconds += seconds;
+    declined_row = -1;
     pthread_mutex_unlock(&rows_lock);
 }
 
@@ -564,6 +586,11 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
         return 0;
     }
     const double t1 = settings.stats && ith < STATS_THREADS ? akf_now() : 0.0;
+    if (settings.stats && ith == 0) {
+        pthread_mutex_lock(&rows_lock);
+        pack_seconds += t1 - t0; /* finding the tensor, and packing its share where it was new */
+        pthread_mutex_unlock(&rows_lock);
+    }
     const int M = (int)Ny, K = (int)ne00, N = (int)Nx;
     /* this thread's columns: dense in pairs of 16-column panels (the AMX kernel's step), sparse balanced by
      * nonzeros; every thread takes or declines alike, so the split covers all columns once */
@@ -577,7 +604,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     const int n0 = p0 * 16, n1 = AKF_MIN(N, p1 * 16), width = n1 - n0;
     const char *taken = state == SPARSE ? "taken: sparse" : "taken: dense";
     if (width <= 0 && (state == SPARSE || !settings.share)) {
-        if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, taken, akf_now() - t0);
+        if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, taken, akf_now() - t1);
         return 1;
     }
 #ifdef _OPENMP
@@ -617,7 +644,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
         int seen = atomic_load_explicit(&threads_seen, memory_order_relaxed);
         while (seen < team && !atomic_compare_exchange_weak(&threads_seen, &seen, team)) {}
     }
-    if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, taken, akf_now() - t0);
+    if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, taken, akf_now() - t1);
     return 1;
 }
 
@@ -668,15 +695,24 @@ static void print_stats(void) {
             (unsigned long long)t.repacked, (unsigned long long)t.freed, (double)t.freed_bytes / (1 << 20));
     if (settings.impl_error[0]) fprintf(stderr, "amxforge-kernels: %s: every call fell back\n", settings.impl_error);
     pthread_mutex_lock(&rows_lock);
+    double ours = 0.0, fork = 0.0;
     for (int i = 0; i < nrows; i++) {
         const int taken = strncmp(rows[i].path, "taken", 5) == 0;
-        char time[64] = "";
+        char time[96] = "";
         if (taken) snprintf(time, sizeof time, ", %.3f ms in thread 0", rows[i].seconds * 1e3);
+        else if (rows[i].fork_seconds > 0.0)
+            snprintf(time, sizeof time, ", %.3f ms in thread 0 in the fork's own function", rows[i].fork_seconds * 1e3);
+        ours += rows[i].seconds;
+        fork += rows[i].fork_seconds;
         fprintf(stderr, "amxforge-kernels: %s%s%s %ldx%ld (K %ld) typeA %d typeB %d: %llu calls%s\n",
                 taken ? "" : "fell back (", rows[i].path, taken ? "" : ")", rows[i].Nx, rows[i].Ny, rows[i].K,
                 rows[i].typeA, rows[i].typeB, (unsigned long long)rows[i].calls, time);
     }
     if (rows_lost) fprintf(stderr, "amxforge-kernels: %d calls of further shapes not itemised\n", rows_lost);
+    if (nrows)
+        fprintf(stderr, "amxforge-kernels: thread 0 in the matmuls: %.3f ms in ours (and %.3f ms finding and packing "
+                        "tensors), %.3f ms in the fork's own function (the calls that fell back, where its entry took "
+                        "them)\n", ours * 1e3, pack_seconds * 1e3, fork * 1e3);
     pthread_mutex_unlock(&rows_lock);
     const int n = atomic_load(&threads_seen);
     if (n > 0) {

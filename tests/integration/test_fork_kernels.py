@@ -5,6 +5,7 @@ implementation this host runs; the proof in the record, relinking when our archi
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -93,7 +94,11 @@ def test_every_implementation_here_matches_the_reference_and_the_forks_own(hooke
     assert np.all(np.abs(ours - ref) <= bound)
     own, _, _, stderr = matmul(hooked, variant, tmp_path, 301, 9, 259, 3, {**env, "AMXFORGE_KERNELS": "fork"},
                                sparsity)
-    assert "fell back (AMXFORGE_KERNELS=fork)" in stderr
+    # the fork's own function computed it, and thread 0's time in it is reported beside ours
+    assert re.search(r"fell back \(AMXFORGE_KERNELS=fork\) 301x9 \(K 259\) typeA 30 typeB 0: 1 calls, \d+\.\d{3} ms "
+                     r"in thread 0 in the fork's own function\n", stderr), stderr
+    assert re.search(r"thread 0 in the matmuls: 0\.000 ms in ours \(and 0\.000 ms finding and packing tensors\), "
+                     r"\d+\.\d{3} ms in the fork's own function", stderr), stderr
     assert np.all(np.abs(ours - own) <= 2 * bound)  # each within the bound of the exact result
 
 

@@ -335,8 +335,10 @@ def test_stats_at_exit_and_the_environment(library_for, env, expect):
     for line in expect:
         assert line in res.stderr, res.stderr
     taken = "AMXFORGE_KERNELS" not in env and "AMXFORGE_KERNELS_IMPL" not in env
-    if taken:  # thread 0's time in the handler on what it took; none on what fell back (the caller's time)
+    if taken:  # thread 0's time computing what it took; none on what fell back (no fork's function to time here)
         assert re.search(r"typeB 0: 3 calls, \d+\.\d{3} ms in thread 0\n", res.stderr), res.stderr
+        assert re.search(r"thread 0 in the matmuls: \d+\.\d{3} ms in ours \(and \d+\.\d{3} ms finding and packing "
+                         r"tensors\), 0\.000 ms in the fork's own function", res.stderr), res.stderr
         assert re.search(r"typeA 8 typeB 0: 1 calls\n", res.stderr), res.stderr
         # the team's balance: every thread of the split (4) computed its share; the least and most are named
         assert re.search(r"time computing the calls taken, per thread \(packing excluded\), 4 threads: min "
