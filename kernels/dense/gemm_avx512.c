@@ -40,29 +40,39 @@ static inline uint32_t group_of(int dt, const void *A, int K, int row, int g) {
 }
 
 /* R rows x nn panels over all K: per group of k, one or two B vector loads and R x nn dot products whose A operand
- * is a 32-bit broadcast straight from memory (folded into the instruction as {1to16}: no shuffle-port uop). */
+ * is a 32-bit broadcast straight from memory (folded into the instruction as {1to16}: no shuffle-port uop). The
+ * loops over rows and panels are unrolled so that the accumulators live in registers (one set, int8 sums as the
+ * same bits): left to gcc 12 they stayed on the stack, a load and a store around every dot product (the builder, 1
+ * thread, bf16 128x2048x2048: 74 GFLOP/s, 63 % of its VDPBF16PS peak, behind the avx2 implementation's 103). */
 static inline __attribute__((always_inline)) void rows_x_panels(int dt, int R, int nn, int G, const uint32_t *Ag,
                                                                  const char *b0, const char *b1, __m512 *out) {
-    __m512i acci[8][2];
-    __m512 accf[8][2];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < 2; j++) { acci[r][j] = _mm512_setzero_si512(); accf[r][j] = _mm512_setzero_ps(); }
+    __m512 acc[8][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        acc[r][0] = _mm512_setzero_ps();
+        acc[r][1] = _mm512_setzero_ps();
+    }
     for (int g = 0; g < G; g++) {
         __m512i v0 = _mm512_loadu_si512(b0 + (size_t)g * 64), v1 = v0;
         if (nn > 1) v1 = _mm512_loadu_si512(b1 + (size_t)g * 64);
+#pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             __m512i a = _mm512_set1_epi32((int)Ag[(size_t)r * G + g]);
             if (dt == BF16) {
-                accf[r][0] = _mm512_dpbf16_ps(accf[r][0], (__m512bh)a, (__m512bh)v0);
-                if (nn > 1) accf[r][1] = _mm512_dpbf16_ps(accf[r][1], (__m512bh)a, (__m512bh)v1);
+                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], (__m512bh)a, (__m512bh)v0);
+                if (nn > 1) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], (__m512bh)a, (__m512bh)v1);
             } else {
-                acci[r][0] = _mm512_dpbusd_epi32(acci[r][0], a, v0);
-                if (nn > 1) acci[r][1] = _mm512_dpbusd_epi32(acci[r][1], a, v1);
+                acc[r][0] = _mm512_castsi512_ps(_mm512_dpbusd_epi32(_mm512_castps_si512(acc[r][0]), a, v0));
+                if (nn > 1)
+                    acc[r][1] = _mm512_castsi512_ps(_mm512_dpbusd_epi32(_mm512_castps_si512(acc[r][1]), a, v1));
             }
         }
     }
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < nn; j++) out[r * 2 + j] = dt == BF16 ? accf[r][j] : _mm512_castsi512_ps(acci[r][j]);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        out[r * 2] = acc[r][0];
+        if (nn > 1) out[r * 2 + 1] = acc[r][1];
+    }
 }
 
 static void finish(int dt, int R, int nn, int M, int N, int r0, int p, const __m512 *acc, float *C, const float *as,
