@@ -119,7 +119,7 @@ static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *pa
     while (i < nrows && !(rows[i].Nx == Nx && rows[i].Ny == Ny && rows[i].K == K && rows[i].typeA == typeA &&
                           rows[i].typeB == typeB && rows[i].path == path))
         i++;
-    if (i == nrows && nrows < MAX_ROWS) rows[nrows++] = (struct row){Nx, Ny, K, typeA, typeB, path, 0, 0.0};
+    if (i == nrows && nrows < MAX_ROWS) rows[nrows++] = (struct row){Nx, Ny, K, typeA, typeB, path, 0, 0.0, 0.0};
     if (i < nrows) rows[i].calls++, rows[i].seconds += seconds;
     else rows_lost++;
     declined_row = strncmp(path, "taken", 5) && i < nrows ? i : -1;
