@@ -355,26 +355,36 @@ sys.path.insert(0, {site!r})
 from amxforge.kernels import KernelLibrary, to_bf16, from_bf16
 lib = KernelLibrary({variant!r}, {project!r})
 rng = np.random.default_rng(3)
-W = to_bf16(rng.standard_normal((70, 300)).astype(np.float32) * (rng.random((70, 300)) < 0.3))
-for M in (2, 6):  # a decode-sized product and a larger one, through the best
+W = to_bf16(rng.standard_normal((70, 300)).astype(np.float32) * (rng.random((70, 300)) < {density}))
+sparse = lib.sparse_pack_bt(W, "bf16") if {density} < 1 else None
+Bp = lib.pack_b_bf16(np.ascontiguousarray(W.T))
+for M, impl in {expect!r}:  # each product through the handler is, bit for bit, that implementation's
     B = rng.standard_normal((M, 300)).astype(np.float32); C = np.zeros((M, 70), np.float32)
-    assert all(lib.hook_mul_mat(W, B, C, ith, 3) for ith in range(3))
-    ref = from_bf16(to_bf16(B)).astype(np.float64) @ from_bf16(W).astype(np.float64).T
-    bound = 302 * np.finfo(np.float32).eps * (np.abs(from_bf16(to_bf16(B))) @ np.abs(from_bf16(W)).T)
+    assert lib.hook_mul_mat(W, B, C, 0, 1)
+    A = to_bf16(B)
+    same = sparse.matmul(A, impl) if sparse else lib.gemm_bf16(A, Bp, 70, impl)
+    assert np.array_equal(C, same), (M, impl)
+    ref = from_bf16(A).astype(np.float64) @ from_bf16(W).astype(np.float64).T
+    bound = 302 * np.finfo(np.float32).eps * (np.abs(from_bf16(A)) @ np.abs(from_bf16(W)).T)
     assert np.all(np.abs(C - ref) <= bound + 1e-30), M
 """
 
 
+@pytest.mark.parametrize("form", ["dense", "sparse"])
 @pytest.mark.parametrize("impl", IMPLS)
-def test_sparse_decode_runs_the_tables_choice_where_it_runs(library_for, impl):
-    """[hook] sparse_decode: the best's sparse products of few rows run the table's choice where this host runs it
-    (said in the stats line), the rest the best; both right."""
+def test_products_of_few_rows_run_the_tables_choice_where_it_runs(library_for, impl, form):
+    """[hook] dense_decode / sparse_decode: the best's products of at most `rows` activation rows of a tensor packed
+    in that form run the table's choice where this host runs it (said in the stats line, and bit for bit that
+    implementation's result), larger ones the best."""
     lib, variant = library_for(impl)
     runs = lib.impls(runnable=True)
-    decode = TABLE.hook.get("sparse_decode")
-    res = run_script(lib, variant, DECODE_SCRIPT, {"AMXFORGE_KERNELS_STATS": "1"})
+    decode = TABLE.hook.get(f"{form}_decode")
+    chosen = decode["impl"] if decode and decode["impl"] in runs else runs[-1]
+    rows = decode["rows"] if decode else 0
+    expect = [(M, chosen if M <= rows else runs[-1]) for M in sorted({1, max(rows, 1), rows + 1, 6})]
+    res = run_script(lib, variant, DECODE_SCRIPT, {"AMXFORGE_KERNELS_STATS": "1"},
+                     density=0.3 if form == "sparse" else 1.0, expect=expect)
     assert f"implementation {runs[-1]} (variant {variant})" in res.stderr, res.stderr
-    assert "packed 0 dense + 1 sparse tensors" in res.stderr, res.stderr
-    other = decode and decode["impl"] in runs and decode["impl"] != runs[-1]
-    said = f", sparse products of up to {decode['rows']} rows {decode['impl']};" if decode else "sparse products"
-    assert (said in res.stderr) == bool(other), res.stderr
+    assert f"packed {int(form == 'dense')} dense + {int(form == 'sparse')} sparse tensors" in res.stderr, res.stderr
+    said = f", {form} products of up to {rows} row{'' if rows == 1 else 's'} {chosen}"
+    assert (said in res.stderr) == (chosen != runs[-1]), res.stderr
