@@ -11,11 +11,11 @@
  *
  * Environment (read once): AMXFORGE_KERNELS=fork declines every call (the fork's own kernels, same binary);
  * AMXFORGE_KERNELS_IMPL=NAME runs that implementation instead of the best (which is, for products of few rows, the
- * one [hook] dense_decode or sparse_decode of toolchain/kernels.toml names, where it runs); AMXFORGE_SPARSE_MIN=F (0..1, default
- * sparse_min of toolchain/kernels.toml [hook]) is the zero fraction from which a tensor goes sparse (>1: never);
- * AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, with thread 0's time
- * computing what was taken (its time finding and packing tensors apart) and in the fork's own
- * function for what fell back (where the linker's side of the entry times it: akf_hook_fork_time), the packed memory, and
+ * one [hook] dense_decode or sparse_decode of toolchain/kernels.toml names, where it runs); AMXFORGE_SPARSE_MIN=F
+ * (0..1, default sparse_min of toolchain/kernels.toml [hook]) is the zero fraction from which a tensor goes sparse
+ * (>1: never); AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, with thread
+ * 0's time computing what was taken (its time finding and packing tensors apart) and in the fork's own function for
+ * what fell back (where the linker's side of the entry times it: akf_hook_fork_time), the packed memory, and
  * the least, mean and most time a thread of the team spent computing the calls it took (packing excluded). */
 #include <errno.h>
 #include <pthread.h>
@@ -692,8 +692,8 @@ static void print_stats(void) {
     char decode[192] = "";
     for (int form = 0, n = 0; form < 2; form++)
         if (strcmp(implementation_name(settings.decode_impl[form]), implementation_name(settings.impl)))
-            n += snprintf(decode + n, sizeof decode - (size_t)n, ", %s products of up to %d row%s %s", DECODE[form].form,
-                          DECODE[form].rows, DECODE[form].rows == 1 ? "" : "s",
+            n += snprintf(decode + n, sizeof decode - (size_t)n, ", %s products of up to %d row%s %s",
+                          DECODE[form].form, DECODE[form].rows, DECODE[form].rows == 1 ? "" : "s",
                           implementation_name(settings.decode_impl[form]));
     fprintf(stderr, "amxforge-kernels: implementation %s (variant %s)%s; packed %llu dense + %llu sparse tensors, "
                     "%.1f MiB; %llu not packed (memory, %.1f MiB); %llu packed again after a reload; %llu released "
