@@ -10,8 +10,8 @@
  * before the next tensor is packed.
  *
  * Environment (read once): AMXFORGE_KERNELS=fork declines every call (the fork's own kernels, same binary);
- * AMXFORGE_KERNELS_IMPL=NAME runs that implementation instead of the best (which is, for products of few rows, the
- * one [hook] dense_decode or sparse_decode of toolchain/kernels.toml names, where it runs); AMXFORGE_SPARSE_MIN=F
+ * AMXFORGE_KERNELS_IMPL=NAME runs that implementation instead of the best (which is, for products of few rows kept
+ * sparse, the one [hook] sparse_decode of toolchain/kernels.toml names, where it runs); AMXFORGE_SPARSE_MIN=F
  * (0..1, default sparse_min of toolchain/kernels.toml [hook]) is the zero fraction from which a tensor goes sparse
  * (>1: never); AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, with thread
  * 0's time computing what was taken (its time finding and packing tensors apart) and in the fork's own function for
@@ -38,28 +38,19 @@
 /* ---- settings -------------------------------------------------------------------------------------------- */
 static struct {
     int off, impl, stats, share, share_part;
-    int decode_impl[2]; /* dense [0] and sparse [1] products of up to DECODE[form].rows rows: this one */
+    int decode_impl; /* sparse products of up to AKF_HOOK_SPARSE_DECODE_ROWS rows: this one, where it runs */
     double sparse_min;
     char impl_error[160];
 } settings;
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 static void print_stats(void);
 
-/* [hook] dense_decode and sparse_decode of toolchain/kernels.toml: products of at most `rows` activation rows of a
- * tensor packed in that form run implementation `impl` (0 rows: none) */
-static const struct { int rows; const char *impl, *form; } DECODE[2] = {
-    {AKF_HOOK_DENSE_DECODE_ROWS, AKF_HOOK_DENSE_DECODE_IMPL, "dense"},
-    {AKF_HOOK_SPARSE_DECODE_ROWS, AKF_HOOK_SPARSE_DECODE_IMPL, "sparse"},
-};
-
-/* The decode's implementations given the one asked for: the table's choice where the best was asked for and the
- * host runs it, else the one asked for. */
+/* The implementation asked for, and the sparse decode's given it: the table's choice where the best was asked for
+ * and the host runs it, else the one asked for. */
 static void set_impl(int impl) {
+    const int id = akf_impl_find(AKF_HOOK_SPARSE_DECODE_IMPL);
     settings.impl = impl;
-    for (int form = 0; form < 2; form++) {
-        const int id = DECODE[form].rows > 0 ? akf_impl_find(DECODE[form].impl) : -1;
-        settings.decode_impl[form] = impl == AKF_IMPL_BEST && id > 0 && akf_impl_resolve(id) == id ? id : impl;
-    }
+    settings.decode_impl = impl == AKF_IMPL_BEST && id > 0 && akf_impl_resolve(id) == id ? id : impl;
 }
 
 static void read_settings(void) {
@@ -635,7 +626,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
         if (typeB == GGML_TYPE_BF16) memcpy(local.a + (size_t)m * K, row, (size_t)K * 2);
         else rc = akf_cvt_bf16(settings.impl, (const float *)row, local.a + (size_t)m * K, (size_t)K);
     }
-    const int form = state == SPARSE, impl = M <= DECODE[form].rows ? settings.decode_impl[form] : settings.impl;
+    const int impl = state == SPARSE && M <= AKF_HOOK_SPARSE_DECODE_ROWS ? settings.decode_impl : settings.impl;
     check(rc, impl);
     if (state == SPARSE) {
         akf_sparse view;
@@ -689,12 +680,10 @@ void akf_hook_forget(void) {
 static void print_stats(void) {
     struct akf_hook_totals t;
     akf_hook_totals(&t);
-    char decode[192] = "";
-    for (int form = 0, n = 0; form < 2; form++)
-        if (strcmp(implementation_name(settings.decode_impl[form]), implementation_name(settings.impl)))
-            n += snprintf(decode + n, sizeof decode - (size_t)n, ", %s products of up to %d row%s %s",
-                          DECODE[form].form, DECODE[form].rows, DECODE[form].rows == 1 ? "" : "s",
-                          implementation_name(settings.decode_impl[form]));
+    char decode[96] = "";
+    if (strcmp(implementation_name(settings.decode_impl), implementation_name(settings.impl)))
+        snprintf(decode, sizeof decode, ", sparse products of up to %d rows %s", AKF_HOOK_SPARSE_DECODE_ROWS,
+                 implementation_name(settings.decode_impl));
     fprintf(stderr, "amxforge-kernels: implementation %s (variant %s)%s; packed %llu dense + %llu sparse tensors, "
                     "%.1f MiB; %llu not packed (memory, %.1f MiB); %llu packed again after a reload; %llu released "
                     "with their weights (%.1f MiB)\n",

@@ -75,11 +75,10 @@ class KernelTable:
         names = [impl.name for impl in self.implementations]
         if len(set(names)) != len(names) or not names:
             raise AmxforgeError(f"{where}: implementation names must be unique and at least one must exist")
-        for key in DECODE_KEYS:
-            decode = self.hook.get(key)
-            if decode and decode["impl"] not in names:
-                raise AmxforgeError(f"{where} [hook] {key}: impl {decode['impl']!r} is no implementation; "
-                                    f"choose {', '.join(names)}")
+        decode = self.hook.get("sparse_decode")
+        if decode and decode["impl"] not in names:
+            raise AmxforgeError(f"{where} [hook] sparse_decode: impl {decode['impl']!r} is no implementation; "
+                                f"choose {', '.join(names)}")
         if sorted(d.id for d in self.dtypes.values()) != list(range(1, len(self.dtypes) + 1)):
             raise AmxforgeError(f"{where}: dtype ids must be 1..{len(self.dtypes)}")
 
@@ -128,7 +127,6 @@ def kernel_table() -> KernelTable:
     return _cached(str(toolchain_dir() / "kernels.toml"))
 
 
-DECODE_KEYS = ("dense_decode", "sparse_decode")  # [hook]: the implementation products of few rows run, per form
 PROGRAM_PREFIX = "amxforge-"  # kernels/bin/NAME.c is installed as bin/amxforge-NAME
 
 
