@@ -110,7 +110,10 @@ static struct { double seconds; char pad[56]; } thread_time[STATS_THREADS] __att
 static _Atomic int threads_seen;
 static _Atomic unsigned long long pairs_done, pairs_taken; /* dense pairs computed; of them, taken from another */
 
-/* thread 0's calls (every thread takes or declines alike) and, taken, its seconds in the handler */
+/* a row's path: "taken: dense|sparse", else why the call fell back */
+static int is_taken(const char *path) { return strncmp(path, "taken", 5) == 0; }
+
+/* thread 0's calls (every thread takes or declines alike) and, taken, its seconds computing them (packing apart) */
 static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *path, double seconds) {
     pthread_mutex_lock(&rows_lock);
     int i = 0;
@@ -120,7 +123,7 @@ static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *pa
     if (i == nrows && nrows < MAX_ROWS) rows[nrows++] = (struct row){Nx, Ny, K, typeA, typeB, path, 0, 0.0, 0.0};
     if (i < nrows) rows[i].calls++, rows[i].seconds += seconds;
     else rows_lost++;
-    declined_row = strncmp(path, "taken", 5) && i < nrows ? i : -1;
+    declined_row = !is_taken(path) && i < nrows ? i : -1;
     pthread_mutex_unlock(&rows_lock);
 }
 
@@ -695,7 +698,7 @@ static void print_stats(void) {
     pthread_mutex_lock(&rows_lock);
     double ours = 0.0, fork = 0.0;
     for (int i = 0; i < nrows; i++) {
-        const int taken = strncmp(rows[i].path, "taken", 5) == 0;
+        const int taken = is_taken(rows[i].path);
         char time[96] = "";
         if (taken) snprintf(time, sizeof time, ", %.3f ms in thread 0", rows[i].seconds * 1e3);
         else if (rows[i].fork_seconds > 0.0)
