@@ -146,13 +146,21 @@ def test_fork_targets_are_programs_and_the_error_lists_them(tmp_path, target, wh
     assert not (project / "build" / "baseline" / "fork" / "amxforge-build.json").exists()
 
 
-def test_configure_failure_shows_the_forks_error_and_the_log(tmp_path):
+@pytest.mark.parametrize("cmake, says", [
+    ('message(FATAL_ERROR "minifork needs libfoo >= 2")', ["minifork needs libfoo >= 2"]),
+    # CMake spreads this one over several indented lines, the missing target in the middle (a CUDA tree on a
+    # builder without cuBLAS: 'Target "ggml" links to: CUDA::cublas but the target was not found')
+    ("target_link_libraries(llama-bench PRIVATE Missing::cublas)",
+     ['Target "llama-bench" links to: Missing::cublas but the target was not found']),
+])
+def test_configure_failure_shows_the_forks_error_and_the_log(tmp_path, cmake, says):
     project = make_project(tmp_path)
     cml = project / "minifork" / "CMakeLists.txt"
-    cml.write_text(cml.read_text() + '\nmessage(FATAL_ERROR "minifork needs libfoo >= 2")\n')
+    cml.write_text(cml.read_text() + f"\n{cmake}\n")
     res = scons(project, "variant=baseline", "fork=minifork")
     assert res.returncode != 0
-    assert "CMake configure of" in res.stderr and "minifork needs libfoo >= 2" in res.stderr
+    error = next(line for line in res.stderr.splitlines() if line.startswith("amxforge: error:"))
+    assert "CMake configure of" in error and all(s in error for s in says), error
     assert "cmake-configure.log" in res.stderr
     assert len(list((project / "build/baseline/fork-work").glob("*/cmake-configure.log"))) == 1
 

@@ -514,11 +514,23 @@ def warn(line: str) -> None:
     print(line, file=sys.stderr)
 
 
+FIRST_ERROR_MAX = 240
+
+
 def first_error(text: str) -> str:
-    """The fork's own error, in one line: the first 'CMake Error' and the message line after it."""
+    """The fork's own error, in one line: the first 'CMake Error' and its message, the indented lines after it
+    (CMake spreads one message over several: 'Target "ggml" links to:', the missing target, 'but the target was
+    not found'), cut at FIRST_ERROR_MAX characters."""
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if "CMake Error" in line or line.startswith("ERROR"):
-            detail = next((l.strip() for l in lines[i + 1:i + 6] if l.strip()), "")
+            message = []
+            for follow in lines[i + 1:]:
+                if follow.strip() and not follow[:1].isspace():
+                    break  # the message ends at the next line that is not indented
+                message.append(follow.strip())
+            detail = " ".join(" ".join(message).split())
+            if len(detail) > FIRST_ERROR_MAX:
+                detail = detail[:FIRST_ERROR_MAX].rsplit(" ", 1)[0] + " ..."
             return f"{line.strip()} {detail}".strip()
     return next((l.strip() for l in reversed(lines) if l.strip()), "no output")
