@@ -1,6 +1,6 @@
 /* Read bandwidth (class `default`): each thread streams its contiguous share of a buffer larger than the L3 with
- * the widest loads the variant has (best of three software-prefetch distances); the buffer is first touched by the
- * same threads (page placement). */
+ * the widest loads the variant has (best of three software-prefetch distances and of eight streams at once); the
+ * buffer is first touched by the same threads (page placement). */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -47,35 +47,45 @@ double akf_time_chains(float (*chains)(long iters, float seed), int threads, dou
     return elapsed;
 }
 
-/* pf: software prefetch distance in bytes, into L2 as the decode kernels do (0: the hardware prefetchers alone) */
-static uint64_t read_chunk(const char *p, size_t n, size_t pf) {
+/* pf: software prefetch distance in bytes, into L2 as the decode kernels do (0: the hardware prefetchers alone);
+ * streams: the n bytes read as that many equal parts at once, a step of each in turn (ik's bf16 GEMV reads 8 weight
+ * rows at a time) */
+static uint64_t read_chunk(const char *p, size_t n, size_t pf, int streams) {
 #if defined(__AVX512F__)
+    const size_t sub = n / (size_t)streams / 256 * 256;
     __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
-    for (size_t i = 0; i + 256 <= n; i += 256) {
-        if (pf)
-            for (int l = 0; l < 4; l++) _mm_prefetch(p + i + pf + 64 * l, _MM_HINT_T1);
-        a = _mm512_xor_si512(a, _mm512_load_si512(p + i));
-        b = _mm512_xor_si512(b, _mm512_load_si512(p + i + 64));
-        c = _mm512_xor_si512(c, _mm512_load_si512(p + i + 128));
-        d = _mm512_xor_si512(d, _mm512_load_si512(p + i + 192));
-    }
+    for (size_t i = 0; i < sub; i += 256)
+        for (int s = 0; s < streams; s++) {
+            const char *q = p + (size_t)s * sub + i;
+            if (pf)
+                for (int l = 0; l < 4; l++) _mm_prefetch(q + pf + 64 * l, _MM_HINT_T1);
+            a = _mm512_xor_si512(a, _mm512_load_si512(q));
+            b = _mm512_xor_si512(b, _mm512_load_si512(q + 64));
+            c = _mm512_xor_si512(c, _mm512_load_si512(q + 128));
+            d = _mm512_xor_si512(d, _mm512_load_si512(q + 192));
+        }
     return (uint64_t)_mm512_reduce_add_epi64(_mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d)));
 #elif defined(__AVX2__)
+    const size_t sub = n / (size_t)streams / 128 * 128;
     __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
-    for (size_t i = 0; i + 128 <= n; i += 128) {
-        if (pf) { _mm_prefetch(p + i + pf, _MM_HINT_T1); _mm_prefetch(p + i + pf + 64, _MM_HINT_T1); }
-        a = _mm256_xor_si256(a, _mm256_load_si256((const __m256i *)(p + i)));
-        b = _mm256_xor_si256(b, _mm256_load_si256((const __m256i *)(p + i + 32)));
-        c = _mm256_xor_si256(c, _mm256_load_si256((const __m256i *)(p + i + 64)));
-        d = _mm256_xor_si256(d, _mm256_load_si256((const __m256i *)(p + i + 96)));
-    }
+    for (size_t i = 0; i < sub; i += 128)
+        for (int s = 0; s < streams; s++) {
+            const char *q = p + (size_t)s * sub + i;
+            if (pf) { _mm_prefetch(q + pf, _MM_HINT_T1); _mm_prefetch(q + pf + 64, _MM_HINT_T1); }
+            a = _mm256_xor_si256(a, _mm256_load_si256((const __m256i *)q));
+            b = _mm256_xor_si256(b, _mm256_load_si256((const __m256i *)(q + 32)));
+            c = _mm256_xor_si256(c, _mm256_load_si256((const __m256i *)(q + 64)));
+            d = _mm256_xor_si256(d, _mm256_load_si256((const __m256i *)(q + 96)));
+        }
     __m256i x = _mm256_xor_si256(_mm256_xor_si256(a, b), _mm256_xor_si256(c, d));
     return (uint64_t)_mm256_extract_epi64(x, 0) ^ (uint64_t)_mm256_extract_epi64(x, 3);
 #else
     (void)pf;
-    uint64_t s = 0;
-    for (size_t i = 0; i + 8 <= n; i += 8) { uint64_t v; memcpy(&v, p + i, 8); s ^= v; }
-    return s;
+    const size_t sub = n / (size_t)streams / 8 * 8;
+    uint64_t v = 0;
+    for (size_t i = 0; i < sub; i += 8)
+        for (int s = 0; s < streams; s++) { uint64_t w; memcpy(&w, p + (size_t)s * sub + i, 8); v ^= w; }
+    return v;
 #endif
 }
 
@@ -114,15 +124,18 @@ akf_reader *akf_reader_open(size_t bytes, int threads) {
 }
 
 double akf_reader_rep(akf_reader *r) {
-    /* The best of the plain stream and the stream with software prefetch into L2 at a short and a long distance: a
-     * limit must be the fastest read we know how to write (the decode kernel, prefetching into L2, beat the plain
-     * stream by 25 % at 8 threads on the EMR guest, and a T0 prefetch by 29 % at 4). */
-    static const size_t distances[] = {0, 2048, 8192};
+    /* The best of the plain stream, the stream with software prefetch into L2 at a short and a long distance, and
+     * eight streams a thread: a limit must be the fastest read we know how to write (the decode kernel, prefetching
+     * into L2, beat the plain stream by 25 % at 8 threads on the EMR guest, and a T0 prefetch by 29 % at 4; eight
+     * streams without prefetch, as ik's bf16 GEMV reads, beat one by 15-20 % at 1 and 4 threads there, and the
+     * fork's own decode had read its weights at up to 105 % of the one-stream figure). Each thread's share is a
+     * multiple of 4 KB, so eight parts of it are whole steps. */
+    static const struct { size_t pf; int streams; } passes[] = {{0, 1}, {2048, 1}, {8192, 1}, {0, 8}};
     volatile uint64_t sink = 0;
     double best = 0.0;
     char *buf = r->buf;
     const size_t share = r->share;
-    for (size_t d = 0; d < sizeof distances / sizeof *distances; d++) {
+    for (size_t d = 0; d < sizeof passes / sizeof *passes; d++) {
         double t0 = akf_now();
 #pragma omp parallel num_threads(r->threads) reduction(^ : sink)
         {
@@ -130,7 +143,7 @@ double akf_reader_rep(akf_reader *r) {
 #ifdef _OPENMP
             t = omp_get_thread_num();
 #endif
-            sink ^= read_chunk(buf + (size_t)t * share, share, distances[d]);
+            sink ^= read_chunk(buf + (size_t)t * share, share, passes[d].pf, passes[d].streams);
         }
         const double v = (double)r->bytes / (akf_now() - t0) / 1e9;
         best = v > best ? v : best;

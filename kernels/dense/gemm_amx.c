@@ -52,6 +52,11 @@ static void load_config(int rows) { akf_amx_load_config(rows, 6); }
  * benchmarks/tune_blocking.py on the EMR guest, M=1, 4096x4096, over 1.1 GB: without prefetch 10.1 / 35.4 / 104
  * GB/s at 1 / 4 / 16 threads (bf16), with 2048 / 4096 / 8192 bytes 12.2 / 44.1 / 124 GB/s; int8 alike. */
 static const int DECODE_PF[][2] = {{1, 2048}, {4, 4096}, {1 << 30, 8192}};
+/* Tried and not kept: each panel's K range read as 4 or 8 streams at once (a step of each part in turn, so a pair
+ * is 8-16 streams, as ik's GEMV reads 8 weight rows), on the EMR guest (kbench M=1 2048x5632 and ik main's tg,
+ * interleaved): without prefetch 59-74 % of the paired read bandwidth against 75-92 % for the pair as here; with it
+ * alike at 1 thread and 0.76-0.83x in the fork at 4. A tile load waits for the tile op that last read its tile, so
+ * two B tiles keep only two loads in flight whatever the streams; the prefetch is what reaches ahead. */
 /* Near a pair's end the prefetch moves on to the thread's next pair (AKF_DECODE_NEXT=0: it stays in the pair, as
  * before): inside a fork a thread's share of a matmul is a few pairs, each start otherwise a stall. The builder (2
  * cores, M=1, 256x2048, 1 and 2 threads, 5 alternated runs) saw no difference (7.2-7.7 / 11.7-12.5 GB/s either
