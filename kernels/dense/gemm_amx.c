@@ -54,8 +54,9 @@ static void load_config(int rows) { akf_amx_load_config(rows, 6); }
 static const int DECODE_PF[][2] = {{1, 2048}, {4, 4096}, {1 << 30, 8192}};
 /* Tried and not kept: each panel's K range read as 4 or 8 streams at once (a step of each part in turn, so a pair
  * is 8-16 streams, as ik's GEMV reads 8 weight rows), on the EMR guest (kbench M=1 2048x5632 and ik main's tg,
- * interleaved): without prefetch 59-74 % of the paired read bandwidth against 75-92 % for the pair as here; with it
- * alike at 1 thread and 0.76-0.83x in the fork at 4. A tile load waits for the tile op that last read its tile, so
+ * interleaved): without prefetch mostly 59-77 % of the paired read bandwidth (once 92) against 75-92 % for the pair
+ * as here; with it 67-95 %, and 0.89-1.00x the pair's tg at 1 thread, 0.78-0.83x at 4. A tile load waits for the
+ * tile op that last read its tile, so
  * two B tiles keep only two loads in flight whatever the streams; the prefetch is what reaches ahead. */
 /* Near a pair's end the prefetch moves on to the thread's next pair (AKF_DECODE_NEXT=0: it stays in the pair, as
  * before): inside a fork a thread's share of a matmul is a few pairs, each start otherwise a stall. The builder (2
