@@ -152,6 +152,11 @@ def test_fork_targets_are_programs_and_the_error_lists_them(tmp_path, target, wh
     # builder without cuBLAS: 'Target "ggml" links to: CUDA::cublas but the target was not found')
     ("target_link_libraries(llama-bench PRIVATE Missing::cublas)",
      ['Target "llama-bench" links to: Missing::cublas but the target was not found']),
+    # the same for one of CMake's CUDA targets (the tree never asks FindCUDAToolkit, so it is missing on any host):
+    # the line names the toolkit's part to install (toolchain/cuda.toml [toolkit_parts])
+    ("target_link_libraries(llama-bench PRIVATE CUDA::cublas)",
+     ["links to: CUDA::cublas but the target was not found", "lacks cuBLAS (libcublas.so", "install it, or build a "
+      "variant without CUDA"]),
 ])
 def test_configure_failure_shows_the_forks_error_and_the_log(tmp_path, cmake, says):
     project = make_project(tmp_path)

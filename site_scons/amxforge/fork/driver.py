@@ -253,7 +253,8 @@ class ForkBuild:
         atomic.write_text(log_path, f"$ {shlex.join(cmd)}\n{res.stdout}\n{res.stderr}")
         if res.returncode != 0:
             (self.dir / "build.ninja").unlink(missing_ok=True)
-            raise AmxforgeError(f"CMake configure of {self.fork.root} failed: {first_error(res.stdout + res.stderr)} "
+            error = first_error(res.stdout + res.stderr)
+            raise AmxforgeError(f"CMake configure of {self.fork.root} failed: {error}{missing_cuda_part(error)} "
                                 f"(full log: {log_path}; the last good build is untouched)")
 
     def programs(self) -> dict:
@@ -517,6 +518,21 @@ def warn(line: str) -> None:
 FIRST_ERROR_MAX = 240
 
 
+def missing_cuda_part(error: str) -> str:
+    """Advice for a configure that failed on an imported CUDA target the toolkit does not have (a GPU-less builder's
+    nvcc without cuBLAS or the driver's link stub): the part to install, from toolchain/cuda.toml [toolkit_parts]."""
+    found = re.search(r"links to: (CUDA::(\w+)) but the target was not found", error)
+    if not found:
+        return ""
+    from ..paths import toolchain_dir
+    from ..tomlfile import load_toml
+    parts = load_toml(toolchain_dir() / "cuda.toml").get("toolkit_parts", {})
+    part = parts.get(found.group(2), f"the library behind {found.group(1)}")
+    nvcc = shutil.which("nvcc")
+    toolkit = f"The CUDA toolkit of {nvcc}" if nvcc else "The CUDA toolkit"
+    return f" {toolkit} lacks {part}: install it, or build a variant without CUDA."
+
+
 def first_error(text: str) -> str:
     """The fork's own error, in one line: the first 'CMake Error' and its message, the indented lines after it
     (CMake spreads one message over several: 'Target "ggml" links to:', the missing target, 'but the target was
@@ -529,7 +545,7 @@ def first_error(text: str) -> str:
                 if follow.strip() and not follow[:1].isspace():
                     break  # the message ends at the next line that is not indented
                 message.append(follow.strip())
-            detail = " ".join(" ".join(message).split())
+            detail = " ".join(" ".join(message).split()).split(" Possible reasons include:")[0]  # CMake's boilerplate
             if len(detail) > FIRST_ERROR_MAX:
                 detail = detail[:FIRST_ERROR_MAX].rsplit(" ", 1)[0] + " ..."
             return f"{line.strip()} {detail}".strip()
