@@ -546,6 +546,7 @@ def first_error(text: str) -> str:
                     break  # the message ends at the next line that is not indented
                 message.append(follow.strip())
             detail = " ".join(" ".join(message).split()).split(" Possible reasons include:")[0]  # CMake's boilerplate
+            detail = detail or next((l.strip() for l in lines[i + 1:i + 6] if l.strip()), "")  # an unindented one
             if len(detail) > FIRST_ERROR_MAX:
                 detail = detail[:FIRST_ERROR_MAX].rsplit(" ", 1)[0] + " ..."
             return f"{line.strip()} {detail}".strip()
