@@ -127,7 +127,7 @@ double akf_reader_rep(akf_reader *r) {
     /* The best of the plain stream, the stream with software prefetch into L2 at a short and a long distance, and
      * eight streams a thread: a limit must be the fastest read we know how to write (the decode kernel, prefetching
      * into L2, beat the plain stream by 25 % at 8 threads on the EMR guest, and a T0 prefetch by 29 % at 4; eight
-     * streams without prefetch, as ik's bf16 GEMV reads, beat one by 15-20 % at 1 and 4 threads there, and the
+     * streams without prefetch, as ik's bf16 GEMV reads, beat one by 10-25 % at 1 and 4 threads there, and the
      * fork's own decode had read its weights at up to 105 % of the one-stream figure). Each thread's share is a
      * multiple of 4 KB, so eight parts of it are whole steps. */
     static const struct { size_t pf; int streams; } passes[] = {{0, 1}, {2048, 1}, {8192, 1}, {0, 8}};
