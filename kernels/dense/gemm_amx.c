@@ -57,7 +57,10 @@ static const int DECODE_PF[][2] = {{1, 2048}, {4, 4096}, {1 << 30, 8192}};
  * interleaved): without prefetch mostly 59-77 % of the paired read bandwidth (once 92) against 75-92 % for the pair
  * as here; with it 67-95 %, and 0.89-1.00x the pair's tg at 1 thread, 0.78-0.83x at 4. A tile load waits for the
  * tile op that last read its tile, so two B tiles keep only two loads in flight whatever the streams; the prefetch
- * is what reaches ahead. */
+ * is what reaches ahead. Also tried: a VDPBF16PS decode of this layout reading 4 or 8 panels at once (zmm loads, one
+ * accumulator each, prefetch 0 / 2 / 4 KB ahead), kbench M=1 2048x5632 and 5632x2048 and ik main's tg, interleaved:
+ * 8 panels 63-94 % of the paired read bandwidth against 79-91 % for this pair, and 0.84-0.89x its tg at 1 and 4
+ * threads, 0.96-1.00x at 16; 4 panels 0.93-1.02x at 1 thread, 0.93-0.98x at 4 and 16. */
 /* Near a pair's end the prefetch moves on to the thread's next pair (AKF_DECODE_NEXT=0: it stays in the pair, as
  * before): inside a fork a thread's share of a matmul is a few pairs, each start otherwise a stall. The builder (2
  * cores, M=1, 256x2048, 1 and 2 threads, 5 alternated runs) saw no difference (7.2-7.7 / 11.7-12.5 GB/s either
