@@ -11,11 +11,12 @@
 /* Sparse kernels prefetch the values and masks of the tile this many tiles ahead (the consumer is slower than
  * DRAM per byte, so the hardware streamer alone does not keep ahead). 8 beat 4 and 16 here (M=1, 70 %: 1.91x vs
  * 1.71x over dense with 4, measured twice in one run). Why a one-thread sparse decode gains less than its bytes
- * (the builder, avx512, M=1, 2048x5632, ns per 16x32 tile): from L2 27-30 at 50 and 90 % zeros alike, whether the
- * rows were expanded or only loaded and with 4 or 8 accumulators (so neither the expand nor the dot-product
- * latency: the instructions per row); from memory 51-56 at 50 %, whose 576 bytes the dense decode's rate (70 ns per
- * 1 KB) would bring in 39: the two add up. Prefetching 4-32 tiles ahead, into L2 instead of L1, or a fixed 10 lines
- * per tile 2-8 KB ahead of the values did not move it beyond the runs' spread. */
+ * (the builder, avx512, M=1, ns per 16x32 tile): 512x2048 from L2 takes 27-30 at 50 and 90 % zeros alike, whether
+ * the rows are expanded or only loaded, the load kept apart from the expand (gcc folds the two into VPEXPANDW from
+ * memory) or not, with 4 or 8 accumulators (so neither the expand nor the dot-product latency); 2048x5632 from
+ * memory 51-61 at 50 %, whose 576 bytes the dense decode's rate (70 ns per 1 KB) would bring in 39: the two add up.
+ * Prefetching 4-32 tiles ahead, into L2 instead of L1, or a fixed 10 lines per tile 2-8 KB ahead of the values did
+ * not move it beyond the runs' spread. */
 #define AKF_SPARSE_PREFETCH 8
 #define AKF_PREFETCH_RANGE(lo, hi)                                                                      \
     for (const char *pf_ = (const char *)(lo); pf_ < (const char *)(hi); pf_ += 64) __builtin_prefetch(pf_, 0, 3)
