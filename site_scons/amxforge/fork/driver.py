@@ -149,7 +149,7 @@ class ForkBuild:
         args += [f"-D{s.name}={s.render(facts)}" for s in kinds().settings if s.when == "always" or s.name in opts]
         text = atomic.read_text(self.fork.root / "CMakeLists.txt")
         if variant.cuda:
-            nvcc = (self.ctx.probe["cuda"]["nvcc"] or {}).get("path")
+            nvcc = self.nvcc()
             # CMake only needs to stop asking for `native`; the shim renders the real -gencode flags
             archs = ";".join(a.rstrip("abcdefghijklmnopqrstuvwxyz") + "-real" for a in self.ctx.cuda_archs)
             args += [f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DCMAKE_CUDA_COMPILER_LAUNCHER={launcher}",
@@ -157,6 +157,10 @@ class ForkBuild:
             if re.search(r"CMAKE_CXX_STANDARD\s+20|cxx_std_20", text):
                 args.append("-DCMAKE_CUDA_STANDARD=17")  # nvcc rejects the fork's C++20 in CUDA units
         return args
+
+    def nvcc(self):
+        """The nvcc this variant's configure is given (the probe's), None for a variant without CUDA."""
+        return (self.ctx.probe["cuda"]["nvcc"] or {}).get("path") if self.ctx.variant.cuda else None
 
     def stamp(self) -> dict:
         return {"fork": str(self.fork.root), "args": self.cmake_args(), "variant": self.ctx.name}
@@ -254,7 +258,7 @@ class ForkBuild:
         if res.returncode != 0:
             (self.dir / "build.ninja").unlink(missing_ok=True)
             error = first_error(res.stdout + res.stderr)
-            raise AmxforgeError(f"CMake configure of {self.fork.root} failed: {error}{missing_cuda_part(error)} "
+            raise AmxforgeError(f"CMake configure of {self.fork.root} failed: {error}{missing_cuda_part(error, self.nvcc())} "
                                 f"(full log: {log_path}; the last good build is untouched)")
 
     def programs(self) -> dict:
@@ -518,9 +522,10 @@ def warn(line: str) -> None:
 FIRST_ERROR_MAX = 240
 
 
-def missing_cuda_part(error: str) -> str:
+def missing_cuda_part(error: str, nvcc) -> str:
     """Advice for a configure that failed on an imported CUDA target the toolkit does not have (a GPU-less builder's
-    nvcc without cuBLAS or the driver's link stub): the part to install, from toolchain/cuda.toml [toolkit_parts]."""
+    nvcc without cuBLAS or the driver's link stub): the part to install, from toolchain/cuda.toml [toolkit_parts],
+    naming the toolkit of `nvcc` (the one the configure was given) where there is one."""
     found = re.search(r"links to: (CUDA::(\w+)) but the target was not found", error)
     if not found:
         return ""
@@ -528,7 +533,6 @@ def missing_cuda_part(error: str) -> str:
     from ..tomlfile import load_toml
     parts = load_toml(toolchain_dir() / "cuda.toml").get("toolkit_parts", {})
     part = parts.get(found.group(2), f"the library behind {found.group(1)}")
-    nvcc = shutil.which("nvcc")
     toolkit = f"The CUDA toolkit of {nvcc}" if nvcc else "The CUDA toolkit"
     return f" {toolkit} lacks {part}: install it, or build a variant without CUDA."
 

@@ -1,0 +1,30 @@
+"""A fork's configure error as amxforge words it: the CUDA toolkit part a failed configure lacks, named for the nvcc
+the configure was given (not whichever is first on PATH)."""
+
+from amxforge.fork.driver import missing_cuda_part
+
+# the line first_error makes of CMake's message (tests/integration/test_fork_builds.py has CMake print it for real)
+CUBLAS = 'CMake Error at CMakeLists.txt:9 (add_executable): Target "ggml" links to: CUDA::cublas but the target was ' \
+         'not found.'
+
+
+def test_the_part_is_named_for_the_configures_nvcc_even_with_a_space_in_its_path(monkeypatch, tmp_path):
+    decoy = tmp_path / "bin"
+    decoy.mkdir()
+    (decoy / "nvcc").write_text("#!/bin/sh\n")
+    (decoy / "nvcc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{decoy}:/usr/bin:/bin")  # another nvcc first on PATH
+    said = missing_cuda_part(CUBLAS, "/opt/cuda 13/bin/nvcc")
+    assert said.startswith(" The CUDA toolkit of /opt/cuda 13/bin/nvcc lacks cuBLAS (libcublas.so"), said
+    assert str(decoy) not in said and said.endswith("install it, or build a variant without CUDA.")
+
+
+def test_without_an_nvcc_the_toolkit_goes_unnamed_and_an_unlisted_target_names_its_library():
+    assert missing_cuda_part(CUBLAS, None).startswith(" The CUDA toolkit lacks cuBLAS")
+    said = missing_cuda_part(CUBLAS.replace("CUDA::cublas", "CUDA::nvrtc"), None)
+    assert said == " The CUDA toolkit lacks the library behind CUDA::nvrtc: install it, or build a variant without CUDA."
+
+
+def test_other_errors_get_no_cuda_advice():
+    assert missing_cuda_part(CUBLAS.replace("CUDA::cublas", "Missing::cublas"), "/usr/bin/nvcc") == ""
+    assert missing_cuda_part("CMake Error at CMakeLists.txt:3 (message): minifork needs libfoo >= 2", None) == ""
