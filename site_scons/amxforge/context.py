@@ -38,11 +38,8 @@ class VariantContext:
                                 f"CUDA units: leave {cuda_option.strip(' =')} out, or choose one of those variants")
         self.cuda_archs = resolve_cuda_archs(cuda_arch, self.probe, cuda_option) if self.variant.cuda else ()
         if fork is not None and self.cuda_archs:
-            from .paths import toolchain_dir
-            from .policy.cuda_arch import arch_specific
-            from .tomlfile import load_toml
-            self.cuda_archs = arch_specific(self.cuda_archs,
-                                            load_toml(toolchain_dir() / "cuda.toml").get("arch_specific", []))
+            from .policy.cuda_arch import arch_specific, cuda_facts
+            self.cuda_archs = arch_specific(self.cuda_archs, cuda_facts().get("arch_specific", []))
         self.build_dir = self.project_dir / "build" / self.name
         self.kernel_statslog = None  # ccache's log of the kernels' compiles, under cache= or dist=
         self.units = []

@@ -529,9 +529,8 @@ def missing_cuda_part(error: str, nvcc) -> str:
     found = re.search(r"links to: (CUDA::(\w+)) but the target was not found", error)
     if not found:
         return ""
-    from ..paths import toolchain_dir
-    from ..tomlfile import load_toml
-    parts = load_toml(toolchain_dir() / "cuda.toml").get("toolkit_parts", {})
+    from ..policy.cuda_arch import cuda_facts
+    parts = cuda_facts().get("toolkit_parts", {})
     part = parts.get(found.group(2), f"the library behind {found.group(1)}")
     toolkit = f"The CUDA toolkit of {nvcc}" if nvcc else "The CUDA toolkit"
     return f" {toolkit} lacks {part}: install it, or build a variant without CUDA."

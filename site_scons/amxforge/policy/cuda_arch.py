@@ -3,6 +3,8 @@
 import re
 
 from ..errors import AmxforgeError
+from ..paths import toolchain_dir
+from ..tomlfile import load_toml
 
 # What a user may write in cuda_arch= (nvcc's own spellings, no others): 90, 120a, sm_90, sm_100f.
 USER_ARCH = re.compile(r"(?:sm_)?(\d{2,3}[af]?)")
@@ -11,6 +13,11 @@ DEVICE_CC = re.compile(r"(\d{1,2})\.(\d)")
 # What the cuda class may render: -gencode for an arch, -Xcompiler=<ISA flag> for host code.
 CUDA_FLAG = re.compile(r"-gencode=arch=compute_\d{2,3}[af]?,code=(?:sm|compute)_\d{2,3}[af]?|"
                        r"-Xcompiler=-m(?:(?:no-)?[a-z0-9][a-z0-9.-]*|(?:arch|tune)=[a-z0-9][a-z0-9_.-]*)")
+
+
+def cuda_facts() -> dict:
+    """toolchain/cuda.toml, checked against its schema: arch_specific, toolkit_parts."""
+    return load_toml(toolchain_dir() / "cuda.toml")
 
 
 SCONS = "cuda_arch="  # how the user gives the archs: scons' variable, or the CLI's option (CLI below)
