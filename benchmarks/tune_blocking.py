@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Sweep the AMX dense kernel's tuning knobs on this CPU, per thread count, to choose the defaults in
-kernels/dense/gemm_amx.c (BLOCKING and DECODE_PF):
+kernels/dense/gemm_amx.c (BLOCKING and DECODE_PF_BYTES):
 
     python benchmarks/tune_blocking.py [--variant amx] [--threads 1,16] [--what prefill,decode] [--json]
 

@@ -48,10 +48,15 @@ void akf_amx_load_config(int rows, int row_tiles) {
 static void load_config(int rows) { akf_amx_load_config(rows, 6); }
 
 /* Decode (one or two row blocks) streams B once: software prefetch this many bytes ahead in each of the two B
- * panels, by thread count (rows: up to that many threads). AKF_DECODE_PF=BYTES overrides it for tuning runs.
- * benchmarks/tune_blocking.py on the EMR guest, M=1, 4096x4096, over 1.1 GB: without prefetch 10.1 / 35.4 / 104
- * GB/s at 1 / 4 / 16 threads (bf16), with 2048 / 4096 / 8192 bytes 12.2 / 44.1 / 124 GB/s; int8 alike. */
-static const int DECODE_PF[][2] = {{1, 2048}, {4, 4096}, {1 << 30, 8192}};
+ * panels, whatever the team. AKF_DECODE_PF=BYTES overrides it for tuning runs. benchmarks/tune_blocking.py on an
+ * EMR guest (kbench M=1, 4096x4096, over 1.1 GB): without prefetch 10.1 / 35.4 / 104 GB/s at 1 / 4 / 16 threads,
+ * with 2048 / 4096 / 8192 bytes 12.2 / 44.1 / 124 GB/s, which were the defaults by team size until ik's own tg
+ * said otherwise: the AMX branch's llama-bench -p 0 -n 32 on a 1 B bf16 model (a later EMR guest, 3 rounds, the
+ * order reversed every other round) gave 8192 bytes 8.78-8.88 t/s at 1 thread against 8.42-8.59 with 2048 (1024 /
+ * 4096: 8.05-8.33), and at 4 threads 28.9-31.3 against 28.1-29.7 with 4096 (16384: 29.2-31.1); at 16 threads 4096
+ * to 32768 were alike (61-67 t/s). The builder (2 cores, kbench M=1 2048x5632 and 5632x2048, 3 rounds) read at
+ * 83-93 % of the paired read bandwidth with 2048 and with 8192 at 1 and 2 threads. */
+#define DECODE_PF_BYTES 8192
 /* Tried and not kept: each panel's K range read as 4 or 8 streams at once (a step of each part in turn, so a pair
  * is 8-16 streams, as ik's GEMV reads 8 weight rows), on the EMR guest (kbench M=1 2048x5632 and ik main's tg,
  * interleaved): without prefetch mostly 59-77 % of the paired read bandwidth (once 92) against 75-92 % for the pair
@@ -85,12 +90,9 @@ static void read_overrides(void) {
         overrides.tune_set = 1;
 }
 
-static int decode_prefetch(int nt) {
+static int decode_prefetch(void) {
     pthread_once(&overrides_once, read_overrides);
-    if (overrides.pf_set) return overrides.pf;
-    int i = 0;
-    while (nt > DECODE_PF[i][0]) i++;
-    return DECODE_PF[i][1];
+    return overrides.pf_set ? overrides.pf : DECODE_PF_BYTES;
 }
 
 enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
@@ -209,7 +211,7 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
     char *acc = chunks > 1 ? akf_scratch(AKF_SCRATCH_ACC, (size_t)MB * panels * 1024) : NULL;
     if ((!direct && !Ap) || (chunks > 1 && !acc)) return AKF_ERR_ARG;
     const char *B = Bp;
-    const int dpf = MB <= 2 ? decode_prefetch(team) : 0;
+    const int dpf = MB <= 2 ? decode_prefetch() : 0;
 #pragma omp parallel
     {
         if (!direct) akf_tile_a_share(M, K, kt, esize, A, Ap);
