@@ -65,7 +65,11 @@ static void load_config(int rows) { akf_amx_load_config(rows, 6); }
  * is what reaches ahead. Also tried: a VDPBF16PS decode of this layout reading 4 or 8 panels at once (zmm loads, one
  * accumulator each, prefetch 0 / 2 / 4 KB ahead), kbench M=1 2048x5632 and 5632x2048 and ik main's tg, interleaved:
  * 8 panels 63-94 % of the paired read bandwidth against 79-91 % for this pair, and 0.84-0.89x its tg at 1 and 4
- * threads, 0.96-0.99x at 16; 4 panels 0.93-1.02x at 1 thread, 0.93-0.98x at 4 and 16. */
+ * threads, 0.96-0.99x at 16; 4 panels 0.93-1.02x at 1 thread, 0.93-0.98x at 4 and 16. And a VDPBF16PS decode of the
+ * fork's weights where they lie, unpacked, 8 rows at a time (as ik's GEMV reads them), in the hook: in the AMX branch's
+ * tg on an EMR guest (3 rounds) 0.97-1.00x this pair at 1 thread, 1.00-1.11x at 4, 1.06-1.08x at 16 (0.93-1.03x the
+ * fork's own), but 0.59-0.62x at 1 and 2 threads on the builder (11.6-11.8 against 19.0-19.4 t/s at 1, a 369 M model;
+ * this pair 1.43-1.47x the fork's own there): not kept; a choice between the two would have to be made per host. */
 /* Near a pair's end the prefetch moves on to the thread's next pair (AKF_DECODE_NEXT=0: it stays in the pair, as
  * before): inside a fork a thread's share of a matmul is a few pairs, each start otherwise a stall. The builder (2
  * cores, M=1, 256x2048, 1 and 2 threads, 5 alternated runs) saw no difference (7.2-7.7 / 11.7-12.5 GB/s either
