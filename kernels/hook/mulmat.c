@@ -108,7 +108,9 @@ static pthread_mutex_t rows_lock = PTHREAD_MUTEX_INITIALIZER;
 #define STATS_THREADS 1024
 static struct { double seconds; char pad[56]; } thread_time[STATS_THREADS] __attribute__((aligned(64)));
 static _Atomic int threads_seen;
-static _Atomic unsigned long long pairs_done, pairs_taken; /* dense pairs computed; of them, taken from another */
+/* the team's units computed (dense: pairs of panels, sparse: panels); of them, taken from another's range */
+enum { UNIT_PAIRS, UNIT_PANELS };
+static _Atomic unsigned long long units_done[2], units_taken[2];
 
 /* a row's path: "taken: dense|sparse", else why the call fell back */
 static int is_taken(const char *path) { return strncmp(path, "taken", 5) == 0; }
@@ -139,10 +141,11 @@ void akf_hook_fork_time(double seconds) {
     pthread_mutex_unlock(&rows_lock);
 }
 
-/* ---- the team's split of a dense product ------------------------------------------------------------------
- * Each thread of the fork's team owns the pairs of 16-column panels of the static split (q0..q1) and works them from
- * the front, a share of what is left at a time (SHARE_PART); a thread done with its own takes one pair at a time from
- * the back of another's range of the same call (the same activations and output). On a shared host some cores run
+/* ---- the team's split of a product -------------------------------------------------------------------------
+ * Each thread of the fork's team owns the units of the static split (q0..q1: pairs of 16-column panels of a dense
+ * product, panels of a sparse one, balanced by nonzeros) and works them from the front, a share of what is left at a
+ * time (SHARE_PART); a thread done with its own takes one unit at a time from the back of another's range of the same
+ * call (the same activations and output). On a shared host some cores run
  * slower (the AMX host, 16 threads, prefill: the slowest thread computed 1.15-1.58x the mean time, the product
  * waiting for it); their work moves to the others. A range is one word, changed only by compare-and-swap: the
  * owner's sequence number (16 bits, new each call: a thief's swap against an older call's word fails), front and
@@ -155,7 +158,10 @@ void akf_hook_fork_time(double seconds) {
  * tg64, alternated) decoded 37.4-38.1 t/s claiming 25 %, 39.4-43.1 claiming 75 %, 43.3-43.8 claiming all at once
  * and 41.6-43.9 static; the AMX host at 4 threads (ik main, 1 B bf16, 2 rounds) 32.3 / 31.8 claiming 25 % against
  * 32.9 / 30.8 static. A large team loses more to a slow core: the AMX host at 16 threads, claiming 25 % against
- * 75 % (4 paired rounds): pp128 1.08x [0.93, 1.20], tg32 1.14x [0.97, 1.22]. */
+ * 75 % (4 paired rounds): pp128 1.08x [0.93, 1.20], tg32 1.14x [0.97, 1.22]. Sparse products share their panels
+ * alike since the pruned models' tg at 16 threads varied most (the AMX host, one call, 3 rounds: 1.19-2.09x the dense
+ * at 50 % zeros); not yet measured there (the builder, 2 threads, claiming all at once: pruned 50 / 70 % tg 0.95-1.04x
+ * the static split, 3 alternated rounds, within its noise). */
 static const int SHARE_PART[][2] = {{4, 100}, {1 << 30, 25}};
 #define SHARE_BITS 24
 #define SHARE_MASK ((1ull << SHARE_BITS) - 1)
@@ -183,7 +189,7 @@ struct packed {
     int panels, chunk, chunks, form;
     _Atomic int phase, next_chunk[2], done[2], bad;
     uint64_t *nnz; /* per panel, then the value offset of each (sparse) */
-    struct share team[TEAM_MAX]; /* dense products: each thread's range of the call under way */
+    struct share team[TEAM_MAX]; /* each thread's range of the call under way */
 };
 static struct packed *_Atomic tensors; /* append-only: readers walk it without the lock */
 #define BUCKETS 1024 /* and by address: a call finds its tensor without walking them all (a model has hundreds) */
@@ -486,13 +492,19 @@ static void put_block(float *C, long stride_C, int n0, int M, int width) {
         memcpy(C + (size_t)m * (size_t)stride_C + n0, local.c + (size_t)m * width, (size_t)width * sizeof(float));
 }
 
-/* Pairs q0..q1 of a dense product into C. */
-static void dense_pairs(const struct packed *t, int impl, int M, int N, int K, const uint16_t *a, float *C,
-                        long stride_C, int q0, int q1) {
-    const int n0 = 32 * q0, n1 = AKF_MIN(N, 32 * q1), width = n1 - n0;
+/* Units u0..u1 of a product into C: pairs of a dense one, panels of a sparse one. */
+static void units(const struct packed *t, int unit, int impl, int M, int N, int K, const uint16_t *a, float *C,
+                  long stride_C, int u0, int u1) {
+    const int cols = unit == UNIT_PAIRS ? 32 : 16, n0 = cols * u0, n1 = AKF_MIN(N, cols * u1), width = n1 - n0;
     if (width <= 0) return;
     float *c = out_block(M, width);
-    check(akf_gemm_bf16(impl, M, width, K, a, t->Bp + (size_t)n0 * AKF_ROUNDUP(K, AKF_BF16_KT), c), impl);
+    if (unit == UNIT_PAIRS) {
+        check(akf_gemm_bf16(impl, M, width, K, a, t->Bp + (size_t)n0 * AKF_ROUNDUP(K, AKF_BF16_KT), c), impl);
+    } else {
+        akf_sparse view;
+        akf_sparse_view(t->S, u0, u1, &view);
+        check(akf_spmm_bf16(impl, M, a, &view, c), impl);
+    }
     put_block(C, stride_C, n0, M, width);
 }
 
@@ -500,13 +512,13 @@ static uint64_t share_word(uint64_t seq, uint64_t front, uint64_t back) {
     return seq << (2 * SHARE_BITS) | front << SHARE_BITS | back;
 }
 
-/* Thread ith's part of a dense product: its own pairs q0..q1, then pairs left in the ranges of the others. */
-static void dense_team(struct packed *t, int impl, int M, int N, int K, const uint16_t *a, const void *B, float *C,
-                       long stride_C, int q0, int q1, int ith, int nth) {
-    const int pairs = (AKF_ROUNDUP(N, 16) / 16 + 1) / 2, team = AKF_MIN(nth, TEAM_MAX);
-    if (!settings.share || nth == 1 || pairs >= (int)SHARE_MASK) {
-        dense_pairs(t, impl, M, N, K, a, C, stride_C, q0, q1);
-        if (q1 > q0) atomic_fetch_add_explicit(&pairs_done, (unsigned long long)(q1 - q0), memory_order_relaxed);
+/* Thread ith's part of a product of `count` units: its own q0..q1, then units left in the ranges of the others. */
+static void team_units(struct packed *t, int unit, int count, int impl, int M, int N, int K, const uint16_t *a,
+                       const void *B, float *C, long stride_C, int q0, int q1, int ith, int nth) {
+    const int team = AKF_MIN(nth, TEAM_MAX);
+    if (!settings.share || nth == 1 || count >= (int)SHARE_MASK) {
+        units(t, unit, impl, M, N, K, a, C, stride_C, q0, q1);
+        if (q1 > q0) atomic_fetch_add_explicit(&units_done[unit], (unsigned long long)(q1 - q0), memory_order_relaxed);
         return;
     }
     unsigned long long mine = 0, taken = 0;
@@ -529,12 +541,12 @@ static void dense_team(struct packed *t, int impl, int M, int N, int K, const ui
             if (!atomic_compare_exchange_weak_explicit(&own->word, &w, share_word(seq, (uint64_t)(f + n), (uint64_t)b),
                                                        memory_order_acq_rel, memory_order_acquire))
                 continue; /* w now holds the word a thief left */
-            dense_pairs(t, impl, M, N, K, a, C, stride_C, f, f + n);
+            units(t, unit, impl, M, N, K, a, C, stride_C, f, f + n);
             mine += (unsigned long long)n;
             w = atomic_load_explicit(&own->word, memory_order_acquire);
         }
     } else {
-        dense_pairs(t, impl, M, N, K, a, C, stride_C, q0, q1); /* beyond the slots: not shared */
+        units(t, unit, impl, M, N, K, a, C, stride_C, q0, q1); /* beyond the slots: not shared */
         mine = (unsigned long long)(q1 - q0);
     }
     for (int s = 1; s < team; s++) {
@@ -549,13 +561,13 @@ static void dense_team(struct packed *t, int impl, int M, int N, int K, const ui
             if (!atomic_compare_exchange_weak_explicit(&other->word, &w, w - 1, memory_order_acq_rel,
                                                        memory_order_acquire))
                 continue;
-            dense_pairs(t, impl, M, N, K, a, C, stride_C, b - 1, b);
+            units(t, unit, impl, M, N, K, a, C, stride_C, b - 1, b);
             taken++;
             w = atomic_load_explicit(&other->word, memory_order_acquire);
         }
     }
-    atomic_fetch_add_explicit(&pairs_done, mine + taken, memory_order_relaxed);
-    if (taken) atomic_fetch_add_explicit(&pairs_taken, taken, memory_order_relaxed);
+    atomic_fetch_add_explicit(&units_done[unit], mine + taken, memory_order_relaxed);
+    if (taken) atomic_fetch_add_explicit(&units_taken[unit], taken, memory_order_relaxed);
 }
 
 /* ---- the entry ------------------------------------------------------------------------------------------ */
@@ -593,18 +605,15 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
         pthread_mutex_unlock(&rows_lock);
     }
     const int M = (int)Ny, K = (int)ne00, N = (int)Nx;
-    /* this thread's columns: dense in pairs of 16-column panels (the AMX kernel's step), sparse balanced by
-     * nonzeros; every thread takes or declines alike, so the split covers all columns once */
-    int p0, p1;
-    if (state == SPARSE) akf_sparse_split(t->S, nth, ith, &p0, &p1);
-    else {
-        const int pairs = (AKF_ROUNDUP(N, 16) / 16 + 1) / 2;
-        p0 = 2 * (int)((long)pairs * ith / nth);
-        p1 = AKF_MIN(2 * (int)((long)pairs * (ith + 1) / nth), AKF_ROUNDUP(N, 16) / 16);
-    }
-    const int n0 = p0 * 16, n1 = AKF_MIN(N, p1 * 16), width = n1 - n0;
+    /* this thread's units: pairs of 16-column panels of a dense product (the AMX kernel's step), panels of a sparse
+     * one balanced by nonzeros; every thread takes or declines alike, so the split covers all columns once */
+    const int unit = state == SPARSE ? UNIT_PANELS : UNIT_PAIRS;
+    const int n_units = unit == UNIT_PANELS ? t->S->panels : (AKF_ROUNDUP(N, 16) / 16 + 1) / 2;
+    int q0, q1;
+    if (unit == UNIT_PANELS) akf_sparse_split(t->S, nth, ith, &q0, &q1);
+    else q0 = (int)((long)n_units * ith / nth), q1 = (int)((long)n_units * (ith + 1) / nth);
     const char *taken = state == SPARSE ? "taken: sparse" : "taken: dense";
-    if (width <= 0 && (state == SPARSE || !settings.share)) {
+    if (q1 <= q0 && !settings.share) {
         if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, taken, akf_now() - t1);
         return 1;
     }
@@ -631,14 +640,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     }
     const int impl = state == SPARSE && M <= AKF_HOOK_SPARSE_DECODE_ROWS ? settings.decode_impl : settings.impl;
     check(rc, impl);
-    if (state == SPARSE) {
-        akf_sparse view;
-        akf_sparse_view(t->S, p0, p1, &view);
-        check(akf_spmm_bf16(impl, M, a, &view, out_block(M, width)), impl);
-        put_block(C, stride_C, n0, M, width);
-    } else {
-        dense_team(t, impl, M, N, K, a, B, C, stride_C, p0 / 2, (p1 + 1) / 2, ith, nth);
-    }
+    team_units(t, unit, n_units, impl, M, N, K, a, B, C, stride_C, q0, q1, ith, nth);
     if (settings.stats && ith < STATS_THREADS) {
         thread_time[ith].seconds += akf_now() - t1;
         const int team = AKF_MIN(nth, STATS_THREADS);
@@ -659,8 +661,10 @@ void akf_hook_totals(struct akf_hook_totals *out) {
     pthread_mutex_lock(&tensors_lock);
     *out = totals;
     pthread_mutex_unlock(&tensors_lock);
-    out->pairs = atomic_load(&pairs_done);
-    out->pairs_moved = atomic_load(&pairs_taken);
+    out->pairs = atomic_load(&units_done[UNIT_PAIRS]);
+    out->pairs_moved = atomic_load(&units_taken[UNIT_PAIRS]);
+    out->panels = atomic_load(&units_done[UNIT_PANELS]);
+    out->panels_moved = atomic_load(&units_taken[UNIT_PANELS]);
 }
 
 /* Drop every packed tensor (tests; a process that knows its weights are gone). */
@@ -675,8 +679,10 @@ void akf_hook_forget(void) {
     }
     for (int b = 0; b < BUCKETS; b++) atomic_store(&buckets[b], NULL);
     memset(&totals, 0, sizeof totals);
-    atomic_store(&pairs_done, 0);
-    atomic_store(&pairs_taken, 0);
+    for (int u = 0; u < 2; u++) {
+        atomic_store(&units_done[u], 0);
+        atomic_store(&units_taken[u], 0);
+    }
     pthread_mutex_unlock(&tensors_lock);
 }
 
@@ -728,8 +734,12 @@ static void print_stats(void) {
                         "min %.3f ms (thread %d), mean %.3f ms, max %.3f ms (thread %d)\n",
                 n, thread_time[lo].seconds * 1e3, lo, sum / n * 1e3, thread_time[hi].seconds * 1e3, hi);
     }
-    if (t.pairs)
-        fprintf(stderr, "amxforge-kernels: dense column pairs computed by the team %llu, %llu (%.1f %%) by a thread "
-                        "other than their owner%s\n", (unsigned long long)t.pairs, (unsigned long long)t.pairs_moved,
-                100.0 * (double)t.pairs_moved / (double)t.pairs, settings.share ? "" : " (AKF_HOOK_SHARE=0: static)");
+    const struct { const char *what; unsigned long long done, moved; } lines[] = {
+        {"dense column pairs", t.pairs, t.pairs_moved}, {"sparse panels", t.panels, t.panels_moved}};
+    for (int u = 0; u < 2; u++)
+        if (lines[u].done)
+            fprintf(stderr, "amxforge-kernels: %s computed by the team %llu, %llu (%.1f %%) by a thread other than "
+                            "their owner%s\n", lines[u].what, lines[u].done, lines[u].moved,
+                    100.0 * (double)lines[u].moved / (double)lines[u].done,
+                    settings.share ? "" : " (AKF_HOOK_SHARE=0: static)");
 }

@@ -113,6 +113,7 @@ struct akf_hook_totals {
     uint64_t freed;                            /* packed forms released after their weights were unmapped */
     size_t freed_bytes;                        /* the memory those held */
     uint64_t pairs, pairs_moved;               /* dense column pairs computed; of them, by another than their owner */
+    uint64_t panels, panels_moved;             /* sparse panels computed; of them, by another than their owner */
 };
 void akf_hook_totals(struct akf_hook_totals *out);
 /* Read the environment now (a fork binary's constructor calls it: AMXFORGE_KERNELS_STATS=1 then reports at exit

@@ -45,7 +45,7 @@ class HookTotals(ctypes.Structure):
     _fields_ = [("dense", ctypes.c_uint64), ("sparse", ctypes.c_uint64), ("refused", ctypes.c_uint64),
                 ("repacked", ctypes.c_uint64), ("bytes", ctypes.c_size_t), ("refused_bytes", ctypes.c_size_t),
                 ("freed", ctypes.c_uint64), ("freed_bytes", ctypes.c_size_t), ("pairs", ctypes.c_uint64),
-                ("pairs_moved", ctypes.c_uint64)]
+                ("pairs_moved", ctypes.c_uint64), ("panels", ctypes.c_uint64), ("panels_moved", ctypes.c_uint64)]
 
 
 GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "bf16": 30}  # the ggml type ids the matmul handler is called with

@@ -152,11 +152,12 @@ import sys, threading, time, numpy as np
 sys.path.insert(0, {site!r})
 from amxforge.kernels import KernelLibrary, to_bf16, from_bf16
 lib = KernelLibrary({variant!r}, {project!r})
-lib.hook_settings({impl!r}, 2.0)
+lib.hook_settings({impl!r}, {sparse_min!r})
 rng = np.random.default_rng(13)
 M = 4
 while True:  # sized for this implementation: a thread's share takes 20 ms at least
-    W = to_bf16(rng.standard_normal((2048, 1024)).astype(np.float32))
+    Wf = rng.standard_normal((2048, 1024)).astype(np.float32)
+    W = to_bf16(Wf * (rng.random(Wf.shape) >= {zeros!r}))
     B = rng.standard_normal((M, 1024)).astype(np.float32)
     C = np.zeros((M, 2048), np.float32)
     for ith in range(2):
@@ -172,30 +173,37 @@ ref, bound = Bq @ Wf.T, 1e-30 + 1026 * np.finfo(np.float32).eps * (np.abs(Bq) @ 
 moved = 0
 for _ in range(3):
     C[:] = np.nan
-    before = lib.hook_totals()["pairs_moved"]
+    before = lib.hook_totals()[{unit!r} + "_moved"]
     first = threading.Thread(target=lib.hook_mul_mat, args=(W, B, C, 0, 2))
     first.start()
     time.sleep(share / 3)
     assert lib.hook_mul_mat(W, B, C, 1, 2)
     first.join()
-    moved += lib.hook_totals()["pairs_moved"] - before
+    moved += lib.hook_totals()[{unit!r} + "_moved"] - before
     assert np.all(np.abs(C.astype(np.float64) - ref) <= bound), M
 totals = lib.hook_totals()
-assert totals["pairs"] >= 3 * 64 and totals["pairs_moved"] <= totals["pairs"]
+assert totals[{unit!r}] >= 3 * {per_call!r} and totals[{unit!r} + "_moved"] <= totals[{unit!r}], totals
+assert totals["sparse" if {unit!r} == "pairs" else "dense"] == 0, totals  # the form asked for, every time
 print(moved, M, share)
 """
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 @pytest.mark.parametrize("impl", IMPLS)
-def test_a_late_thread_s_pairs_are_computed_by_an_early_one(library_for, impl):
-    """The team shares a dense product's pairs: thread 1 starts a third of a share's time after thread 0, so thread
-    0, done with its own pairs, takes thread 1's from the back of its range, which its owner claims a quarter at a
-    time (AKF_HOOK_SHARE_PART=25, what a team of more than 4 threads does; a smaller one claims all at once). Every
-    column is computed once and right, whoever computed it; the totals count the pairs that moved."""
+def test_a_late_thread_s_units_are_computed_by_an_early_one(library_for, impl, sparse):
+    """The team shares a product's units (a dense one's pairs of panels, a pruned one's panels): thread 1 starts a
+    third of a share's time after thread 0, so thread 0, done with its own units, takes thread 1's from the back of
+    its range, which its owner claims a quarter at a time (AKF_HOOK_SHARE_PART=25, what a team of more than 4 threads
+    does; a smaller one claims all at once). Every column is computed once and right, whoever computed it; the totals
+    count the units that moved. With the static split (AKF_HOOK_SHARE=0) none moves."""
     lib, variant = library_for(impl)
-    res = run_script(lib, variant, SHARE_SCRIPT, {"AKF_HOOK_SHARE_PART": "25"}, timeout=120, impl=impl)
+    fields = dict(impl=impl, sparse_min=0.5 if sparse else 2.0, zeros=0.7 if sparse else 0.0,
+                  unit="panels" if sparse else "pairs", per_call=128 if sparse else 64)
+    res = run_script(lib, variant, SHARE_SCRIPT, {"AKF_HOOK_SHARE_PART": "25"}, timeout=120, **fields)
     moved, M, share = res.stdout.split()
     assert int(moved) > 0, (impl, M, share)
+    res = run_script(lib, variant, SHARE_SCRIPT, {"AKF_HOOK_SHARE": "0"}, timeout=120, **fields)
+    assert res.stdout.split()[0] == "0", res.stdout
 
 
 def test_other_weights_at_the_same_address_are_packed_again(hook):
