@@ -145,12 +145,11 @@ void akf_hook_fork_time(double seconds) {
  * Each thread of the fork's team owns the units of the static split (q0..q1: pairs of 16-column panels of a dense
  * product, panels of a sparse one, balanced by nonzeros) and works them from the front, a share of what is left at a
  * time (SHARE_PART); a thread done with its own takes one unit at a time from the back of another's range of the same
- * call (the same activations and output). On a shared host some cores run
- * slower (the AMX host, 16 threads, prefill: the slowest thread computed 1.15-1.58x the mean time, the product
- * waiting for it); their work moves to the others. A range is one word, changed only by compare-and-swap: the
- * owner's sequence number (16 bits, new each call: a thief's swap against an older call's word fails), front and
- * back (24 bits each). A range is empty once its owner leaves the call, so only calls under way have work to take.
- * AKF_HOOK_SHARE=0 keeps the static split (tuning runs). */
+ * call (the same activations and output). On a shared host some cores run slower (the AMX host, 16 threads, prefill:
+ * the slowest thread computed 1.15-1.58x the mean time, the product waiting for it); their work moves to the others. A
+ * range is one word, changed only by compare-and-swap: the owner's sequence number (16 bits, new each call: a thief's
+ * swap against an older call's word fails), front and back (24 bits each). A range is empty once its owner leaves the
+ * call, so only calls under way have work to take. AKF_HOOK_SHARE=0 keeps the static split (tuning runs). */
 #define TEAM_MAX 128
 /* The percent of what is left of its range an owner claims at a time, by team size (rows: up to that many threads);
  * AKF_HOOK_SHARE_PART=P overrides it. Each claim is a kernel call of its own, whose start a decode pays for, and a
@@ -512,11 +511,11 @@ static uint64_t share_word(uint64_t seq, uint64_t front, uint64_t back) {
     return seq << (2 * SHARE_BITS) | front << SHARE_BITS | back;
 }
 
-/* Thread ith's part of a product of `count` units: its own q0..q1, then units left in the ranges of the others. */
-static void team_units(struct packed *t, int unit, int count, int impl, int M, int N, int K, const uint16_t *a,
+/* Thread ith's part of a product of n_units units: its own q0..q1, then units left in the ranges of the others. */
+static void team_units(struct packed *t, int unit, int n_units, int impl, int M, int N, int K, const uint16_t *a,
                        const void *B, float *C, long stride_C, int q0, int q1, int ith, int nth) {
     const int team = AKF_MIN(nth, TEAM_MAX);
-    if (!settings.share || nth == 1 || count >= (int)SHARE_MASK) {
+    if (!settings.share || nth == 1 || n_units >= (int)SHARE_MASK) {
         units(t, unit, impl, M, N, K, a, C, stride_C, q0, q1);
         if (q1 > q0) atomic_fetch_add_explicit(&units_done[unit], (unsigned long long)(q1 - q0), memory_order_relaxed);
         return;
