@@ -109,8 +109,8 @@ static pthread_mutex_t rows_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct { double seconds; char pad[56]; } thread_time[STATS_THREADS] __attribute__((aligned(64)));
 static _Atomic int threads_seen;
 /* the team's units computed (dense: pairs of panels, sparse: panels); of them, taken from another's range */
-enum { UNIT_PAIRS, UNIT_PANELS };
-static _Atomic unsigned long long units_done[2], units_taken[2];
+enum { UNIT_PAIRS, UNIT_PANELS, UNIT_KINDS };
+static _Atomic unsigned long long units_done[UNIT_KINDS], units_taken[UNIT_KINDS];
 
 /* a row's path: "taken: dense|sparse", else why the call fell back */
 static int is_taken(const char *path) { return strncmp(path, "taken", 5) == 0; }
@@ -678,7 +678,7 @@ void akf_hook_forget(void) {
     }
     for (int b = 0; b < BUCKETS; b++) atomic_store(&buckets[b], NULL);
     memset(&totals, 0, sizeof totals);
-    for (int u = 0; u < 2; u++) {
+    for (int u = 0; u < UNIT_KINDS; u++) {
         atomic_store(&units_done[u], 0);
         atomic_store(&units_taken[u], 0);
     }
@@ -733,9 +733,10 @@ static void print_stats(void) {
                         "min %.3f ms (thread %d), mean %.3f ms, max %.3f ms (thread %d)\n",
                 n, thread_time[lo].seconds * 1e3, lo, sum / n * 1e3, thread_time[hi].seconds * 1e3, hi);
     }
-    const struct { const char *what; unsigned long long done, moved; } lines[] = {
-        {"dense column pairs", t.pairs, t.pairs_moved}, {"sparse panels", t.panels, t.panels_moved}};
-    for (int u = 0; u < 2; u++)
+    const struct { const char *what; unsigned long long done, moved; } lines[UNIT_KINDS] = {
+        [UNIT_PAIRS] = {"dense column pairs", t.pairs, t.pairs_moved},
+        [UNIT_PANELS] = {"sparse panels", t.panels, t.panels_moved}};
+    for (int u = 0; u < UNIT_KINDS; u++)
         if (lines[u].done)
             fprintf(stderr, "amxforge-kernels: %s computed by the team %llu, %llu (%.1f %%) by a thread other than "
                             "their owner%s\n", lines[u].what, lines[u].done, lines[u].moved,

@@ -22,7 +22,8 @@ def test_the_part_is_named_for_the_configures_nvcc_even_with_a_space_in_its_path
 def test_without_an_nvcc_the_toolkit_goes_unnamed_and_an_unlisted_target_names_its_library():
     assert missing_cuda_part(CUBLAS, None).startswith(" The CUDA toolkit lacks cuBLAS")
     said = missing_cuda_part(CUBLAS.replace("CUDA::cublas", "CUDA::nvrtc"), None)
-    assert said == " The CUDA toolkit lacks the library behind CUDA::nvrtc: install it, or build a variant without CUDA."
+    assert said == (" The CUDA toolkit lacks the library behind CUDA::nvrtc: install it, or build a variant without "
+                    "CUDA.")
 
 
 def test_other_errors_get_no_cuda_advice():

@@ -258,7 +258,8 @@ class ForkBuild:
         if res.returncode != 0:
             (self.dir / "build.ninja").unlink(missing_ok=True)
             error = first_error(res.stdout + res.stderr)
-            raise AmxforgeError(f"CMake configure of {self.fork.root} failed: {error}{missing_cuda_part(error, self.nvcc())} "
+            advice = missing_cuda_part(error, self.nvcc())
+            raise AmxforgeError(f"CMake configure of {self.fork.root} failed: {error}{advice} "
                                 f"(full log: {log_path}; the last good build is untouched)")
 
     def programs(self) -> dict:
