@@ -146,6 +146,10 @@ int akf_streams(void);
 void akf_set_streams(int n);
 /* Row `row` of A widened for the AVX2 kernels, zero padded to Kp: fp32 (bf16) or s16 (int8) values. */
 void akf_widen_a_row(int dtype, const void *A, int K, int Kp, int row, void *out);
+/* Row `row` of A as the VDPBF16PS / VPDPBUSD kernels broadcast it, zero padded to Kp: bf16 pairs as they lie, int8
+ * quads shifted to u8 (x ^ 0x80). A copy, not a loop per element: a sparse decode does it on every call, and a call
+ * can be one panel's work (the matmul handler's team moves single panels). */
+void akf_group_a_row(int dtype, const void *A, int K, int Kp, int row, void *out);
 /* Fill S->panel_cost from the tile offsets (after packing, loading or cloning). */
 void akf_sparse_index(akf_sparse *S);
 /* Packing in pieces that threads can share, panel (16 columns of B) by panel; B's element (k, n) at k * sk + n * sn.

@@ -99,6 +99,14 @@ void akf_widen_a_row(int dtype, const void *A, int K, int Kp, int row, void *out
     }
 }
 
+void akf_group_a_row(int dtype, const void *A, int K, int Kp, int row, void *out) {
+    const size_t es = (size_t)AKF_DTYPE[dtype].elem_bytes;
+    memcpy(out, (const char *)A + (size_t)row * (size_t)K * es, (size_t)K * es);
+    memset((char *)out + (size_t)K * es, 0, (size_t)(Kp - K) * es);
+    if (dtype == AKF_INT8)
+        for (int k = 0; k < Kp; k++) ((uint8_t *)out)[k] ^= 0x80u;
+}
+
 size_t akf_tile_a_bytes(int M, int K, int kt_elems, int elem_size) {
     return (size_t)AKF_ROUNDUP(M, 16) * (size_t)AKF_ROUNDUP(K, kt_elems) * (size_t)elem_size;
 }

@@ -67,15 +67,7 @@ static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse 
     /* A as 32-bit groups (pairs / quads, int8 shifted to u8), zero padded to Kp: one broadcast per tile row */
     uint32_t *Ag = akf_scratch(AKF_SCRATCH_A, sizeof(uint32_t) * (size_t)M * G);
     if (!Ag) return AKF_ERR_ARG;
-    for (int i = 0; i < M; i++)
-        for (int g = 0; g < G; g++) {
-            uint32_t v = 0;
-            for (int e = 0; e < per && g * per + e < K; e++) {
-                size_t k = (size_t)i * K + (size_t)g * per + e;
-                v |= dt == BF16 ? (uint32_t)((const uint16_t *)A)[k] << (16 * e) : (uint32_t)(uint8_t)((const int8_t *)A)[k] << (8 * e);
-            }
-            Ag[(size_t)i * G + g] = dt == BF16 ? v : v ^ 0x80808080u;
-        }
+    for (int i = 0; i < M; i++) akf_group_a_row(dt, A, K, S->Kp, i, Ag + (size_t)i * G);
 #pragma omp parallel
     {
         int p0, p1;
