@@ -159,8 +159,11 @@ void akf_hook_fork_time(double seconds) {
  * 32.9 / 30.8 static. A large team loses more to a slow core: the AMX host at 16 threads, claiming 25 % against
  * 75 % (4 paired rounds): pp128 1.08x [0.93, 1.20], tg32 1.14x [0.97, 1.22]. Sparse products share their panels
  * alike since the pruned models' tg at 16 threads varied most (the AMX host, one call, 3 rounds: 1.19-2.09x the dense
- * at 50 % zeros); not yet measured there (the builder, 2 threads, claiming all at once: pruned 50 / 70 % tg 0.95-1.04x
- * the static split, 3 alternated rounds, within its noise). */
+ * at 50 % zeros). The first measurement there (10 alternated rounds, 16 threads, 1 B bf16) had the static split ahead
+ * on the pruned models, tg 1.17x / 1.29x (50 / 70 % zeros) on the AMX branch and 1.06x / 1.09x on ik main, while the
+ * dense shared split was 1.13x / 1.08x ahead of its static one: each claim, a call of the sparse decode, rebuilt its
+ * copy of the activations element by element, as long as a panel's work. Built by rows now (akf_group_a_row), claims
+ * of 25 % cost what one claim of all does (the builder, 2 threads, 70 % zeros: 67-69 t/s either way, 59-61 before). */
 static const int SHARE_PART[][2] = {{4, 100}, {1 << 30, 25}};
 #define SHARE_BITS 24
 #define SHARE_MASK ((1ull << SHARE_BITS) - 1)
