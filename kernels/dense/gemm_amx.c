@@ -73,7 +73,9 @@ static void load_config(int rows) { akf_amx_load_config(rows, 6); }
 /* Near a pair's end the prefetch moves on to the thread's next pair (AKF_DECODE_NEXT=0: it stays in the pair, as
  * before): inside a fork a thread's share of a matmul is a few pairs, each start otherwise a stall. The builder (2
  * cores, M=1, 256x2048, 1 and 2 threads, 5 alternated runs) saw no difference (7.2-7.7 / 11.7-12.5 GB/s either
- * way); not yet measured on the AMX host. */
+ * way); an EMR guest's tg without it (the AMX branch, 1 B bf16, 3 rounds) 0.94-0.99x at 1 thread, 1.02-1.07x at 4.
+ * Reaching on from a call's last pair into the caller's next claim (the handler's owner, 16 threads) gave 1.00x /
+ * 0.98x the tg of stopping there (10 paired rounds, both trees): not kept. */
 /* A read in place up to this many columns, copied into tiles beyond. A fork's thread computes a few columns of each
  * product and copied the whole activation block for them; read in place, each 16-row A tile touches 16 rows a row
  * stride apart (4 KB for K = 2048: one L1 set), which the copy avoids, so wide products keep copying. The builder
@@ -211,14 +213,15 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
     int direct = K % kt == 0 && (MB == 1 || M % 16 == 0) && (N <= A_DIRECT_MAX_N || overrides.direct == 1);
     if (overrides.direct == 0) direct = 0;
     const size_t a_step = direct ? 64 : 1024, a_stride = direct ? (size_t)K * esize : 64;
-    char *Ap = direct ? NULL : akf_scratch(AKF_SCRATCH_A, akf_tile_a_bytes(M, K, kt, esize));
+    int kept = 0;
+    char *Ap = direct ? NULL : akf_scratch_a_tiles(M, K, kt, esize, A, &kept);
     char *acc = chunks > 1 ? akf_scratch(AKF_SCRATCH_ACC, (size_t)MB * panels * 1024) : NULL;
     if ((!direct && !Ap) || (chunks > 1 && !acc)) return AKF_ERR_ARG;
     const char *B = Bp;
     const int dpf = MB <= 2 ? decode_prefetch() : 0;
 #pragma omp parallel
     {
-        if (!direct) akf_tile_a_share(M, K, kt, esize, A, Ap);
+        if (!direct && !kept) akf_tile_a_share(M, K, kt, esize, A, Ap);
         load_config(MB == 1 ? M : 16);
         int nt = 1, t = 0;
 #ifdef _OPENMP

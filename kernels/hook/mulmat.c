@@ -508,6 +508,7 @@ static void units(const struct packed *t, int unit, int impl, int M, int N, int 
         check(akf_spmm_bf16(impl, M, a, &view, c), impl);
     }
     put_block(C, stride_C, n0, M, width);
+    akf_set_same_a(1); /* this product's later claims multiply the same activations: their tiles are kept */
 }
 
 static uint64_t share_word(uint64_t seq, uint64_t front, uint64_t back) {
@@ -518,8 +519,10 @@ static uint64_t share_word(uint64_t seq, uint64_t front, uint64_t back) {
 static void team_units(struct packed *t, int unit, int n_units, int impl, int M, int N, int K, const uint16_t *a,
                        const void *B, float *C, long stride_C, int q0, int q1, int ith, int nth) {
     const int team = AKF_MIN(nth, TEAM_MAX);
+    akf_set_same_a(0); /* a new product: activations the kernels tiled before are another's */
     if (!settings.share || nth == 1 || n_units >= (int)SHARE_MASK) {
         units(t, unit, impl, M, N, K, a, C, stride_C, q0, q1);
+        akf_set_same_a(0);
         if (q1 > q0) atomic_fetch_add_explicit(&units_done[unit], (unsigned long long)(q1 - q0), memory_order_relaxed);
         return;
     }
@@ -568,6 +571,7 @@ static void team_units(struct packed *t, int unit, int n_units, int impl, int M,
             w = atomic_load_explicit(&other->word, memory_order_acquire);
         }
     }
+    akf_set_same_a(0);
     atomic_fetch_add_explicit(&units_done[unit], mine + taken, memory_order_relaxed);
     if (taken) atomic_fetch_add_explicit(&units_taken[unit], taken, memory_order_relaxed);
 }

@@ -139,6 +139,16 @@ void akf_tile_a_share(int M, int K, int kt_elems, int elem_size, const void *A, 
  * 4 MB; NULL when out of memory. Valid until the next call with the same slot on this thread. */
 enum { AKF_SCRATCH_A, AKF_SCRATCH_ACC, AKF_SCRATCH_SLOTS };
 void *akf_scratch(int slot, size_t bytes);
+/* A's tile blocks (akf_tile_a_share's layout) in the calling thread's AKF_SCRATCH_A, for the team to fill; *kept = 1
+ * where they are there already: the caller said this call multiplies the same activations as the thread's last
+ * (akf_set_same_a: the matmul handler's later claims of one product, each a kernel call) and that call tiled this
+ * A alike. A pruned model's prefill through the handler claiming a quarter at a time (the builder, 2 threads, 70 %
+ * zeros, pp128, 3 alternated rounds) copied A on every claim: 1476-1518 t/s against 1902-1929 claiming all at once;
+ * kept, 1893-1963 against 1922-1942. (Read in place instead, as the dense kernel reads a narrow product's A, it ran
+ * 1270-1324 and 1778-1847: a sparse panel loads every A tile again for each expanded B tile.) Call outside the
+ * parallel region; NULL when out of memory. */
+void *akf_scratch_a_tiles(int M, int K, int kt_elems, int elem_size, const void *A, int *kept);
+void akf_set_same_a(int same);
 /* Threads streaming weights at once, which the kernels' tuning tables are keyed by: the OpenMP team a call starts,
  * or, where the calling thread is one of a fork's team running our kernels one thread each (the matmul handler),
  * the size of that team, told with akf_set_streams (per thread; 0 forgets it). */

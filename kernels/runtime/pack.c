@@ -145,7 +145,11 @@ void akf_tile_a_share(int M, int K, int kt_elems, int elem_size, const void *A, 
 /* Scratch kept per calling thread between kernel calls, one buffer per slot, grown when too small and freed when
  * the thread ends: a call does not pay for fresh pages (page faults on megabytes of A tiles and partial sums) and
  * two threads calling the kernels at once do not share one. */
-struct scratch { void *p[AKF_SCRATCH_SLOTS]; size_t n[AKF_SCRATCH_SLOTS]; };
+struct scratch {
+    void *p[AKF_SCRATCH_SLOTS];
+    size_t n[AKF_SCRATCH_SLOTS];
+    struct { const void *A; int M, K, kt, esize; } tiles; /* what AKF_SCRATCH_A holds as A's tile blocks, if anything */
+};
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 static void scratch_free(void *v) {
@@ -155,14 +159,21 @@ static void scratch_free(void *v) {
 }
 static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
 
-void *akf_scratch(int slot, size_t bytes) {
-    if (slot < 0 || slot >= AKF_SCRATCH_SLOTS) return NULL;
+static struct scratch *thread_scratch(void) {
     pthread_once(&scratch_once, scratch_init);
     struct scratch *s = pthread_getspecific(scratch_key);
     if (!s) {
         if (!(s = calloc(1, sizeof *s))) return NULL;
         pthread_setspecific(scratch_key, s);
     }
+    return s;
+}
+
+void *akf_scratch(int slot, size_t bytes) {
+    if (slot < 0 || slot >= AKF_SCRATCH_SLOTS) return NULL;
+    struct scratch *s = thread_scratch();
+    if (!s) return NULL;
+    if (slot == AKF_SCRATCH_A) s->tiles.A = NULL; /* the caller writes there: no longer anyone's tiles */
     if (s->n[slot] < bytes) {
         free(s->p[slot]);
         s->n[slot] = 0;
@@ -170,6 +181,21 @@ void *akf_scratch(int slot, size_t bytes) {
         s->n[slot] = bytes;
     }
     return s->p[slot];
+}
+
+static _Thread_local int same_a;
+void akf_set_same_a(int same) { same_a = same; }
+
+void *akf_scratch_a_tiles(int M, int K, int kt_elems, int elem_size, const void *A, int *kept) {
+    struct scratch *s = thread_scratch();
+    *kept = s && same_a && s->tiles.A == A && s->tiles.M == M && s->tiles.K == K && s->tiles.kt == kt_elems &&
+            s->tiles.esize == elem_size;
+    if (*kept) return s->p[AKF_SCRATCH_A];
+    void *Ap = akf_scratch(AKF_SCRATCH_A, akf_tile_a_bytes(M, K, kt_elems, elem_size));
+    if (Ap) {
+        s->tiles.A = A, s->tiles.M = M, s->tiles.K = K, s->tiles.kt = kt_elems, s->tiles.esize = elem_size;
+    }
+    return Ap;
 }
 
 static _Thread_local int streams_told;

@@ -50,11 +50,12 @@ static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse 
     const int kt = AKF_DTYPE[dt].tile_k, esize = AKF_DTYPE[dt].elem_bytes;
     const int KT = S->ktiles, MB = AKF_ROUNDUP(M, 16) / 16, N = S->N;
     const size_t mask_size = AKF_DTYPE[dt].mask_bytes;
-    char *Ap = akf_scratch(AKF_SCRATCH_A, akf_tile_a_bytes(M, S->K, kt, esize));
+    int kept;
+    char *Ap = akf_scratch_a_tiles(M, S->K, kt, esize, A, &kept);
     if (!Ap) return AKF_ERR_ARG;
 #pragma omp parallel
     {
-        akf_tile_a_share(M, S->K, kt, esize, A, Ap);
+        if (!kept) akf_tile_a_share(M, S->K, kt, esize, A, Ap);
         int p0, p1;
         akf_sparse_thread_panels(S, &p0, &p1);
         load_config(MB == 1 ? M : 16);
