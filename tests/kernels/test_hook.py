@@ -206,6 +206,41 @@ def test_a_late_thread_s_units_are_computed_by_an_early_one(library_for, impl, s
     assert res.stdout.split()[0] == "0", res.stdout
 
 
+KEPT_SCRIPT = """
+import sys, numpy as np
+sys.path.insert(0, {site!r})
+from amxforge.kernels import KernelLibrary, to_bf16, from_bf16
+lib = KernelLibrary({variant!r}, {project!r})
+lib.hook_settings({impl!r}, {sparse_min!r})
+rng = np.random.default_rng(17)
+W = to_bf16(rng.standard_normal((600, 96)).astype(np.float32) * (rng.random((600, 96)) >= {zeros!r}))
+Wf = from_bf16(W).astype(np.float64)
+for product in range(4):  # the same shape, other activations, every product through the same thread
+    B = rng.standard_normal((40, 96)).astype(np.float32) * (product + 1)
+    C = np.full((40, 600), np.nan, np.float32)
+    for ith in range(2):
+        assert lib.hook_mul_mat(W, B, C, ith, 2)
+    Bq = from_bf16(to_bf16(B)).astype(np.float64)
+    bound = 1e-30 + 98 * np.finfo(np.float32).eps * (np.abs(Bq) @ np.abs(Wf).T)
+    assert np.all(np.abs(C.astype(np.float64) - Bq @ Wf.T) <= bound), product
+print(lib.hook_totals()[{unit!r}])
+"""
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_product_s_claims_share_its_activations_and_no_other_product_does(library_for, impl, sparse):
+    """A thread claiming its range a quarter at a time makes a kernel call of each claim; the AMX kernels keep the
+    activations' tile blocks from the first claim for the others (40 rows: copied, not read in place). The next
+    product, through the same thread and the same converted-activations buffer, has other values: its results are
+    its own, never computed from the last product's tiles."""
+    lib, variant = library_for(impl)
+    fields = dict(impl=impl, sparse_min=0.5 if sparse else 2.0, zeros=0.7 if sparse else 0.0,
+                  unit="panels" if sparse else "pairs")
+    res = run_script(lib, variant, KEPT_SCRIPT, {"AKF_HOOK_SHARE_PART": "25"}, timeout=120, **fields)
+    assert int(res.stdout) >= 4 * (38 if sparse else 19), res.stdout  # every unit of four products computed
+
+
 def test_other_weights_at_the_same_address_are_packed_again(hook):
     """A model freed and another loaded where it was: the fingerprint sees new weights, never the old packing."""
     lib = hook("ref", 2.0)
