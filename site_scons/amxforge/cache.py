@@ -5,7 +5,11 @@ every compile amxforge runs (behind the shim for fork builds, in the kernels' ow
   renders the host's own features, so its namespace differs per host: its expansion is part of the key); without
   one, none, so that identical units of two variants on this builder still share entries;
 - compiler_check=content: a host with another compiler binary never hits entries of this one;
-- base_dir plus the -ffile-prefix-map every unit already gets: two checkouts at different paths share entries;
+- with a remote cache, base_dir plus the -ffile-prefix-map every unit already gets: two checkouts at different paths
+  share entries. base_dir has the compiler see paths relative to its directory, normalised, which the prefix maps do
+  not cover (`__FILE__` then names ../../tree/src/x.h): the builders sharing a remote cache all compile so, and
+  without one the command is left as it is, so that a unit compiled through the local cache is the object compiled
+  without ccache (a variant built before ccache was installed keeps the protected units of one built after);
 - the shim has already replaced -march=native by explicit flags before ccache hashes the command.
 
 The server's reachability is checked once before the build (a Redis PING, after AUTH with the URL's credentials as
@@ -163,8 +167,9 @@ def ccache_settings(ccache, url, namespace, base_dir: Path, statslog: Path, warn
     if url:
         url, remote = usable_remote(url, warn)
     statslog.unlink(missing_ok=True)
-    env = {"CCACHE_COMPILERCHECK": "content", "CCACHE_BASEDIR": str(base_dir), "CCACHE_NOHASHDIR": "1",
-           "CCACHE_STATSLOG": str(statslog)}
+    env = {"CCACHE_COMPILERCHECK": "content", "CCACHE_NOHASHDIR": "1", "CCACHE_STATSLOG": str(statslog)}
+    if url:  # base_dir makes the compiler see relative paths, which the prefix maps do not cover: see the top
+        env["CCACHE_BASEDIR"] = str(base_dir)
     if namespace:
         env["CCACHE_NAMESPACE"] = namespace
     if url:

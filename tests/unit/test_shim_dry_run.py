@@ -135,6 +135,38 @@ def _no_ccache(lines):
     return [x for x in lines if not x.startswith("ccache\t")]
 
 
+@pytest.mark.skipif(shutil.which("ccache") is None, reason="ccache is not installed")
+def test_a_unit_compiled_through_the_local_cache_is_the_one_compiled_without_it(shim, tmp_path):
+    """A fork build runs every unit through ccache where it is installed. ccache's base_dir (set for a remote cache
+    only, where builders at other paths share entries) has the compiler see relative, normalised paths, which the
+    prefix maps do not cover; with a local cache the compiler must see what it sees without ccache, or a variant built
+    before ccache was installed and one built after differ in their protected units (`__FILE__`, as in ik's
+    GGML_ASSERT, through a header found by way of a `dir/.` include path as CMake writes them)."""
+    from amxforge.cache import ccache_settings
+    exe, conf, _, tree = shim
+    ledger = next(line.split("\t")[1] for line in conf.read_text().splitlines() if line.startswith("ledger\t"))
+    os.makedirs(os.path.dirname(ledger), exist_ok=True)
+    (tree / "ggml/src/where.h").write_text("static const char *where(void) { return __FILE__; }\n")
+    source = tree / "ggml/src/where.c"
+    source.write_text('#include "where.h"\nconst char *here(void) { return where(); }\n'
+                      "const char *self_(void) { return __FILE__; }\n")
+    binary = tmp_path / "cmake binary dir"
+    binary.mkdir()
+
+    def compile_(config, env, name):
+        res = subprocess.run([str(exe), str(config), "gcc", f"-I{tree / 'ggml/src'}/.", "-c", str(source), "-o", name],
+                             cwd=binary, env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        return (binary / name).read_bytes()
+
+    base = os.path.commonpath([tree, binary])  # as the driver passes it: the project's and the tree's
+    settings, _ = ccache_settings(shutil.which("ccache"), None, None, base, tmp_path / "stats.log", print)
+    cached = compile_(conf, {**os.environ, **settings, "CCACHE_DIR": str(tmp_path / "ccache")}, "cached.o")
+    plain = compile_(_altered(shim, tmp_path, _no_ccache), dict(os.environ), "plain.o")
+    assert cached == plain
+    assert b"where.h" in plain and str(tree).encode() not in plain  # the prefix map held
+
+
 @pytest.mark.parametrize("compiler,source,ccache,expect_head,expect_dist", [
     ("g++", "tools/bench/bench.cpp", True, ["ccache", "g++"], "icecc"),  # icecc is ccache's prefix
     ("g++", "tools/bench/bench.cpp", False, ["/usr/bin/icecc", "g++"], "icecc"),  # icecc is the launcher
