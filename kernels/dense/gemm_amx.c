@@ -75,7 +75,7 @@ static void load_config(int rows) { akf_amx_load_config(rows, 6); }
  * cores, M=1, 256x2048, 1 and 2 threads, 5 alternated runs) saw no difference (7.2-7.7 / 11.7-12.5 GB/s either
  * way); an EMR guest's tg without it (the AMX branch, 1 B bf16, 3 rounds) 0.94-0.99x at 1 thread, 1.02-1.07x at 4.
  * Reaching on from a call's last pair into the caller's next claim (the handler's owner, 16 threads) gave 1.00x /
- * 0.98x the tg of stopping there (10 paired rounds, both trees): not kept. */
+ * 1.02x the tg of stopping there (10 paired rounds, AMX branch / ik main): not kept. */
 /* A read in place up to this many columns, copied into tiles beyond. A fork's thread computes a few columns of each
  * product and copied the whole activation block for them; read in place, each 16-row A tile touches 16 rows a row
  * stride apart (4 KB for K = 2048: one L1 set), which the copy avoids, so wide products keep copying. The builder
