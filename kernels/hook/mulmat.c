@@ -519,10 +519,8 @@ static uint64_t share_word(uint64_t seq, uint64_t front, uint64_t back) {
 static void team_units(struct packed *t, int unit, int n_units, int impl, int M, int N, int K, const uint16_t *a,
                        const void *B, float *C, long stride_C, int q0, int q1, int ith, int nth) {
     const int team = AKF_MIN(nth, TEAM_MAX);
-    akf_set_same_a(0); /* a new product: activations the kernels tiled before are another's */
     if (!settings.share || nth == 1 || n_units >= (int)SHARE_MASK) {
         units(t, unit, impl, M, N, K, a, C, stride_C, q0, q1);
-        akf_set_same_a(0);
         if (q1 > q0) atomic_fetch_add_explicit(&units_done[unit], (unsigned long long)(q1 - q0), memory_order_relaxed);
         return;
     }
@@ -571,7 +569,6 @@ static void team_units(struct packed *t, int unit, int n_units, int impl, int M,
             w = atomic_load_explicit(&other->word, memory_order_acquire);
         }
     }
-    akf_set_same_a(0);
     atomic_fetch_add_explicit(&units_done[unit], mine + taken, memory_order_relaxed);
     if (taken) atomic_fetch_add_explicit(&units_taken[unit], taken, memory_order_relaxed);
 }
@@ -647,6 +644,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     const int impl = state == SPARSE && M <= AKF_HOOK_SPARSE_DECODE_ROWS ? settings.decode_impl : settings.impl;
     check(rc, impl);
     team_units(t, unit, n_units, impl, M, N, K, a, B, C, stride_C, q0, q1, ith, nth);
+    akf_set_same_a(0); /* the activations' tiles were this product's: the next call of this thread is another's */
     if (settings.stats && ith < STATS_THREADS) {
         thread_time[ith].seconds += akf_now() - t1;
         const int team = AKF_MIN(nth, STATS_THREADS);

@@ -148,6 +148,8 @@ void *akf_scratch(int slot, size_t bytes);
  * 1270-1324 and 1778-1847: a sparse panel loads every A tile again for each expanded B tile.) Call outside the
  * parallel region; NULL when out of memory. */
 void *akf_scratch_a_tiles(int M, int K, int kt_elems, int elem_size, const void *A, int *kept);
+/* Per thread, 0 at its start: the handler sets it after a product's first claim and clears it once the product is
+ * done, so that no later call of the thread is taken for that product's. */
 void akf_set_same_a(int same);
 /* Threads streaming weights at once, which the kernels' tuning tables are keyed by: the OpenMP team a call starts,
  * or, where the calling thread is one of a fork's team running our kernels one thread each (the matmul handler),

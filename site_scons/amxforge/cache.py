@@ -168,12 +168,11 @@ def ccache_settings(ccache, url, namespace, base_dir: Path, statslog: Path, warn
         url, remote = usable_remote(url, warn)
     statslog.unlink(missing_ok=True)
     env = {"CCACHE_COMPILERCHECK": "content", "CCACHE_NOHASHDIR": "1", "CCACHE_STATSLOG": str(statslog)}
-    if url:  # base_dir makes the compiler see relative paths, which the prefix maps do not cover: see the top
-        env["CCACHE_BASEDIR"] = str(base_dir)
     if namespace:
         env["CCACHE_NAMESPACE"] = namespace
-    if url:
+    if url:  # base_dir makes the compiler see relative paths, which the prefix maps do not cover: see the top
         env["CCACHE_REMOTE_STORAGE"] = f"{url}|{ATTRIBUTES[urllib.parse.urlsplit(url).scheme]}"
+        env["CCACHE_BASEDIR"] = str(base_dir)
     return env, remote
 
 
