@@ -88,6 +88,26 @@ def test_usage_errors_are_one_line_naming_the_fix(args, fragment):
     assert res.returncode == 2 and fragment in line and line.startswith("amxforge: error: ")
 
 
+def test_bench_fork_refuses_what_is_not_a_release_in_one_line_writing_nothing(tmp_path):
+    """--package of a directory that is missing, empty (its name with a space and a quote), or whose manifest is a
+    FIFO (read, it would block): exit 2, one line, nothing written where the benchmark runs."""
+    empty = tmp_path / "my 'rel'"
+    empty.mkdir()
+    fifo = tmp_path / "fifo-rel"
+    (fifo / "share" / "amxforge").mkdir(parents=True)
+    (fifo / "share" / "amxforge" / "launch.tsv").write_text("")
+    os.mkfifo(fifo / "manifest.json")
+    work = tmp_path / "work"
+    work.mkdir()
+    for rel in (tmp_path / "missing", empty, fifo):
+        res = run([tool("amxforge"), "bench", "fork", "--package", str(rel), "--threads", "1"], cwd=work, timeout=60)
+        line = one_line(res)
+        assert res.returncode == 2 and line == (f"amxforge: error: --package {rel}: not an amxforge release (no "
+                                                f"manifest.json and share/amxforge/launch.tsv); give the directory "
+                                                f"`amxforge package --out` wrote"), res.stderr
+        assert list(work.iterdir()) == []
+
+
 # --- disks --------------------------------------------------------------------------------------------------------
 def test_model_synth_on_a_read_only_or_full_disk(tmp_path):
     with tmpfs(tmp_path / "small", "256k") as small:

@@ -219,12 +219,6 @@ def run_bench(req: Request, log, progress=None) -> dict:
         check_known(split_type(qtype)[0])
     if req.model:
         check_model(req.model)
-    try:
-        req.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AmxforgeError(f"--out {req.out}: cannot be made ({exc.strerror}); choose a writable place") from None
-    if not req.model:
-        check_synth_room(req)
     from ..context import VariantContext
     plan = VariantContext("baseline", project_dir=req.project).plan
     ok, why_not = variant_verdicts(plan, req.variants) if req.variants else ([], {})
@@ -254,6 +248,12 @@ def run_bench(req: Request, log, progress=None) -> dict:
     if req.forks and not ok:
         raise AmxforgeError("no variant of --variants runs here: " +
                             "; ".join(f"{v}: {w}" for v, w in why_not.items()))
+    try:  # the trees and releases were checked: nothing is written before
+        req.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AmxforgeError(f"--out {req.out}: cannot be made ({exc.strerror}); choose a writable place") from None
+    if not req.model:
+        check_synth_room(req)
     for src in sources:
         if isinstance(src, BuiltTree):
             src.build(ok, req.project, req.out, req.jobs, log)

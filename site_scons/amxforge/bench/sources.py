@@ -95,6 +95,8 @@ def _tail(path: Path) -> str:
 
 def open_release(path: Path) -> Release:
     from .. import atomic
+    from ..package.outputs import require_release
+    require_release(path, "--package ")
     manifest = atomic.read_json(path / "manifest.json", "the release manifest", fix="package the release again")
     try:
         kind = (manifest["source"]["fork"] or {}).get("kind", "amxforge")

@@ -134,11 +134,9 @@ class Layout:
 def verify_release(release: Path) -> dict:
     """A whole release against its manifest: every file there, of its size and SHA-256; the launch table sealed and
     listing what the manifest lists. {"files": n, "bad": ["path: why", ...]}; AmxforgeError when it is no release."""
-    from .outputs import is_release
+    from .outputs import require_release
     release = Path(release)
-    if not is_release(release):
-        raise AmxforgeError(f"{release}: not an amxforge release (no manifest.json and share/amxforge/launch.tsv); give "
-                            f"the directory `amxforge package --out` wrote")
+    require_release(release)
     manifest = atomic.read_json(release / "manifest.json", "release manifest", fix="reinstall the package")
     bad = []
     for entry in manifest.get("files", []):

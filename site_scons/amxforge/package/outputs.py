@@ -28,6 +28,13 @@ def is_release(path: Path) -> bool:
         return False
 
 
+def require_release(path: Path, what: str = "") -> None:
+    """AmxforgeError in one line unless `path` is a release (`what`: the option that named it, e.g. '--package ')."""
+    if not is_release(path):
+        raise AmxforgeError(f"{what}{path}: not an amxforge release (no manifest.json and share/amxforge/launch.tsv); "
+                            f"give the directory `amxforge package --out` wrote")
+
+
 def refuse_unsafe_out(out: Path, project: Path, fork_root: Path = None) -> None:
     """Places --out must never name, whatever is in them and whatever --force says."""
     out = Path(out).resolve()
