@@ -75,11 +75,11 @@ def test_bad_input_is_one_line_and_nothing_written(tmp_path, case):
     if case == "sparsity 1":
         args["sparsity"], want = "1", "'--sparsity'"
     elif case == "no input":
-        src, want = tmp_path / "none.gguf", "not a readable GGUF file"
+        src, want = tmp_path / "none.gguf", "not a readable GGUF file (No such file or directory)"
     elif case == "fifo":
         src = tmp_path / "fifo.gguf"
         os.mkfifo(src)
-        want = "not a readable GGUF file"
+        want = f"not a readable GGUF file ({src} is a FIFO, not a regular file)"
     elif case == "same file":
         out, want = src, "is the input"
     elif case == "glob matches none":

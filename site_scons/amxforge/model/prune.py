@@ -60,12 +60,13 @@ def prune(src: Path, out: Path, sparsity: float, tensors: str = DEFAULT_GLOB) ->
         raise AmxforgeError(f"model prune needs the gguf and numpy packages: pip install gguf ({exc})") from None
     check_sparsity(sparsity)
     src, out = Path(src), Path(out)
-    from ..atomic import open_regular
+    from ..atomic import open_regular, why
     try:
         open_regular(src).close()  # a FIFO, a directory or a device is refused in one line
         reader = gguf.GGUFReader(str(src))
     except (OSError, ValueError) as exc:
-        raise AmxforgeError(f"--in {src}: not a readable GGUF file ({exc}); give a .gguf model") from None
+        reason = why(exc) if isinstance(exc, OSError) else str(exc)
+        raise AmxforgeError(f"--in {src}: not a readable GGUF file ({reason}); give a .gguf model") from None
     if out.resolve() == src.resolve():
         raise AmxforgeError(f"--out {out} is the input: give another file")
     if not out.parent.is_dir():
