@@ -73,6 +73,19 @@ def test_the_probe_and_the_build_judge_with_the_same_compiler(tmp_path):
     assert "built variant baseline" in res.stdout or res.returncode == 2
 
 
+def test_a_compiler_that_cannot_run_is_named_with_the_reason_in_words(tmp_path):
+    """CC pointing at an executable that is no program (a truncated download, another machine's binary)."""
+    cc = tmp_path / "my cc" / "gcc"
+    cc.parent.mkdir()
+    cc.write_bytes(b"\x7fELF truncated")
+    cc.chmod(0o755)
+    env = {"AMXFORGE_CACHE": str(tmp_path / "cache"), "CC": str(cc)}
+    plan = json.loads(run([tool("amxforge"), "probe", "--json"], env=env, check=True).stdout)["variants"]
+    assert plan["baseline"]["buildable"] is False
+    assert plan["baseline"]["why"] == (f"compiler {cc} (CC) does not run (Exec format error); pass CC=/path/to/a/"
+                                       f"working/compiler")
+
+
 # --- usage errors -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args,fragment", [
     (["flags"], "Missing argument 'FILES...'"),

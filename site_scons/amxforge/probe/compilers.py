@@ -4,6 +4,7 @@ import shutil
 import subprocess
 from functools import lru_cache
 
+from ..atomic import why
 from ..errors import AmxforgeError
 from ..policy.isa import Compiler
 
@@ -23,8 +24,9 @@ def identify(command: str, var: str = "CC") -> Compiler:
         option = "-dumpfullversion" if family == "gcc" else "-dumpversion"
         version = subprocess.run([path, option], capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AmxforgeError(f"compiler {path} ({var}) does not run ({exc}); pass {var}=/path/to/a/working/compiler") \
-            from None
+        reason = why(exc) if isinstance(exc, OSError) else f"no answer in {exc.timeout:g} s"
+        raise AmxforgeError(f"compiler {path} ({var}) does not run ({reason}); pass {var}=/path/to/a/working/"
+                            f"compiler") from None
     if not version or not version[0].isdigit():
         raise AmxforgeError(f"cannot read the version of {path} ({var}); pass {var}= a gcc or clang"
                             f"{'++' if var == 'CXX' else ''}")
