@@ -286,6 +286,30 @@ def test_save_preference_that_cannot_be_written_is_refused_before_the_benchmark(
     assert not (tmp_path / "o").exists()
 
 
+def test_a_directory_of_the_user_s_is_refused_as_out_and_an_earlier_run_s_is_taken_again(project, tmp_path):
+    """A run replaces OUT/work and OUT/builds: `--out .` in a directory of the user's that holds a work/ is refused
+    before anything is built or written; a new OUT is marked and taken again by the next run, and so is the OUT of a
+    run from before the mark (its cells.jsonl)."""
+    mine = tmp_path / "my 'dir'"
+    (mine / "work").mkdir(parents=True)
+    (mine / "work" / "notes.txt").write_text("mine\n")
+    common = ["--fork", str(project / "minifork"), "--variants", "baseline", "--amx", "off", "--threads", "1",
+              "--pp", "32", "--tg", "8", "--reps", "1", "--warmup", "0"]
+    res = run([tool("amxforge"), "bench", "fork", *common, "--out", "."], cwd=mine, timeout=120)
+    assert res.returncode == 2 and one_line(res) == (
+        f"amxforge: error: --out {mine} holds files that are not a `bench fork` output (a run replaces work/ and "
+        f"builds/ in it): choose a new directory, e.g. --out {mine / 'bench-fork'}"), res.stderr
+    assert [p.name for p in mine.iterdir()] == ["work"] and (mine / "work" / "notes.txt").read_text() == "mine\n"
+    out = tmp_path / "o"
+    for _ in range(2):
+        res = bench(project, *common, "--out", str(out))
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert (out / ".amxforge-bench-fork").is_file() and (out / "cells.jsonl").is_file()
+    (out / ".amxforge-bench-fork").unlink()
+    res = bench(project, *common, "--out", str(out))
+    assert res.returncode == 0 and (out / ".amxforge-bench-fork").is_file(), res.stderr[-3000:]
+
+
 def test_no_tree_and_no_package(project):
     res = bench(project)
     assert res.returncode == 2 and "--fork PATH" in one_line(res)

@@ -205,6 +205,26 @@ def choose_tool(req: Request, columns, helps) -> tuple:
     raise AmxforgeError("no tool can measure every cell: " + "; ".join(reasons))
 
 
+OUT_MARK = ".amxforge-bench-fork"  # in --out: the directory is a bench run's, whose work/ and builds/ it replaces
+
+
+def claim_out(out: Path) -> None:
+    """--out made, or taken if it is empty or an earlier run's (its mark, or the cells.jsonl of one from before the
+    mark): a run replaces work/ and builds/LABEL/VARIANT there, so a directory of the user's (`--out .`) is refused."""
+    from .. import atomic
+    if out.exists() and not out.is_dir():
+        raise AmxforgeError(f"--out {out} exists and is not a directory; choose a new directory")
+    try:
+        if out.is_dir() and any(out.iterdir()) and not any((out / n).is_file() for n in (OUT_MARK, "cells.jsonl")):
+            raise AmxforgeError(f"--out {out} holds files that are not a `bench fork` output (a run replaces work/ "
+                                f"and builds/ in it): choose a new directory, e.g. --out {out / 'bench-fork'}")
+        out.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(out / OUT_MARK, "amxforge bench fork output: cells.jsonl, summary.json, tps.png, logs/, "
+                                          "models/; builds/ and work/ are replaced by each run\n")
+    except OSError as exc:
+        raise AmxforgeError(f"--out {out}: cannot be made ({atomic.why(exc)}); choose a writable place") from None
+
+
 def run_bench(req: Request, log, progress=None) -> dict:
     if not req.forks and not req.packages:
         raise AmxforgeError("give a tree with --fork PATH (built here) or a release with --package DIR")
@@ -248,10 +268,7 @@ def run_bench(req: Request, log, progress=None) -> dict:
     if req.forks and not ok:
         raise AmxforgeError("no variant of --variants runs here: " +
                             "; ".join(f"{v}: {w}" for v, w in why_not.items()))
-    try:  # the trees and releases were checked: nothing is written before
-        req.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AmxforgeError(f"--out {req.out}: cannot be made ({exc.strerror}); choose a writable place") from None
+    claim_out(req.out)  # the trees and releases were checked: nothing is written before
     if not req.model:
         check_synth_room(req)
     for src in sources:
