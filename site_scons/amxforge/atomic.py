@@ -56,9 +56,9 @@ def read_text(path, cap: int = READ_CAP) -> str:
     return read_bytes(path, cap).decode(errors="replace")
 
 
-def why(exc: OSError) -> str:
-    """An OSError as the end of a one-line message."""
-    return exc.strerror or str(exc)
+def why(exc: Exception) -> str:
+    """An exception as the end of a one-line message: an OSError's reason in words, without its errno and path."""
+    return getattr(exc, "strerror", None) or str(exc)
 
 from .errors import AmxforgeError
 

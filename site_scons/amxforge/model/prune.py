@@ -65,8 +65,7 @@ def prune(src: Path, out: Path, sparsity: float, tensors: str = DEFAULT_GLOB) ->
         open_regular(src).close()  # a FIFO, a directory or a device is refused in one line
         reader = gguf.GGUFReader(str(src))
     except (OSError, ValueError) as exc:
-        reason = why(exc) if isinstance(exc, OSError) else str(exc)
-        raise AmxforgeError(f"--in {src}: not a readable GGUF file ({reason}); give a .gguf model") from None
+        raise AmxforgeError(f"--in {src}: not a readable GGUF file ({why(exc)}); give a .gguf model") from None
     if out.resolve() == src.resolve():
         raise AmxforgeError(f"--out {out} is the input: give another file")
     if not out.parent.is_dir():
