@@ -3,8 +3,6 @@ so that two builds of the same variant wait for each other instead of corrupting
 once), and targets whose file no longer matches what SCons built (truncated by a full disk, edited, half-written by
 a kill) rebuilt instead of trusted. Imported only under SCons."""
 
-import fcntl
-import os
 import sys
 from pathlib import Path
 
@@ -21,20 +19,10 @@ def claim_variant(ctx) -> None:
     SConsignFile(str(ctx.build_dir / ".sconsign"), dbm_module=sconsigndb)
     if ctx.name in _held:
         return
-    handle = open(ctx.build_dir / ".lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        print(f"amxforge: another build of variant {ctx.name} is running (pid {holder}); waiting for it to finish",
-              file=sys.stderr, flush=True)
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    _held[ctx.name] = handle
+    from .locks import hold
+    _held[ctx.name] = hold(ctx.build_dir / ".lock", f"amxforge: another build of variant {ctx.name} is running (pid "
+                                                   f"{{pid}}); waiting for it to finish",
+                           lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def rebuild_damaged(env, root_dir) -> list:

@@ -110,7 +110,7 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
               help="seconds one run may take; a cell that times out is marked failed, the others complete")
 @click.option("--out", type=click.Path(file_okay=False), default="build/bench-fork", show_default=True,
               help="where builds, models, cells.jsonl, summary.json and the plot go: a new or empty directory, or an "
-                   "earlier run's")
+                   "earlier run's (a second run into it waits for the first)")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="the PNG of t/s against threads (default OUT/tps.png)")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: a line per cell, then the summary")

@@ -86,7 +86,9 @@ def test_two_package_runs_to_one_out_take_turns(built, tmp_path):
              for _ in range(2)]
     results = [p.communicate(timeout=600) + (p.returncode,) for p in procs]
     assert [r[2] for r in results] == [0, 0], results
-    assert any("waiting for it to finish" in r[1] for r in results)
+    waited = [i for i, r in enumerate(results) if "waiting for it to finish" in r[1]]
+    assert len(waited) == 1, results  # the second names the first, which holds the lock
+    assert f"another package run (pid {procs[1 - waited[0]].pid}) writes {out}; waiting" in results[waited[0]][1]
     assert json.loads((out / "manifest.json").read_text())["selection"] == ["baseline"]
     assert not list(tmp_path.glob(".rel.staging-*")) and not list(tmp_path.glob(".rel.old-*"))
 

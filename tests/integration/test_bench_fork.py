@@ -3,9 +3,14 @@ llama-sweep-bench takes the common options, --amx included, and prints the real 
 pinned; what the table must hold is computed from this host (which variants run, whether AMX runs)."""
 
 import contextlib
+import fcntl
 import json
 import os
+import queue
 import shutil
+import subprocess
+import threading
+import time
 
 import pytest
 
@@ -308,6 +313,37 @@ def test_a_directory_of_the_user_s_is_refused_as_out_and_an_earlier_run_s_is_tak
     (out / ".amxforge-bench-fork").unlink()
     res = bench(project, *common, "--out", str(out))
     assert res.returncode == 0 and (out / ".amxforge-bench-fork").is_file(), res.stderr[-3000:]
+
+
+def test_a_second_run_into_the_same_out_waits_for_the_first(project, tmp_path):
+    """Two runs into one OUT would replace each other's work/ and builds/: while another process holds OUT's lock
+    (here this test, as a first run would), a run says whose run it waits for and writes nothing more; it runs when
+    the lock is let go."""
+    out = tmp_path / "o {x}"  # braces: the message is not a format string
+    out.mkdir()
+    (out / ".amxforge-bench-fork").write_text("a first run's mark\n")
+    with open(out / ".amxforge-bench-fork.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        proc = subprocess.Popen([tool("amxforge"), "bench", "fork", "--fork", str(project / "minifork"), "--variants",
+                                 "baseline", "--amx", "off", "--threads", "1", "--pp", "32", "--tg", "8", "--reps",
+                                 "1", "--warmup", "0", "--out", str(out)], cwd=project, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        lines = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True)
+        reader.start()
+        first = lines.get(timeout=120)
+        assert first == (f"amxforge: bench fork: another run (pid {os.getpid()}) writes {out}; waiting for it to "
+                         f"finish\n")
+        time.sleep(1)
+        assert proc.poll() is None and sorted(p.name for p in out.iterdir()) == [".amxforge-bench-fork",
+                                                                                 ".amxforge-bench-fork.lock"]
+    stdout = proc.stdout.read()
+    proc.wait(timeout=600)
+    reader.join(timeout=60)
+    assert proc.returncode == 0, "".join(lines.queue)[-3000:]
+    assert (out / "cells.jsonl").is_file() and "cells " in stdout
 
 
 def test_no_tree_and_no_package(project):

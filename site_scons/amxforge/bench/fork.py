@@ -208,10 +208,16 @@ def choose_tool(req: Request, columns, helps) -> tuple:
 OUT_MARK = ".amxforge-bench-fork"  # in --out: the directory is a bench run's, whose work/ and builds/ it replaces
 
 
-def claim_out(out: Path) -> None:
+OUT_LOCK = ".amxforge-bench-fork.lock"
+_held = {}  # OUT -> its lock, held for the life of the process (the outputs are written after run_bench returns)
+
+
+def claim_out(out: Path, log) -> None:
     """--out made, or taken if it is empty or an earlier run's (its mark, or the cells.jsonl of one from before the
-    mark): a run replaces work/ and builds/LABEL/VARIANT there, so a directory of the user's (`--out .`) is refused."""
+    mark): a run replaces work/ and builds/LABEL/VARIANT there, so a directory of the user's (`--out .`) is refused.
+    One run at a time per OUT: a second waits for the first (its lock in OUT)."""
     from .. import atomic
+    from ..locks import hold
     if out.exists() and not out.is_dir():
         raise AmxforgeError(f"--out {out} exists and is not a directory; choose a new directory")
     try:
@@ -221,6 +227,9 @@ def claim_out(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         atomic.write_text(out / OUT_MARK, "amxforge bench fork output: cells.jsonl, summary.json, tps.png, logs/, "
                                           "models/; builds/ and work/ are replaced by each run\n")
+        if out not in _held:
+            _held[out] = hold(out / OUT_LOCK, f"amxforge: bench fork: another run (pid {{pid}}) writes {out}; waiting "
+                                              f"for it to finish", log)
     except OSError as exc:
         raise AmxforgeError(f"--out {out}: cannot be made ({atomic.why(exc)}); choose a writable place") from None
 
@@ -268,7 +277,7 @@ def run_bench(req: Request, log, progress=None) -> dict:
     if req.forks and not ok:
         raise AmxforgeError("no variant of --variants runs here: " +
                             "; ".join(f"{v}: {w}" for v, w in why_not.items()))
-    claim_out(req.out)  # the trees and releases were checked: nothing is written before
+    claim_out(req.out, log)  # the trees and releases were checked: nothing is written before
     if not req.model:
         check_synth_room(req)
     for src in sources:

@@ -3,7 +3,6 @@
 directory holding .git, / or $HOME. One package run per --out at a time (a lock beside it). The user's own fork
 builds that packaging replaces in build/VARIANT/ are put back afterwards."""
 
-import fcntl
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import AmxforgeError
+from ..locks import hold
 
 LOCK_SUFFIX = ".amxforge-package.lock"
 MIN_FREE = 64 << 20  # bytes a release of our kernels alone needs, tree and archive
@@ -79,27 +79,23 @@ class OutLock:
     the run."""
 
     def __init__(self, out: Path, log=print):
-        self.path = Path(out).parent / f".{Path(out).name}{LOCK_SUFFIX}"
+        self.out = Path(out)
+        self.path = self.out.parent / f".{self.out.name}{LOCK_SUFFIX}"
         self.log = log
         self.handle = None
 
     def __enter__(self):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.handle = open(self.path, "a+")
+            self.handle = hold(self.path, f"amxforge: package: another package run (pid {{pid}}) writes {self.out}; "
+                                          f"waiting for it to finish", self.log)
         except OSError as exc:
             raise AmxforgeError(f"--out {self.path.parent}: cannot write there ({exc.strerror}); choose a writable "
                                 f"place for the release") from None
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.log(f"amxforge: package: another package run writes {self.path.parent / self.path.name[1:-len(LOCK_SUFFIX)]}; "
-                     f"waiting for it to finish")
-            fcntl.flock(self.handle, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):
-        self.handle.close()  # the file stays: unlinking it would let a waiter and a newcomer both hold "the" lock
+        self.handle.close()
 
 
 def check_space(where: Path, project: Path, variants) -> None:
