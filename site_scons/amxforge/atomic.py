@@ -82,6 +82,21 @@ def write_bytes(path, data: bytes, mode: int = 0o644) -> Path:
     return path
 
 
+def check_writable(path) -> None:
+    """Before long work whose result goes to `path`: OSError unless write_bytes can put a file there, i.e. `path` is
+    absent or a regular file (NotRegular naming what it is otherwise) in a directory where a file can be made."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise NotRegular(0, f"it is {_kind(st.st_mode)}, not a regular file")  # the caller names the path
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".check")
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def write_text(path, text: str, mode: int = 0o644) -> Path:
     return write_bytes(path, text.encode(), mode)
 

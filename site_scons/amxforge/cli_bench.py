@@ -37,6 +37,9 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
 
     counts = positive_counts(threads, "--threads", "1,2")
     exe = kb.kbench_path(resolve_variant(variant), Path(project))
+    if plot_path:
+        from .bench import png
+        png.check(Path(plot_path))  # before the benchmark, not after it
     per_round = []
     for n in range(rounds):
         bar = {"bar": None}
@@ -137,10 +140,10 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
     from .report import bench_fork_report
 
     project = Path(project).resolve()
-    import importlib.util
-    can_plot = importlib.util.find_spec("matplotlib") is not None
-    if plot_path and not can_plot:
-        raise AmxforgeError("--plot needs matplotlib: pip install -e '.[bench]'")
+    from .bench import png
+    can_plot = png.available()
+    if plot_path:
+        png.check(Path(plot_path))  # before the benchmark, not after it
     chosen = csv_items(variants) or ([] if packages and not forks else [resolve_variant(None)])
     qtypes = csv_items(types)
     try:
@@ -190,7 +193,7 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
         fb.plot(result, plot_file)
     else:
         plot_file = None
-        click.echo("amxforge: bench fork: no plot (matplotlib is not installed: pip install -e '.[bench]')", err=True)
+        click.echo(f"amxforge: bench fork: no plot (matplotlib is not installed: {png.INSTALL})", err=True)
     saved = None
     if save_preference:
         import time

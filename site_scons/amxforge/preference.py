@@ -52,16 +52,13 @@ def read_path(environ=os.environ):
 def check_preference_writable() -> Path:
     """--save-preference is checked before the benchmark: the file must be a regular file (or absent) in a directory
     amxforge can make and write; one line naming it otherwise."""
-    import tempfile
-
     from . import atomic
     path = preference_path()
     try:
         if path.exists() or path.is_symlink():
-            atomic.read_text(path)
+            atomic.read_text(path)  # read again when the preference is saved
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".check"):
-            pass
+        atomic.check_writable(path)
     except OSError as exc:
         raise AmxforgeError(f"--save-preference: the host preference file {path} cannot be written "
                             f"({atomic.why(exc)}); set AMXFORGE_PREFERENCE to a writable file, or leave "

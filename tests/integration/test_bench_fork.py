@@ -291,6 +291,27 @@ def test_save_preference_that_cannot_be_written_is_refused_before_the_benchmark(
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("where", ["fifo", "missing directory", "read-only"])
+def test_a_plot_that_cannot_be_written_is_refused_before_the_benchmark(project, tmp_path, where):
+    """--plot was written after the whole benchmark, straight to the path: a missing directory or a FIFO there was an
+    internal error at the end (the run's result lost). Now one line before anything is built or written."""
+    target = tmp_path / "my plot.png"
+    with contextlib.ExitStack() as stack:
+        if where == "fifo":
+            os.mkfifo(target)
+        elif where == "missing directory":
+            target = tmp_path / "nowhere" / "tps.png"
+        else:
+            disk = stack.enter_context(tmpfs(tmp_path / "ro", "1m"))
+            remount(disk, "ro")
+            target = disk / "tps.png"
+        res = bench(project, "--fork", "minifork", "--variants", "baseline", "--plot", str(target), "--out",
+                    str(tmp_path / "o"), timeout=60)
+    assert res.returncode == 2 and one_line(res).startswith(f"amxforge: error: --plot {target}: cannot be written ("), \
+        res.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_directory_of_the_user_s_is_refused_as_out_and_an_earlier_run_s_is_taken_again(project, tmp_path):
     """A run replaces OUT/work and OUT/builds: `--out .` in a directory of the user's that holds a work/ is refused
     before anything is built or written; a new OUT is marked and taken again by the next run, and so is the OUT of a

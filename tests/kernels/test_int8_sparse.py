@@ -335,6 +335,32 @@ def test_kbench_refuses_on_a_host_without_the_variants_features(kernel_project):
     assert set(lacking) == (required - HOST) | {"amx_tile"}
 
 
+def test_bench_cli_plot_is_checked_before_the_benchmark_and_written_whole(kernel_project, tmp_path):
+    """`bench kernels --plot` into a FIFO or a missing directory: one line before the benchmark (it was an internal
+    error after it); into a path with a space and a quote: a PNG, written atomically (no temporary left beside it)."""
+    from conftest import HOST_PROBE
+    variant = HOST_PROBE["variants"]["auto"]["picks"]
+    if variant is None:
+        pytest.skip("no variant can run on this host")
+    project = kernel_project(variant)
+    impl = KernelLibrary(variant, project).impls()[-1]
+    cases = ["--min-bytes", "2e6", "--case", f"dense:bf16:{impl}:1:256:256", "--case",
+             f"sparse:bf16:{impl}:1:256:256:0.7"]
+    os.mkfifo(tmp_path / "fifo.png")
+    for bad, why in ((tmp_path / "fifo.png", "it is a FIFO, not a regular file"),
+                     (tmp_path / "nowhere" / "p.png", "No such file or directory")):
+        res = run([tool("amxforge"), "bench", "kernels", *cases, "--plot", str(bad)], cwd=project)
+        assert res.returncode == 2 and res.stdout == "", res.stderr
+        assert res.stderr.strip().splitlines() == [f"amxforge: error: --plot {bad}: cannot be written ({why}); give "
+                                                   f"a .png path in an existing, writable directory"]
+    plots = tmp_path / "my 'plots'"
+    plots.mkdir()
+    res = run([tool("amxforge"), "bench", "kernels", *cases, "--plot", str(plots / "s p.png")], cwd=project)
+    assert res.returncode == 0, res.stderr
+    assert [p.name for p in plots.iterdir()] == ["s p.png"]
+    assert (plots / "s p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_plot_draws_speedup_against_the_ceiling(tmp_path):
     from amxforge.bench import kernels as kb
     rows = kb.derive([

@@ -478,12 +478,8 @@ def write_outputs(result: dict, out: Path) -> dict:
 
 def plot(result: dict, path: Path) -> None:
     """t/s against threads, a line per column, a panel per metric (and per type)."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise AmxforgeError("the plot needs matplotlib: pip install -e '.[bench]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from . import png
+    plt = png.pyplot()
 
     cells = result["cells"]
     types = result["summary"]["types"]
@@ -507,5 +503,4 @@ def plot(result: dict, path: Path) -> None:
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    png.save(fig, path, dpi=110)

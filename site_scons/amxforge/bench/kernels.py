@@ -151,12 +151,8 @@ def table(rows: list) -> str:
 
 def plot(rows: list, path: Path) -> None:
     """Speedup of sparse decode over our best dense kernel against sparsity, with the byte-ratio ceilings."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise AmxforgeError("--plot needs matplotlib: pip install -e '.[bench]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from . import png
+    plt = png.pyplot()
 
     sparse = [r for r in rows if r.get("kernel") == "sparse" and r.get("speedup_vs_dense")]
     if not sparse:
@@ -181,5 +177,4 @@ def plot(rows: list, path: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    png.save(fig, path, dpi=120)

@@ -1,0 +1,44 @@
+"""The PNGs the bench commands draw: matplotlib (Agg, no display) and the place are checked before the benchmark, so
+that its result is not lost at the end to a missing directory or a FIFO; the file is written atomically."""
+
+import importlib.util
+import io
+from pathlib import Path
+
+from .. import atomic
+from ..errors import AmxforgeError
+
+INSTALL = "pip install -e '.[bench]'"
+
+
+def available() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def check(path: Path, option: str = "--plot") -> None:
+    """One line unless matplotlib is installed and `path` can be written (absent or a regular file, in a directory
+    where a file can be made)."""
+    if not available():
+        raise AmxforgeError(f"{option} needs matplotlib: {INSTALL}")
+    try:
+        atomic.check_writable(path)
+    except OSError as exc:
+        raise AmxforgeError(f"{option} {path}: cannot be written ({atomic.why(exc)}); give a .png path in an existing, "
+                            f"writable directory") from None
+
+
+def pyplot():
+    if not available():
+        raise AmxforgeError(f"the plot needs matplotlib: {INSTALL}")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save(fig, path: Path, dpi: int) -> None:
+    """The figure as a PNG at `path`, written atomically; the figure is closed."""
+    data = io.BytesIO()
+    fig.savefig(data, format="png", dpi=dpi)
+    pyplot().close(fig)
+    atomic.write_bytes(path, data.getvalue())
