@@ -97,6 +97,14 @@ def check_writable(path) -> None:
     os.unlink(tmp)
 
 
+def require_writable(path, option: str, give: str) -> None:
+    """check_writable as one line: `option path: cannot be written (why); give GIVE`."""
+    try:
+        check_writable(path)
+    except OSError as exc:
+        raise AmxforgeError(f"{option} {path}: cannot be written ({why(exc)}); give {give}") from None
+
+
 def write_text(path, text: str, mode: int = 0o644) -> Path:
     return write_bytes(path, text.encode(), mode)
 

@@ -121,6 +121,18 @@ def test_bench_fork_refuses_what_is_not_a_release_in_one_line_writing_nothing(tm
         assert list(work.iterdir()) == []
 
 
+def test_model_synth_out_a_fifo_or_in_no_directory(tmp_path):
+    """--out a FIFO was replaced by a regular file; now refused, as --plot is, and the FIFO left as it was."""
+    fifo = tmp_path / "my 'm'.gguf"
+    os.mkfifo(fifo)
+    for out, why in ((fifo, "it is a FIFO, not a regular file"), (tmp_path / "no dir" / "m.gguf",
+                                                                   "No such file or directory")):
+        res = run([tool("amxforge"), "model", "synth", "--out", str(out), "--layers", "1"])
+        assert res.returncode == 2 and one_line(res) == (f"amxforge: error: --out {out}: cannot be written ({why}); "
+                                                         f"give a .gguf path in an existing, writable directory")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and sorted(p.name for p in tmp_path.iterdir()) == [fifo.name]
+
+
 # --- disks --------------------------------------------------------------------------------------------------------
 def test_model_synth_on_a_read_only_or_full_disk(tmp_path):
     with tmpfs(tmp_path / "small", "256k") as small:

@@ -61,9 +61,11 @@ def test_synth_sparsity_prunes_the_blocks_only(tmp_path):
     assert float(np.mean(rows(tensors["token_embd.weight"]) == 0)) < 0.01
 
 
-@pytest.mark.parametrize("case", ["q8_0 model", "sparsity 1", "no input", "fifo", "same file", "glob matches none"])
+@pytest.mark.parametrize("case", ["q8_0 model", "sparsity 1", "no input", "fifo", "same file", "glob matches none",
+                                  "out a fifo", "out in no directory"])
 def test_bad_input_is_one_line_and_nothing_written(tmp_path, case):
     import os
+    import stat
     src = tmp_path / "m.gguf"
     out = tmp_path / "p.gguf"
     args = {"sparsity": "0.5", "tensors": "blk.*"}
@@ -84,8 +86,15 @@ def test_bad_input_is_one_line_and_nothing_written(tmp_path, case):
         out, want = src, "is the input"
     elif case == "glob matches none":
         args["tensors"], want = "nothing.*", "matches no bf16 or f16 matrix"
+    elif case == "out a fifo":  # it was replaced by a regular file
+        os.mkfifo(out)
+        want = f"--out {out}: cannot be written (it is a FIFO, not a regular file); give a .gguf path in an existing"
+    elif case == "out in no directory":
+        out = tmp_path / "no dir" / "p.gguf"
+        want = f"--out {out}: cannot be written (No such file or directory); give a .gguf path"
     res = run([tool("amxforge"), "model", "prune", "--in", str(src), "--out", str(out), "--sparsity",
                args["sparsity"], "--tensors", args["tensors"]], timeout=60)
     assert res.returncode == 2 and want in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
-    assert case == "same file" or not out.exists()
+    assert case in ("same file", "out a fifo") or not out.exists()
+    assert case != "out a fifo" or stat.S_ISFIFO(os.stat(out).st_mode)
     assert not list(tmp_path.glob("*.tmp*"))

@@ -20,11 +20,7 @@ def check(path: Path, option: str = "--plot") -> None:
     where a file can be made)."""
     if not available():
         raise AmxforgeError(f"{option} needs matplotlib: {INSTALL}")
-    try:
-        atomic.check_writable(path)
-    except OSError as exc:
-        raise AmxforgeError(f"{option} {path}: cannot be written ({atomic.why(exc)}); give a .png path in an existing, "
-                            f"writable directory") from None
+    atomic.require_writable(path, option, "a .png path in an existing, writable directory")
 
 
 def pyplot():

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 from ..errors import AmxforgeError
-from .synth import _close_quietly, _remove_quietly, available_memory
+from ..atomic import open_regular, require_writable, why
+from .synth import GIVE_GGUF, _close_quietly, _remove_quietly, available_memory
 
 PRUNABLE = ("bf16", "f16")  # the types whose matrices prune writes back exactly (gguf's names, upper-cased)
 DEFAULT_GLOB = "blk.*"  # the transformer blocks' matrices; token embeddings and the output head stay dense
@@ -60,7 +61,6 @@ def prune(src: Path, out: Path, sparsity: float, tensors: str = DEFAULT_GLOB) ->
         raise AmxforgeError(f"model prune needs the gguf and numpy packages: pip install gguf ({exc})") from None
     check_sparsity(sparsity)
     src, out = Path(src), Path(out)
-    from ..atomic import open_regular, why
     try:
         open_regular(src).close()  # a FIFO, a directory or a device is refused in one line
         reader = gguf.GGUFReader(str(src))
@@ -68,8 +68,7 @@ def prune(src: Path, out: Path, sparsity: float, tensors: str = DEFAULT_GLOB) ->
         raise AmxforgeError(f"--in {src}: not a readable GGUF file ({why(exc)}); give a .gguf model") from None
     if out.resolve() == src.resolve():
         raise AmxforgeError(f"--out {out} is the input: give another file")
-    if not out.parent.is_dir():
-        raise AmxforgeError(f"{out.parent}: no such directory for --out")
+    require_writable(out, "--out", GIVE_GGUF)
     chosen = [t for t in reader.tensors if prunes(t.name, tensors) and len(t.shape) == 2]
     prunable = [t for t in chosen if t.tensor_type.name.lower() in PRUNABLE]
     if not prunable:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..atomic import require_writable
 from ..errors import AmxforgeError
 from ..paths import toolchain_dir
 from ..tomlfile import load_toml
@@ -60,6 +61,7 @@ def check_type(qtype: str, quantize_with=None) -> None:
         raise AmxforgeError(f"--type {qtype} cannot be written here: {why}; add --quantize-with PATH/llama-quantize "
                             f"(a fork's own quantizer) or choose one of {', '.join(writable_types())}")
 
+GIVE_GGUF = "a .gguf path in an existing, writable directory"  # what --out of model synth and prune should be
 BLOCK = 32  # q8_0/q4_0 quantize rows in blocks of 32 values
 
 
@@ -147,13 +149,12 @@ def synth(out: Path, qtype: str = "q8_0", shape: ModelShape = None, seed: int = 
     check_type(qtype, quantize_with)
     from .prune import check_sparsity, prune_rows, prunes
     check_sparsity(sparsity)
+    require_writable(out, "--out", GIVE_GGUF)
     if gguf_cannot(qtype):  # write f16, then the fork's own quantizer converts it
         return _quantized(out, qtype, shape, seed, quantize_with)
     shape = shape or ModelShape()
     shape.check()
     out = Path(out)
-    if not out.parent.is_dir():
-        raise AmxforgeError(f"{out.parent}: no such directory for --out")
     check_room(out, qtype, shape)
     rng = np.random.default_rng(seed)
     ggml_type = getattr(gguf.GGMLQuantizationType, type_table()[qtype]["tensor"])
