@@ -20,8 +20,9 @@ def claim_variant(ctx) -> None:
     if ctx.name in _held:
         return
     from .locks import hold
-    _held[ctx.name] = hold(ctx.build_dir / ".lock", f"amxforge: another build of variant {ctx.name} is running (pid "
-                                                   f"{{pid}}); waiting for it to finish",
+    _held[ctx.name] = hold(ctx.build_dir / ".lock",
+                           lambda pid: f"amxforge: another build of variant {ctx.name} is running (pid {pid}); "
+                                       f"waiting for it to finish",
                            lambda line: print(line, file=sys.stderr, flush=True))
 
 

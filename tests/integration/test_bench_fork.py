@@ -340,13 +340,11 @@ def test_a_second_run_into_the_same_out_waits_for_the_first(project, tmp_path):
     """Two runs into one OUT would replace each other's work/ and builds/: while another process holds OUT's lock
     (here this test, as a first run would), a run says whose run it waits for and writes nothing more; it runs when
     the lock is let go."""
-    out = tmp_path / "o {x}"  # braces: the message is not a format string
+    out = tmp_path / "o {pid} {x}"  # braces in the path, as in a format string
     out.mkdir()
     (out / ".amxforge-bench-fork").write_text("a first run's mark\n")
     with open(out / ".amxforge-bench-fork.lock", "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        held.write(f"{os.getpid()}\n")
-        held.flush()
         proc = subprocess.Popen([tool("amxforge"), "bench", "fork", "--fork", str(project / "minifork"), "--variants",
                                  "baseline", "--amx", "off", "--threads", "1", "--pp", "32", "--tg", "8", "--reps",
                                  "1", "--warmup", "0", "--out", str(out)], cwd=project, stdout=subprocess.PIPE,

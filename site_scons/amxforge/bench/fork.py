@@ -228,8 +228,8 @@ def claim_out(out: Path, log) -> None:
         atomic.write_text(out / OUT_MARK, "amxforge bench fork output: cells.jsonl, summary.json, tps.png, logs/, "
                                           "models/; builds/ and work/ are replaced by each run\n")
         if out not in _held:
-            _held[out] = hold(out / OUT_LOCK, f"amxforge: bench fork: another run (pid {{pid}}) writes {out}; waiting "
-                                              f"for it to finish", log)
+            _held[out] = hold(out / OUT_LOCK, lambda pid: f"amxforge: bench fork: another run (pid {pid}) writes "
+                                                          f"{out}; waiting for it to finish", log)
     except OSError as exc:
         raise AmxforgeError(f"--out {out}: cannot be made ({atomic.why(exc)}); choose a writable place") from None
 

@@ -87,8 +87,8 @@ class OutLock:
     def __enter__(self):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.handle = hold(self.path, f"amxforge: package: another package run (pid {{pid}}) writes {self.out}; "
-                                          f"waiting for it to finish", self.log)
+            self.handle = hold(self.path, lambda pid: f"amxforge: package: another package run (pid {pid}) writes "
+                                                      f"{self.out}; waiting for it to finish", self.log)
         except OSError as exc:
             raise AmxforgeError(f"--out {self.path.parent}: cannot write there ({exc.strerror}); choose a writable "
                                 f"place for the release") from None
