@@ -9,21 +9,17 @@ from pathlib import Path
 import SCons.Util
 from SCons.Script import GetOption, SConsignFile
 
-_held = {}  # variant -> open lock file, kept for the life of the process
-
 
 def claim_variant(ctx) -> None:
     """Use build/VARIANT/.sconsign for this variant, and hold build/VARIANT/.lock while SCons runs."""
     ctx.build_dir.mkdir(parents=True, exist_ok=True)
     from . import sconsigndb
     SConsignFile(str(ctx.build_dir / ".sconsign"), dbm_module=sconsigndb)
-    if ctx.name in _held:
-        return
-    from .locks import hold
-    _held[ctx.name] = hold(ctx.build_dir / ".lock",
-                           lambda pid: f"amxforge: another build of variant {ctx.name} is running (pid {pid}); "
-                                       f"waiting for it to finish",
-                           lambda line: print(line, file=sys.stderr, flush=True))
+    from .locks import hold_for_life
+    hold_for_life(ctx.build_dir / ".lock",
+                  lambda pid: f"amxforge: another build of variant {ctx.name} is running (pid {pid}); waiting for it "
+                              f"to finish",
+                  lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def rebuild_damaged(env, root_dir) -> list:

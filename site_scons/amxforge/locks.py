@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .procfs import flock_holder
 
+_held = {}  # resolved lock path -> its open file, for the locks held until the process exits
+
 
 def hold(path: Path, waiting, log):
     """Open `path` and hold an exclusive lock on it; while another process holds it, log `waiting(pid)` once (the
@@ -28,3 +30,11 @@ def hold(path: Path, waiting, log):
     log(waiting(holder or "unknown"))
     fcntl.flock(handle, fcntl.LOCK_EX)
     return handle
+
+
+def hold_for_life(path: Path, waiting, log) -> None:
+    """hold(), the lock kept until this process exits (a build, a benchmark whose outputs are written after the code
+    that took it returns); taking the same lock again in this process is a no-op."""
+    key = str(Path(path).resolve())
+    if key not in _held:
+        _held[key] = hold(path, waiting, log)

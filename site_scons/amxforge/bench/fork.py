@@ -206,10 +206,7 @@ def choose_tool(req: Request, columns, helps) -> tuple:
 
 
 OUT_MARK = ".amxforge-bench-fork"  # in --out: the directory is a bench run's, whose work/ and builds/ it replaces
-
-
-OUT_LOCK = ".amxforge-bench-fork.lock"
-_held = {}  # OUT -> its lock, held for the life of the process (the outputs are written after run_bench returns)
+OUT_LOCK = ".amxforge-bench-fork.lock"  # in --out: held by the run writing it (until the process exits)
 
 
 def claim_out(out: Path, log) -> None:
@@ -217,7 +214,7 @@ def claim_out(out: Path, log) -> None:
     mark): a run replaces work/ and builds/LABEL/VARIANT there, so a directory of the user's (`--out .`) is refused.
     One run at a time per OUT: a second waits for the first (its lock in OUT)."""
     from .. import atomic
-    from ..locks import hold
+    from ..locks import hold_for_life
     if out.exists() and not out.is_dir():
         raise AmxforgeError(f"--out {out} exists and is not a directory; choose a new directory")
     try:
@@ -227,9 +224,8 @@ def claim_out(out: Path, log) -> None:
         out.mkdir(parents=True, exist_ok=True)
         atomic.write_text(out / OUT_MARK, "amxforge bench fork output: cells.jsonl, summary.json, tps.png, logs/, "
                                           "models/; builds/ and work/ are replaced by each run\n")
-        if out not in _held:
-            _held[out] = hold(out / OUT_LOCK, lambda pid: f"amxforge: bench fork: another run (pid {pid}) writes "
-                                                          f"{out}; waiting for it to finish", log)
+        hold_for_life(out / OUT_LOCK, lambda pid: f"amxforge: bench fork: another run (pid {pid}) writes {out}; "
+                                                  f"waiting for it to finish", log)
     except OSError as exc:
         raise AmxforgeError(f"--out {out}: cannot be made ({atomic.why(exc)}); choose a writable place") from None
 
