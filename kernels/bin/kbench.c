@@ -11,7 +11,9 @@
  * core (OMP_PROC_BIND=close, OMP_PLACES=cores; the program sets them and starts itself again) unless OMP_PROC_BIND
  * is already set: an unpinned thread that moves lands on a core whose AMX unit is cold. Every record says whether
  * the threads were pinned. */
+#include <errno.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +25,13 @@
 #include <omp.h>
 #endif
 
-struct opts { int threads[8], nthreads, quick, reps, count_only, ncases; double min_bytes; const char *only, *limits; char *cases[8]; };
+enum { MAX_COUNTS = 16, MAX_CASES = 32 }; /* thread counts and --case options one run takes */
+struct opts {
+    int threads[MAX_COUNTS], nthreads, quick, reps, count_only, ncases;
+    double min_bytes;
+    const char *only, *limits;
+    char *cases[MAX_CASES];
+};
 static int planned = 0;
 
 static int pinned(void) {
@@ -258,31 +266,92 @@ static void limits(const struct opts *o, int threads) {
     fflush(stdout);
 }
 
+static const char USAGE[] =
+    "usage: amxforge-kbench [--threads 1,2] [--quick] [--reps R] [--min-bytes B] [--only dense|sparse|limits]\n"
+    "                       [--limits tile_peak_bf16,read_bw,...]   measure only these limits\n"
+    "                       [--case KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY]]...   e.g. dense:bf16:amx:512:4096:4096\n";
+
+/* One line naming what is wrong and what to type instead (the last line on stderr: amxforge shows it). */
+static int bad(const char *what, const char *value, const char *want, ...) {
+    va_list ap;
+    va_start(ap, want);
+    fprintf(stderr, "amxforge-kbench: %s %s: ", what, value);
+    vfprintf(stderr, want, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 0;
+}
+
+/* a whole decimal number in [lo, hi], or 0 */
+static int whole(const char *s, long lo, long hi, long *v) {
+    char *end;
+    errno = 0;
+    *v = strtol(s, &end, 10);
+    return end != s && !*end && !errno && *v >= lo && *v <= hi;
+}
+
+/* 1: run, 0: bad input (one line said why), -1: --help */
 static int parse(int argc, char **argv, struct opts *o) {
     *o = (struct opts){{1}, 1, 0, 0, 0, 0, 1.1e9, NULL, NULL, {NULL}};
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) o->quick = 1;
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+        const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        long v;
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) { fputs(USAGE, stdout); return -1; }
+        if (!strcmp(arg, "--quick")) { o->quick = 1; continue; }
+        if (strcmp(arg, "--threads") && strcmp(arg, "--reps") && strcmp(arg, "--min-bytes") && strcmp(arg, "--only") &&
+            strcmp(arg, "--limits") && strcmp(arg, "--case")) {
+            fputs(USAGE, stderr);
+            return bad("unknown option", arg, "see the usage above");
+        }
+        if (!val) return bad(arg, "needs a value", "see --help");
+        i++;
+        if (!strcmp(arg, "--threads")) {
             o->nthreads = 0;
-            for (char *s = strtok(argv[++i], ","); s && o->nthreads < 8; s = strtok(NULL, ",")) {
-                int t = atoi(s);
-                if (t < 1) { fprintf(stderr, "amxforge-kbench: --threads takes positive numbers, e.g. 1,2\n"); return 0; }
-                o->threads[o->nthreads++] = t;
+            char *list = strdup(val), *save = NULL;
+            for (char *s = strtok_r(list, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+                if (!whole(s, 1, 4096, &v)) { free(list); return bad("--threads", val, "give positive counts, e.g. 1,2"); }
+                if (o->nthreads == MAX_COUNTS) {
+                    free(list);
+                    return bad("--threads", val, "at most %d counts in one run", MAX_COUNTS);
+                }
+                o->threads[o->nthreads++] = (int)v;
             }
-        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o->reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--min-bytes") && i + 1 < argc) o->min_bytes = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--only") && i + 1 < argc) o->only = argv[++i];
-        else if (!strcmp(argv[i], "--limits") && i + 1 < argc) o->limits = argv[++i];
-        else if (!strcmp(argv[i], "--case") && i + 1 < argc && o->ncases < 8) o->cases[o->ncases++] = argv[++i];
-        else {
-            fprintf(stderr, "usage: amxforge-kbench [--threads 1,2] [--quick] [--reps R] [--min-bytes B] "
-                            "[--only dense|sparse|limits]\n"
-                            "       [--limits tile_peak_bf16,read_bw,...]   measure only these limits\n"
-                            "       [--case KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY]]   e.g. dense:bf16:amx:512:4096:4096\n");
-            return 0;
+            free(list);
+            if (!o->nthreads) return bad("--threads", val, "give positive counts, e.g. 1,2");
+        } else if (!strcmp(arg, "--reps")) {
+            if (!whole(val, 1, 1000, &v)) return bad("--reps", val, "give a count from 1 to 1000");
+            o->reps = (int)v;
+        } else if (!strcmp(arg, "--min-bytes")) {
+            char *end;
+            o->min_bytes = strtod(val, &end);
+            if (end == val || *end || !(o->min_bytes >= 0 && o->min_bytes <= 1e12))
+                return bad("--min-bytes", val, "give a byte count from 0 to 1e12, e.g. 1.1e9");
+        } else if (!strcmp(arg, "--only")) {
+            if (strcmp(val, "dense") && strcmp(val, "sparse") && strcmp(val, "limits"))
+                return bad("--only", val, "give dense, sparse or limits");
+            o->only = val;
+        } else if (!strcmp(arg, "--limits")) {
+            o->limits = val;
+            char *list = strdup(val), *save = NULL;
+            for (char *s = strtok_r(list, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+                size_t k = 0;
+                while (k < sizeof LIMITS / sizeof *LIMITS && strcmp(LIMITS[k].name, s)) k++;
+                if (k == sizeof LIMITS / sizeof *LIMITS) {
+                    char names[512] = "give names from";
+                    for (k = 0; k < sizeof LIMITS / sizeof *LIMITS; k++)
+                        snprintf(names + strlen(names), sizeof names - strlen(names), "%s %s", k ? "," : "", LIMITS[k].name);
+                    free(list);
+                    return bad("--limits", val, "%s", names);
+                }
+            }
+            free(list);
+        } else {
+            if (o->ncases == MAX_CASES)
+                return bad("--case", val, "at most %d cases in one run: split them over runs", MAX_CASES);
+            o->cases[o->ncases++] = argv[i];
         }
     }
-    return o->nthreads > 0;
+    return 1;
 }
 
 int main(int argc, char **argv) {
@@ -293,7 +362,8 @@ int main(int argc, char **argv) {
         setenv("OMP_PLACES", "cores", 1);
         execv("/proc/self/exe", argv); /* if that fails, run unpinned (the records say so) */
     }
-    if (!parse(argc, argv, &o)) return 2;
+    const int parsed = parse(argc, argv, &o);
+    if (parsed <= 0) return parsed < 0 ? 0 : 2;
     const int cpus = usable_cpus();
     for (int i = 0; i < o.nthreads; i++)
         if (cpus > 0 && o.threads[i] > cpus) { /* e.g. started by a process whose OpenMP bound it to one core */
@@ -308,8 +378,8 @@ int main(int argc, char **argv) {
     const unsigned ok = akf_runnable_impls();
     const int with_limits = !o.only || !strcmp(o.only, "limits");
     if (o.ncases) {
-        int sparse[8], dtype[8], impl[8], M[8], N[8], K[8];
-        double sp[8];
+        int sparse[MAX_CASES], dtype[MAX_CASES], impl[MAX_CASES], M[MAX_CASES], N[MAX_CASES], K[MAX_CASES];
+        double sp[MAX_CASES];
         for (int c = 0; c < o.ncases; c++) {
             char kernel[16], dt[8], im[16];
             sp[c] = 0.0;

@@ -40,6 +40,7 @@ def bench_kernels(variant, threads, quick, as_json, plot_path, cases, min_bytes,
     if plot_path:
         from .bench import png
         png.check(Path(plot_path))  # before the benchmark, not after it
+        kb.check_plottable(cases)
     per_round = []
     for n in range(rounds):
         bar = {"bar": None}

@@ -361,6 +361,57 @@ def test_bench_cli_plot_is_checked_before_the_benchmark_and_written_whole(kernel
     assert (plots / "s p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_kbench_refuses_bad_options_in_one_line_and_drops_none(kernel_project, tmp_path):
+    """Every option of amxforge-kbench is checked whole: a count past the table's room (the ninth --threads count was
+    dropped without a word), a fraction, a negative byte count, an unknown --only or limit name: one line naming the
+    value and the fix, exit 2, nothing measured. --help exits 0. Through `amxforge bench kernels` the line is the one
+    shown; `--plot` with cases that hold no sparse / dense pair is refused before the benchmark."""
+    from conftest import HOST_PROBE
+    variant = HOST_PROBE["variants"]["auto"]["picks"]
+    if variant is None:
+        pytest.skip("no variant can run on this host")
+    project = kernel_project(variant)
+    kbench = str(project / "build" / variant / "bin" / "amxforge-kbench")
+    many = ",".join(["1"] * 17)
+    for args, line in (
+            (["--threads", many], f"--threads {many}: at most 16 counts in one run"),
+            (["--threads", "1.5"], "--threads 1.5: give positive counts, e.g. 1,2"),
+            (["--threads", "2,0"], "--threads 2,0: give positive counts, e.g. 1,2"),
+            (["--reps", "x"], "--reps x: give a count from 1 to 1000"),
+            (["--min-bytes", "-1"], "--min-bytes -1: give a byte count from 0 to 1e12, e.g. 1.1e9"),
+            (["--only", "dens"], "--only dens: give dense, sparse or limits")):
+        res = run([kbench, *args])
+        assert res.returncode == 2 and res.stdout == "", (args, res.stdout[:200])
+        assert res.stderr.splitlines() == [f"amxforge-kbench: {line}"], args
+    res = run([kbench, "--limits", "read_bw,read_bandwidth"])
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.startswith("amxforge-kbench: --limits read_bw,read_bandwidth: give names from tile_peak_bf16, ")
+    assert res.stderr.rstrip().endswith(", read_bw") and len(res.stderr.splitlines()) == 1
+    cases = [a for i in range(33) for a in ("--case", f"dense:bf16:avx2:1:8:{8 + i}")]
+    res = run([kbench, "--only", "limits", *cases])
+    assert res.returncode == 2 and res.stderr.splitlines() == [
+        "amxforge-kbench: --case dense:bf16:avx2:1:8:40: at most 32 cases in one run: split them over runs"]
+    res = run([kbench, "--bogus"])
+    assert res.returncode == 2 and res.stderr.splitlines()[-1] == "amxforge-kbench: unknown option --bogus: see the " \
+        "usage above" and res.stderr.startswith("usage: amxforge-kbench")
+    res = run([kbench, "--help"])
+    assert res.returncode == 0 and res.stdout.startswith("usage: amxforge-kbench") and res.stderr == ""
+    res = run([tool("amxforge"), "bench", "kernels", "--threads", many], cwd=project)
+    assert res.returncode == 2 and res.stderr.splitlines()[-1] == \
+        f"amxforge: error: amxforge-kbench: --threads {many}: at most 16 counts in one run"
+    impl = KernelLibrary(variant, project).impls()[-1]
+    plot = tmp_path / "p.png"
+    for cases, add in (([f"sparse:bf16:{impl}:1:256:256:0.7", f"dense:bf16:{impl}:1:256:512"],
+                        f"--case dense:bf16:{impl}:1:256:256"),
+                       ([f"dense:int8:{impl}:1:256:256"], "--case dense:bf16:IMPL:1:4096:4096 --case "
+                                                          "sparse:bf16:IMPL:1:4096:4096:0.7")):
+        res = run([tool("amxforge"), "bench", "kernels", *[a for c in cases for a in ("--case", c)], "--plot",
+                   str(plot)], cwd=project)
+        assert res.returncode == 2 and res.stdout == "" and not plot.exists()
+        assert res.stderr.splitlines() == ["amxforge: error: --plot: no --case is a sparse case with a dense case of its "
+                                           f"dtype and M:N:K, so there would be nothing to plot; add {add}"]
+
+
 def test_plot_draws_speedup_against_the_ceiling(tmp_path):
     from amxforge.bench import kernels as kb
     rows = kb.derive([

@@ -35,6 +35,20 @@ def kbench_args(cases=(), min_bytes=None) -> list:
     return args
 
 
+def check_plottable(cases) -> None:
+    """`--plot` with `--case`: the plot draws sparse cases against a dense case of the same dtype and shape; without
+    such a pair there is nothing to draw, which is said before the benchmark, not after it."""
+    fields = [case.split(":") for case in cases]
+    sparse = [f for f in fields if len(f) >= 6 and f[0] == "sparse"]
+    dense = {(f[1], *f[3:6]) for f in fields if len(f) >= 6 and f[0] == "dense"}
+    if not cases or any((f[1], *f[3:6]) in dense for f in sparse):
+        return
+    _, dtype, impl, m, n, kk = (sparse[0] if sparse else ["sparse", "bf16", "IMPL", "1", "4096", "4096"])[:6]
+    peer = f"--case dense:{dtype}:{impl}:{m}:{n}:{kk}" + ("" if sparse else f" --case sparse:{dtype}:{impl}:{m}:{n}:{kk}:0.7")
+    raise AmxforgeError("--plot: no --case is a sparse case with a dense case of its dtype and M:N:K, so there would be "
+                        f"nothing to plot; add {peer}")
+
+
 def run_kbench(exe: Path, threads, quick: bool, extra=(), on_record=None) -> list:
     cmd = [str(exe), "--threads", ",".join(str(t) for t in threads), *extra]
     if quick:
