@@ -58,17 +58,6 @@ static int dtype_id(const char *name) {
     return 0;
 }
 
-static const char *runnable_names(unsigned ok) {
-    static char out[256];
-    out[0] = '\0';
-    for (int id = 1; id <= akf_impl_count(); id++)
-        if (ok & (1u << (id - 1))) {
-            if (out[0]) strcat(out, " ");
-            strcat(out, akf_impl_name(id));
-        }
-    return out;
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -390,9 +379,10 @@ int main(int argc, char **argv) {
                 return 2;
             }
             impl[c] = akf_impl_find(im);
+            char names[256];
             if (impl[c] < 1 || !(ok & (1u << (impl[c] - 1)))) {
                 fprintf(stderr, "amxforge-kbench: implementation %s is not built into variant %s or cannot run here "
-                                "(runs here: %s)\n", im, akf_variant(), runnable_names(ok));
+                                "(runs here: %s)\n", im, akf_variant(), akf_impl_names(ok, names, sizeof names));
                 return 2;
             }
             sparse[c] = strcmp(kernel, "sparse") == 0;

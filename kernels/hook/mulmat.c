@@ -19,6 +19,7 @@
  * the least, mean and most time a thread of the team spent computing the calls it took (packing excluded). */
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,7 @@ static struct {
     int off, impl, stats, share, share_part;
     int decode_impl; /* sparse products of up to AKF_HOOK_SPARSE_DECODE_ROWS rows: this one, where it runs */
     double sparse_min;
-    char impl_error[160];
+    char refused[256]; /* why a setting cannot be followed ("" when all can) */
 } settings;
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 static void print_stats(void);
@@ -53,29 +54,49 @@ static void set_impl(int impl) {
     settings.decode_impl = impl == AKF_IMPL_BEST && id > 0 && akf_impl_resolve(id) == id ? id : impl;
 }
 
+/* A setting the handler cannot follow: said once, when the settings are read (whether or not stats are asked for),
+ * and again in the stats at exit; the fork's own kernels then run every call, never a guess. */
+static void refuse(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void refuse(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(settings.refused, sizeof settings.refused, fmt, ap);
+    va_end(ap);
+    settings.off = 1;
+}
+
 static void read_settings(void) {
     const char *mode = getenv("AMXFORGE_KERNELS"), *impl = getenv("AMXFORGE_KERNELS_IMPL");
     const char *sparse = getenv("AMXFORGE_SPARSE_MIN"), *stats = getenv("AMXFORGE_KERNELS_STATS");
     const char *share = getenv("AKF_HOOK_SHARE");
+    char names[128];
     settings.off = mode && strcmp(mode, "fork") == 0;
     settings.share = !(share && strcmp(share, "0") == 0);
     const char *part = getenv("AKF_HOOK_SHARE_PART");
     settings.share_part = part && atoi(part) > 0 && atoi(part) <= 100 ? atoi(part) : 0; /* 0: by the team's size */
     set_impl(AKF_IMPL_BEST);
     settings.sparse_min = AKF_HOOK_SPARSE_MIN;
-    if (impl && *impl) {
-        set_impl(akf_impl_find(impl));
-        if (settings.impl < 0) {
-            snprintf(settings.impl_error, sizeof settings.impl_error, "AMXFORGE_KERNELS_IMPL=%s is no implementation",
-                     impl);
-            settings.off = 1;
-        }
+    if (mode && *mode && strcmp(mode, "fork") && strcmp(mode, "amxforge"))
+        refuse("AMXFORGE_KERNELS=%s is neither fork nor amxforge", mode);
+    else if (impl && *impl) {
+        const int id = akf_impl_find(impl);
+        if (id < 0)
+            refuse("AMXFORGE_KERNELS_IMPL=%s is no implementation (runs here: %s)", impl,
+                   akf_impl_names(akf_runnable_impls(), names, sizeof names));
+        else if (akf_impl_resolve(id) != id)
+            refuse("AMXFORGE_KERNELS_IMPL=%s is not built into variant %s or cannot run here (runs here: %s)", impl,
+                   akf_variant(), akf_impl_names(akf_runnable_impls(), names, sizeof names));
+        else
+            set_impl(id);
     }
-    if (sparse && *sparse) {
+    if (sparse && *sparse && !settings.refused[0]) {
         char *end;
         double v = strtod(sparse, &end);
-        if (*end == '\0' && v >= 0) settings.sparse_min = v;
+        if (end != sparse && *end == '\0' && v >= 0) settings.sparse_min = v;
+        else refuse("AMXFORGE_SPARSE_MIN=%s is no zero fraction (give one like 0.5)", sparse);
     }
+    if (settings.refused[0])
+        fprintf(stderr, "amxforge-kernels: %s: the fork's own kernels run every call\n", settings.refused);
     settings.stats = stats && *stats && strcmp(stats, "0") != 0;
     if (settings.stats) atexit(print_stats);
 }
@@ -86,7 +107,7 @@ void akf_hook_settings(int impl, double sparse_min) {
     pthread_once(&settings_once, read_settings);
     set_impl(impl);
     settings.sparse_min = sparse_min;
-    settings.off = settings.impl_error[0] != 0;
+    settings.off = settings.refused[0] != 0;
 }
 
 /* ---- counters: one row per (shape, path) --------------------------------------------------------------- */
@@ -582,7 +603,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     const double t0 = settings.stats && ith == 0 ? akf_now() : 0.0;
     const long b_size = typeB == GGML_TYPE_BF16 ? 2 : 4;
     const char *why = NULL;
-    if (settings.off) why = settings.impl_error[0] ? "AMXFORGE_KERNELS_IMPL unknown" : "AMXFORGE_KERNELS=fork";
+    if (settings.off) why = settings.refused[0] ? "setting refused" : "AMXFORGE_KERNELS=fork";
     else if (typeA != GGML_TYPE_BF16) why = "weights not bf16";
     else if (typeB != GGML_TYPE_F32 && typeB != GGML_TYPE_BF16) why = "activations neither f32 nor bf16";
     else if (ne02 != 1 || ne03 != 1 || ne12 != 1 || ne13 != 1) why = "batched (3-d/4-d) product";
@@ -704,7 +725,7 @@ static void print_stats(void) {
             (unsigned long long)t.sparse, (double)t.bytes / (1 << 20), (unsigned long long)t.refused,
             (double)t.refused_bytes / (1 << 20),
             (unsigned long long)t.repacked, (unsigned long long)t.freed, (double)t.freed_bytes / (1 << 20));
-    if (settings.impl_error[0]) fprintf(stderr, "amxforge-kernels: %s: every call fell back\n", settings.impl_error);
+    if (settings.refused[0]) fprintf(stderr, "amxforge-kernels: %s: every call fell back\n", settings.refused);
     pthread_mutex_lock(&rows_lock);
     double ours = 0.0, fork = 0.0;
     for (int i = 0; i < nrows; i++) {

@@ -156,6 +156,10 @@ void akf_set_same_a(int same);
  * the size of that team, told with akf_set_streams (per thread; 0 forgets it). */
 int akf_streams(void);
 void akf_set_streams(int n);
+
+/* The names of the implementations whose bits are set (akf_runnable_impls' order), space-separated, into out;
+ * "none" when no bit is. Returns out. */
+const char *akf_impl_names(unsigned bits, char *out, size_t len);
 /* Row `row` of A widened for the AVX2 kernels, zero padded to Kp: fp32 (bf16) or s16 (int8) values. */
 void akf_widen_a_row(int dtype, const void *A, int K, int Kp, int row, void *out);
 /* Row `row` of A as the VDPBF16PS / VPDPBUSD kernels broadcast it, zero padded to Kp: bf16 pairs as they lie, int8

@@ -2,6 +2,7 @@
  * what the variant was compiled for (all non-portable code in the library is), then runs the implementation asked
  * for, or the best one the guard allows. The implementations are the rows of toolchain/kernels.toml (akf_table.h):
  * no list of them is written here. No entry point ever executes an instruction the host lacks. */
+#include <stdio.h>
 #include <string.h>
 
 #include "akf_internal.h"
@@ -69,6 +70,15 @@ unsigned akf_runnable_impls(void) {
         cached = (int)ok;
     }
     return (unsigned)cached;
+}
+
+const char *akf_impl_names(unsigned bits, char *out, size_t len) {
+    size_t used = 0;
+    if (len) out[0] = '\0';
+    for (int id = 1; id <= AKF_IMPL_COUNT && used < len; id++)
+        if (bits & (1u << (id - 1))) used += (size_t)snprintf(out + used, len - used, "%s%s", used ? " " : "", IMPLS[id].name);
+    if (!used && len) snprintf(out, len, "none");
+    return out;
 }
 
 /* The implementation to run, or NULL with *status set. */

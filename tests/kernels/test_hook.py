@@ -370,14 +370,27 @@ print(float(C[1, 32]))
                                        "packed 1 dense + 0 sparse tensors"]),
     ({"AMXFORGE_KERNELS_STATS": "1", "AMXFORGE_KERNELS": "fork"}, ["fell back (AMXFORGE_KERNELS=fork) 33x2"]),
     ({"AMXFORGE_KERNELS_STATS": "1", "AMXFORGE_KERNELS_IMPL": "nosuch"},
-     ["AMXFORGE_KERNELS_IMPL=nosuch is no implementation: every call fell back"]),
+     ["amxforge-kernels: AMXFORGE_KERNELS_IMPL=nosuch is no implementation (runs here: {runs}): the fork's own kernels "
+      "run every call\n", "amxforge-kernels: AMXFORGE_KERNELS_IMPL=nosuch is no implementation (runs here: {runs}): "
+      "every call fell back\n", "fell back (setting refused) 33x2"]),
+    # without stats too, a setting the handler cannot follow is said once, when the first call reads the settings
+    ({"AMXFORGE_KERNELS": "Fork"}, ["amxforge-kernels: AMXFORGE_KERNELS=Fork is neither fork nor amxforge: the fork's "
+                                    "own kernels run every call\n"]),
+    ({"AMXFORGE_SPARSE_MIN": "half"}, ["amxforge-kernels: AMXFORGE_SPARSE_MIN=half is no zero fraction (give one like "
+                                       "0.5): the fork's own kernels run every call\n"]),
+    ({"AMXFORGE_KERNELS_STATS": "1", "AMXFORGE_KERNELS": "amxforge", "AMXFORGE_SPARSE_MIN": "0.9"},
+     ["taken: dense 33x2 (K 40) typeA 30 typeB 0: 3 calls"]),
 ])
 def test_stats_at_exit_and_the_environment(library_for, env, expect):
     lib, variant = library_for("ref")
     res = run_script(lib, variant, STATS_SCRIPT, env)
+    runs = " ".join(n for n in IMPLS if n in lib.impls())
     for line in expect:
-        assert line in res.stderr, res.stderr
-    taken = "AMXFORGE_KERNELS" not in env and "AMXFORGE_KERNELS_IMPL" not in env
+        assert line.format(runs=runs) in res.stderr, res.stderr
+    taken = env.get("AMXFORGE_KERNELS", "amxforge") == "amxforge" and "AMXFORGE_KERNELS_IMPL" not in env and \
+        env.get("AMXFORGE_SPARSE_MIN", "0") != "half"
+    said = "the fork's own kernels run every call"  # once, and only where a setting was refused
+    assert res.stderr.count(said) == sum(said in line for line in expect)
     if taken:  # thread 0's time computing what it took; none on what fell back (no fork's function to time here)
         assert re.search(r"typeB 0: 3 calls, \d+\.\d{3} ms in thread 0\n", res.stderr), res.stderr
         assert re.search(r"thread 0 in the matmuls: \d+\.\d{3} ms in ours \(and \d+\.\d{3} ms finding and packing "
@@ -390,6 +403,22 @@ def test_stats_at_exit_and_the_environment(library_for, env, expect):
     else:
         assert "per thread" not in res.stderr  # nothing was taken
     assert float(res.stdout) == (40.0 if taken else 0.0)
+
+
+def test_an_implementation_this_library_cannot_run_is_refused_not_aborted(library_for):
+    """AMXFORGE_KERNELS_IMPL naming an implementation of the table that the variant did not build (or the host cannot
+    run) took the call and then aborted the fork's process ("failed (status 5) after the call was taken"); now the
+    setting is refused in one line, naming what runs here, and every call falls back to the fork's own kernels."""
+    lib, variant = library_for("ref")
+    others = [n for n in IMPLS if n not in lib.impls()]
+    if not others:
+        pytest.skip(f"variant {variant} builds and runs every implementation of the table here: none to refuse")
+    res = run_script(lib, variant, STATS_SCRIPT, {"AMXFORGE_KERNELS_IMPL": others[-1]})
+    runs = " ".join(n for n in IMPLS if n in lib.impls())
+    assert res.stderr.splitlines() == [f"amxforge-kernels: AMXFORGE_KERNELS_IMPL={others[-1]} is not built into variant "
+                                       f"{variant} or cannot run here (runs here: {runs}): the fork's own kernels run "
+                                       "every call"]
+    assert float(res.stdout) == 0.0  # nothing computed by us: the script has no fork function behind the entry
 
 
 DECODE_SCRIPT = """
