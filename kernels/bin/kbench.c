@@ -257,7 +257,7 @@ static void limits(const struct opts *o, int threads) {
 
 static const char USAGE[] =
     "usage: amxforge-kbench [--threads 1,2] [--quick] [--reps R] [--min-bytes B] [--only dense|sparse|limits]\n"
-    "                       [--limits tile_peak_bf16,read_bw,...]   measure only these limits\n"
+    "                       [--limits tile_peak_bf16,read_bw,...|none]   measure only these limits\n"
     "                       [--case KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY]]...   e.g. dense:bf16:amx:512:4096:4096\n";
 
 /* One line naming what is wrong and what to type instead (the last line on stderr: amxforge shows it). */
@@ -322,11 +322,11 @@ static int parse(int argc, char **argv, struct opts *o) {
         } else if (!strcmp(arg, "--limits")) {
             o->limits = val;
             char *list = strdup(val), *save = NULL;
-            for (char *s = strtok_r(list, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+            for (char *s = strtok_r(list, ",", &save); s && strcmp(val, "none"); s = strtok_r(NULL, ",", &save)) {
                 size_t k = 0;
                 while (k < sizeof LIMITS / sizeof *LIMITS && strcmp(LIMITS[k].name, s)) k++;
                 if (k == sizeof LIMITS / sizeof *LIMITS) {
-                    char names[512] = "give names from";
+                    char names[512] = "give none or names from";
                     for (k = 0; k < sizeof LIMITS / sizeof *LIMITS; k++)
                         snprintf(names + strlen(names), sizeof names - strlen(names), "%s %s", k ? "," : "", LIMITS[k].name);
                     free(list);

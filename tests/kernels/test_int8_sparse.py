@@ -385,7 +385,7 @@ def test_kbench_refuses_bad_options_in_one_line_and_drops_none(kernel_project, t
         assert res.stderr.splitlines() == [f"amxforge-kbench: {line}"], args
     res = run([kbench, "--limits", "read_bw,read_bandwidth"])
     assert res.returncode == 2 and res.stdout == ""
-    assert res.stderr.startswith("amxforge-kbench: --limits read_bw,read_bandwidth: give names from tile_peak_bf16, ")
+    assert res.stderr.startswith("amxforge-kbench: --limits read_bw,read_bandwidth: give none or names from tile_peak_bf16, ")
     assert res.stderr.rstrip().endswith(", read_bw") and len(res.stderr.splitlines()) == 1
     cases = [a for i in range(33) for a in ("--case", f"dense:bf16:avx2:1:8:{8 + i}")]
     res = run([kbench, "--only", "limits", *cases])
