@@ -37,8 +37,16 @@ static int run_all(int impl, const struct operands *o, float *out[4]) {
     return rc;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     char msg[512];
+    if (argc > 1) { /* it takes no options: --help says what it does, anything else is refused, never ignored */
+        const int help = argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
+        fprintf(help ? stdout : stderr, "usage: amxforge-selftest   (no options) checks every implementation this "
+                                        "variant built and this host runs against the reference; one JSON line, exit "
+                                        "0 ok, 1 a difference, 2 cannot run here\n");
+        if (!help) fprintf(stderr, "amxforge-selftest: %s: it takes no options; run it without any\n", argv[1]);
+        return help ? 0 : 2;
+    }
     int status = akf_guard(msg, sizeof msg);
     if (status != AKF_OK) {
         fprintf(stderr, "amxforge-selftest: variant %s cannot run on this host: %s\n", akf_variant(), msg);

@@ -361,7 +361,7 @@ def test_bench_cli_plot_is_checked_before_the_benchmark_and_written_whole(kernel
     assert (plots / "s p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_kbench_refuses_bad_options_in_one_line_and_drops_none(kernel_project, tmp_path):
+def test_kbench_and_selftest_refuse_bad_options_in_one_line_and_drop_none(kernel_project, tmp_path):
     """Every option of amxforge-kbench is checked whole: a count past the table's room (the ninth --threads count was
     dropped without a word), a fraction, a negative byte count, an unknown --only or limit name: one line naming the
     value and the fix, exit 2, nothing measured. --help exits 0. Through `amxforge bench kernels` the line is the one
@@ -396,6 +396,12 @@ def test_kbench_refuses_bad_options_in_one_line_and_drops_none(kernel_project, t
         "usage above" and res.stderr.startswith("usage: amxforge-kbench")
     res = run([kbench, "--help"])
     assert res.returncode == 0 and res.stdout.startswith("usage: amxforge-kbench") and res.stderr == ""
+    selftest = str(project / "build" / variant / "bin" / "amxforge-selftest")  # it takes no options: none ignored
+    res = run([selftest, "--impl", "avx2"])
+    assert res.returncode == 2 and res.stdout == "" and res.stderr.splitlines()[-1] == \
+        "amxforge-selftest: --impl: it takes no options; run it without any"
+    res = run([selftest, "--help"])
+    assert res.returncode == 0 and res.stdout.startswith("usage: amxforge-selftest") and res.stderr == ""
     res = run([tool("amxforge"), "bench", "kernels", "--threads", many], cwd=project)
     assert res.returncode == 2 and res.stderr.splitlines()[-1] == \
         f"amxforge: error: amxforge-kbench: --threads {many}: at most 16 counts in one run"
