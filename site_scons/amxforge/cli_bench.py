@@ -166,7 +166,7 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
         from .preference import check_preference_writable
         check_preference_writable()  # before the benchmark, not after it
     req = fb.Request(forks=list(forks), packages=[Path(p).resolve() for p in packages], variants=chosen,
-                     threads=list(dict.fromkeys(positive_counts(threads, "--threads", "1,2,4"))), types=qtypes,
+                     threads=positive_counts(threads, "--threads", "1,2,4"), types=qtypes,
                      model=Path(model).resolve() if model else None, amx=amx,
                      kernels=tuple(dict.fromkeys(kernel_choices)), pp=pp, tg=tg, reps=reps, warmup=warmup,
                      tool=tool, numa=numa, timeout=timeout, out=out_dir, project=project, jobs=jobs, prefer=prefer,

@@ -24,13 +24,14 @@ def csv_items(text) -> list:
 
 
 def positive_counts(text: str, name: str, example: str) -> list:
-    """A comma-separated list of positive counts (thread counts), or one line naming the fix."""
+    """A comma-separated list of positive counts (thread counts), each once in its first place, or one line naming the
+    fix."""
     try:
         counts = [int(t) for t in csv_items(text)]
         assert counts and all(t > 0 for t in counts)
     except (ValueError, AssertionError):
         raise AmxforgeError(f"{name} {text!r}: give positive counts like {example}") from None
-    return counts
+    return list(dict.fromkeys(counts))
 
 
 

@@ -11,7 +11,7 @@ import sys
 import threading
 
 from amxforge.bench import cells as cellmod, conditions, forktools, pinning, verdicts
-from amxforge.cliargs import duration
+from amxforge.cliargs import duration, positive_counts
 from amxforge.errors import AmxforgeError
 from conftest import ROOT
 
@@ -239,6 +239,18 @@ def test_durations(text, seconds):
 def test_bad_durations_name_the_fix(text):
     with pytest.raises(AmxforgeError, match="give a duration like 600, 90s, 10m or 1h30m"):
         duration(text, "--max-time")
+
+
+@pytest.mark.parametrize("text,counts", [("1,2", [1, 2]), (" 16 , 4,16,1,4 ", [16, 4, 1]), ("8", [8])])
+def test_thread_counts_keep_their_order_and_each_count_once(text, counts):
+    """A count given twice (`--threads 1,1`) is run once: bench kernels ran it twice and merged the two as rounds."""
+    assert positive_counts(text, "--threads", "1,2") == counts
+
+
+@pytest.mark.parametrize("text", ["", "0", "1,0", "2,x", "1.5", "-1"])
+def test_bad_thread_counts_name_the_fix(text):
+    with pytest.raises(AmxforgeError, match=r"--threads .*: give positive counts like 1,2$"):
+        positive_counts(text, "--threads", "1,2")
 
 
 def test_lines_a_fork_prints_into_llama_bench_json_are_dropped_and_counted():
