@@ -298,7 +298,10 @@ static int parse(int argc, char **argv, struct opts *o) {
             o->nthreads = 0;
             char *list = strdup(val), *save = NULL;
             for (char *s = strtok_r(list, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
-                if (!whole(s, 1, 4096, &v)) { free(list); return bad("--threads", val, "give positive counts, e.g. 1,2"); }
+                if (!whole(s, 1, 4096, &v)) {
+                    free(list);
+                    return bad("--threads", val, "give positive counts, e.g. 1,2");
+                }
                 if (o->nthreads == MAX_COUNTS) {
                     free(list);
                     return bad("--threads", val, "at most %d counts in one run", MAX_COUNTS);
@@ -328,7 +331,8 @@ static int parse(int argc, char **argv, struct opts *o) {
                 if (k == sizeof LIMITS / sizeof *LIMITS) {
                     char names[512] = "give none or names from";
                     for (k = 0; k < sizeof LIMITS / sizeof *LIMITS; k++)
-                        snprintf(names + strlen(names), sizeof names - strlen(names), "%s %s", k ? "," : "", LIMITS[k].name);
+                        snprintf(names + strlen(names), sizeof names - strlen(names), "%s %s", k ? "," : "",
+                                 LIMITS[k].name);
                     free(list);
                     return bad("--limits", val, "%s", names);
                 }

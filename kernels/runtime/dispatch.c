@@ -76,7 +76,8 @@ const char *akf_impl_names(unsigned bits, char *out, size_t len) {
     size_t used = 0;
     if (len) out[0] = '\0';
     for (int id = 1; id <= AKF_IMPL_COUNT && used < len; id++)
-        if (bits & (1u << (id - 1))) used += (size_t)snprintf(out + used, len - used, "%s%s", used ? " " : "", IMPLS[id].name);
+        if (bits & (1u << (id - 1)))
+            used += (size_t)snprintf(out + used, len - used, "%s%s", used ? " " : "", IMPLS[id].name);
     if (!used && len) snprintf(out, len, "none");
     return out;
 }

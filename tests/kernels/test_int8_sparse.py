@@ -372,7 +372,7 @@ def test_kbench_and_selftest_refuse_bad_options_in_one_line_and_drop_none(kernel
         pytest.skip("no variant can run on this host")
     project = kernel_project(variant)
     kbench = str(project / "build" / variant / "bin" / "amxforge-kbench")
-    many = ",".join(["1"] * 17)
+    many = ",".join(str(t) for t in range(1, 18))  # distinct: amxforge runs a repeated count once
     for args, line in (
             (["--threads", many], f"--threads {many}: at most 16 counts in one run"),
             (["--threads", "1.5"], "--threads 1.5: give positive counts, e.g. 1,2"),
@@ -385,7 +385,8 @@ def test_kbench_and_selftest_refuse_bad_options_in_one_line_and_drop_none(kernel
         assert res.stderr.splitlines() == [f"amxforge-kbench: {line}"], args
     res = run([kbench, "--limits", "read_bw,read_bandwidth"])
     assert res.returncode == 2 and res.stdout == ""
-    assert res.stderr.startswith("amxforge-kbench: --limits read_bw,read_bandwidth: give none or names from tile_peak_bf16, ")
+    assert res.stderr.startswith("amxforge-kbench: --limits read_bw,read_bandwidth: give none or names from "
+                                 "tile_peak_bf16, ")
     assert res.stderr.rstrip().endswith(", read_bw") and len(res.stderr.splitlines()) == 1
     cases = [a for i in range(33) for a in ("--case", f"dense:bf16:avx2:1:8:{8 + i}")]
     res = run([kbench, "--only", "limits", *cases])
@@ -414,8 +415,8 @@ def test_kbench_and_selftest_refuse_bad_options_in_one_line_and_drop_none(kernel
         res = run([tool("amxforge"), "bench", "kernels", *[a for c in cases for a in ("--case", c)], "--plot",
                    str(plot)], cwd=project)
         assert res.returncode == 2 and res.stdout == "" and not plot.exists()
-        assert res.stderr.splitlines() == ["amxforge: error: --plot: no --case is a sparse case with a dense case of its "
-                                           f"dtype and M:N:K, so there would be nothing to plot; add {add}"]
+        assert res.stderr.splitlines() == ["amxforge: error: --plot: no --case is a sparse case with a dense case of "
+                                           f"its dtype and M:N:K, so there would be nothing to plot; add {add}"]
 
 
 def test_plot_draws_speedup_against_the_ceiling(tmp_path):

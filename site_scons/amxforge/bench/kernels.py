@@ -44,9 +44,11 @@ def check_plottable(cases) -> None:
     if not cases or any((f[1], *f[3:6]) in dense for f in sparse):
         return
     _, dtype, impl, m, n, kk = (sparse[0] if sparse else ["sparse", "bf16", "IMPL", "1", "4096", "4096"])[:6]
-    peer = f"--case dense:{dtype}:{impl}:{m}:{n}:{kk}" + ("" if sparse else f" --case sparse:{dtype}:{impl}:{m}:{n}:{kk}:0.7")
-    raise AmxforgeError("--plot: no --case is a sparse case with a dense case of its dtype and M:N:K, so there would be "
-                        f"nothing to plot; add {peer}")
+    peer = f"--case dense:{dtype}:{impl}:{m}:{n}:{kk}"
+    if not sparse:
+        peer += f" --case sparse:{dtype}:{impl}:{m}:{n}:{kk}:0.7"
+    raise AmxforgeError("--plot: no --case is a sparse case with a dense case of its dtype and M:N:K, so there would "
+                        f"be nothing to plot; add {peer}")
 
 
 def run_kbench(exe: Path, threads, quick: bool, extra=(), on_record=None) -> list:
