@@ -73,7 +73,9 @@ static void read_settings(void) {
     settings.off = mode && strcmp(mode, "fork") == 0;
     settings.share = !(share && strcmp(share, "0") == 0);
     const char *part = getenv("AKF_HOOK_SHARE_PART");
-    settings.share_part = part && atoi(part) > 0 && atoi(part) <= 100 ? atoi(part) : 0; /* 0: by the team's size */
+    char *end = NULL;
+    const long p = part && *part ? strtol(part, &end, 10) : 0;
+    settings.share_part = end && !*end && p >= 1 && p <= 100 ? (int)p : 0; /* 0: by the team's size */
     set_impl(AKF_IMPL_BEST);
     settings.sparse_min = AKF_HOOK_SPARSE_MIN;
     if (mode && *mode && strcmp(mode, "fork") && strcmp(mode, "amxforge"))
@@ -89,8 +91,11 @@ static void read_settings(void) {
         else
             set_impl(id);
     }
+    if (share && *share && strcmp(share, "0") && strcmp(share, "1") && !settings.refused[0])
+        refuse("AKF_HOOK_SHARE=%s is neither 0 (the static split) nor 1", share);
+    if (part && *part && !settings.share_part && !settings.refused[0])
+        refuse("AKF_HOOK_SHARE_PART=%s is no percentage from 1 to 100", part);
     if (sparse && *sparse && !settings.refused[0]) {
-        char *end;
         double v = strtod(sparse, &end);
         if (end != sparse && *end == '\0' && v >= 0) settings.sparse_min = v;
         else refuse("AMXFORGE_SPARSE_MIN=%s is no zero fraction (give one like 0.5)", sparse);
