@@ -178,19 +178,23 @@ void akf_hook_fork_time(double seconds) {
  * call, so only calls under way have work to take. AKF_HOOK_SHARE=0 keeps the static split (tuning runs). */
 #define TEAM_MAX 128
 /* The percent of what is left of its range an owner claims at a time, by team size (rows: up to that many threads);
- * AKF_HOOK_SHARE_PART=P overrides it. Each claim is a kernel call of its own, whose start a decode pays for, and a
- * small team is rarely held up by one core: the builder (2 threads, ik AMX branch, 369 M bf16, llama-sweep-bench
- * tg64, alternated) decoded 37.4-38.1 t/s claiming 25 %, 39.4-43.1 claiming 75 %, 43.3-43.8 claiming all at once
- * and 41.6-43.9 static; the AMX host at 4 threads (ik main, 1 B bf16, 2 rounds) 32.3 / 31.8 claiming 25 % against
- * 32.9 / 30.8 static. A large team loses more to a slow core: the AMX host at 16 threads, claiming 25 % against
- * 75 % (4 paired rounds): pp128 1.08x [0.93, 1.20], tg32 1.14x [0.97, 1.22]. Sparse products share their panels
- * alike since the pruned models' tg at 16 threads varied most (the AMX host, one call, 3 rounds: 1.19-2.09x the dense
- * at 50 % zeros). The first measurement there (10 alternated rounds, 16 threads, 1 B bf16) had the static split ahead
- * on the pruned models, tg 1.17x / 1.29x (50 / 70 % zeros) on the AMX branch and 1.06x / 1.09x on ik main, while the
- * dense shared split was 1.13x / 1.08x ahead of its static one: each claim, a call of the sparse decode, rebuilt its
- * copy of the activations element by element, as long as a panel's work. Built by rows now (akf_group_a_row), claims
- * of 25 % cost what one claim of all does (the builder, 2 threads, 70 % zeros: 67-69 t/s either way, 59-61 before). */
-static const int SHARE_PART[][2] = {{4, 100}, {1 << 30, 25}};
+ * AKF_HOOK_SHARE_PART=P overrides it. Each claim is a kernel call of its own, whose start a decode pays for: the
+ * builder (2 threads, ik AMX branch, 369 M bf16, llama-bench tg32, 4 alternated rounds) decoded 45.2-46.1 t/s claiming
+ * 25 %, 46.0-46.5 claiming 50 % and 45.8-47.2 claiming all at once (an earlier build, llama-sweep-bench tg64: 37.4-38.1
+ * at 25 %, 43.3-43.8 all at once). A slow core holds a small team up too: the AMX host at 4 threads (1 B bf16, 13
+ * rotated rounds, 2026-12-07), where a round's slowest thread computed up to 1.30x the team's mean time claiming all at
+ * once, decoded 1.04-1.06x faster claiming 50 % (the AMX branch / ik main; 1.05x / 1.04x claiming 25 %), and its worst
+ * round against the fork's own rose from 0.88x / 0.89x to 1.04x / 0.97x. A large team loses more to a slow core: the
+ * AMX host at 16 threads, claiming 25 % against 75 % (4 paired rounds): pp128 1.08x [0.93, 1.20], tg32 1.14x [0.97,
+ * 1.22]. Sparse products share their panels alike since the pruned models' tg at 16 threads varied most (the AMX host,
+ * one call, 3 rounds: 1.19-2.09x the dense at 50 % zeros). The first measurement there (10 alternated rounds, 16
+ * threads, 1 B bf16) had the static split ahead on the pruned models, tg 1.17x / 1.29x (50 / 70 % zeros) on the AMX
+ * branch and 1.06x / 1.09x on ik main, while the dense shared split was 1.13x / 1.08x ahead of its static one: each
+ * claim, a call of the sparse decode, rebuilt its copy of the activations element by element, as long as a panel's
+ * work. Built by rows now (akf_group_a_row), claims of 25 % cost what one claim of all does (the builder, 2 threads,
+ * 70 % zeros: 67-69 t/s either way, 59-61 before); a small team's claims of 50 % cost that pruned model 2 %
+ * there (369 M, 3 alternated rounds: 82.8-84.3 t/s against 85.5-85.7 claiming all at once). */
+static const int SHARE_PART[][2] = {{4, 50}, {1 << 30, 25}};
 #define SHARE_BITS 24
 #define SHARE_MASK ((1ull << SHARE_BITS) - 1)
 struct share {
