@@ -410,8 +410,7 @@ def test_kbench_and_selftest_refuse_bad_options_in_one_line_and_drop_none(kernel
     plot = tmp_path / "p.png"
     for cases, add in (([f"sparse:bf16:{impl}:1:256:256:0.7", f"dense:bf16:{impl}:1:256:512"],
                         f"--case dense:bf16:{impl}:1:256:256"),
-                       ([f"dense:int8:{impl}:1:256:256"], "--case dense:bf16:IMPL:1:4096:4096 --case "
-                                                          "sparse:bf16:IMPL:1:4096:4096:0.7")):
+                       ([f"dense:int8:{impl}:1:256:256"], f"--case sparse:int8:{impl}:1:256:256:0.7")):
         res = run([tool("amxforge"), "bench", "kernels", *[a for c in cases for a in ("--case", c)], "--plot",
                    str(plot)], cwd=project)
         assert res.returncode == 2 and res.stdout == "" and not plot.exists()

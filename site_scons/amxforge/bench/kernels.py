@@ -40,13 +40,14 @@ def check_plottable(cases) -> None:
     such a pair there is nothing to draw, which is said before the benchmark, not after it."""
     fields = [case.split(":") for case in cases]
     sparse = [f for f in fields if len(f) >= 6 and f[0] == "sparse"]
-    dense = {(f[1], *f[3:6]) for f in fields if len(f) >= 6 and f[0] == "dense"}
-    if not cases or any((f[1], *f[3:6]) in dense for f in sparse):
+    dense = [f for f in fields if len(f) >= 6 and f[0] == "dense"]
+    if not cases or any((f[1], *f[3:6]) in {(d[1], *d[3:6]) for d in dense} for f in sparse):
         return
-    _, dtype, impl, m, n, kk = (sparse[0] if sparse else ["sparse", "bf16", "IMPL", "1", "4096", "4096"])[:6]
-    peer = f"--case dense:{dtype}:{impl}:{m}:{n}:{kk}"
-    if not sparse:
-        peer += f" --case sparse:{dtype}:{impl}:{m}:{n}:{kk}:0.7"
+    # the peer of a case given (a sparse case's dense one, else a dense case's sparse one), else a pair of examples
+    kind, dtype, impl, m, n, kk = (sparse or dense or [["", "bf16", "IMPL", "1", "4096", "4096"]])[0][:6]
+    peer = f"--case sparse:{dtype}:{impl}:{m}:{n}:{kk}:0.7"
+    if kind != "dense":
+        peer = f"--case dense:{dtype}:{impl}:{m}:{n}:{kk}" + ("" if kind else f" {peer}")
     raise AmxforgeError("--plot: no --case is a sparse case with a dense case of its dtype and M:N:K, so there would "
                         f"be nothing to plot; add {peer}")
 
