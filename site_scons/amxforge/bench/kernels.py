@@ -43,11 +43,11 @@ def check_plottable(cases) -> None:
     dense = [f for f in fields if len(f) >= 6 and f[0] == "dense"]
     if not cases or any((f[1], *f[3:6]) in {(d[1], *d[3:6]) for d in dense} for f in sparse):
         return
-    # the peer of a case given (a sparse case's dense one, else a dense case's sparse one), else a pair of examples
-    kind, dtype, impl, m, n, kk = (sparse or dense or [["", "bf16", "IMPL", "1", "4096", "4096"]])[0][:6]
-    peer = f"--case sparse:{dtype}:{impl}:{m}:{n}:{kk}:0.7"
-    if kind != "dense":
-        peer = f"--case dense:{dtype}:{impl}:{m}:{n}:{kk}" + ("" if kind else f" {peer}")
+    dtype, impl, m, n, kk = (sparse or dense or [["", "bf16", "IMPL", "1", "4096", "4096"]])[0][1:6]
+    dense_case = f"--case dense:{dtype}:{impl}:{m}:{n}:{kk}"
+    sparse_case = f"--case sparse:{dtype}:{impl}:{m}:{n}:{kk}:0.7"
+    # the peer of the first case given, else a pair of examples
+    peer = dense_case if sparse else sparse_case if dense else f"{dense_case} {sparse_case}"
     raise AmxforgeError("--plot: no --case is a sparse case with a dense case of its dtype and M:N:K, so there would "
                         f"be nothing to plot; add {peer}")
 
