@@ -337,7 +337,8 @@ def test_kbench_refuses_on_a_host_without_the_variants_features(kernel_project):
 
 def test_bench_cli_plot_is_checked_before_the_benchmark_and_written_whole(kernel_project, tmp_path):
     """`bench kernels --plot` into a FIFO or a missing directory: one line before the benchmark (it was an internal
-    error after it); into a path with a space and a quote: a PNG, written atomically (no temporary left beside it)."""
+    error after it); to a name not ending in .png: one line (a PNG was written under it); into a path with a space and
+    a quote: a PNG, written atomically (no temporary left beside it)."""
     from conftest import HOST_PROBE
     variant = HOST_PROBE["variants"]["auto"]["picks"]
     if variant is None:
@@ -353,6 +354,10 @@ def test_bench_cli_plot_is_checked_before_the_benchmark_and_written_whole(kernel
         assert res.returncode == 2 and res.stdout == "", res.stderr
         assert res.stderr.strip().splitlines() == [f"amxforge: error: --plot {bad}: cannot be written ({why}); give "
                                                    f"a .png path in an existing, writable directory"]
+    res = run([tool("amxforge"), "bench", "kernels", *cases, "--plot", str(tmp_path / "s p.jpg")], cwd=project)
+    assert res.returncode == 2 and res.stdout == "" and not (tmp_path / "s p.jpg").exists()
+    assert res.stderr.strip().splitlines() == [f"amxforge: error: --plot {tmp_path / 's p.jpg'}: the plot is a PNG; "
+                                               f"give a path ending in .png, e.g. {tmp_path / 's p.png'}"]
     plots = tmp_path / "my 'plots'"
     plots.mkdir()
     res = run([tool("amxforge"), "bench", "kernels", *cases, "--plot", str(plots / "s p.png")], cwd=project)

@@ -16,10 +16,13 @@ def available() -> bool:
 
 
 def check(path: Path, option: str = "--plot") -> None:
-    """One line unless matplotlib is installed and `path` can be written (absent or a regular file, in a directory
-    where a file can be made)."""
+    """One line unless matplotlib is installed and `path` names a .png that can be written (absent or a regular file,
+    in a directory where a file can be made): a PNG under another name (x.jpg) would mislead whoever opens it."""
     if not available():
         raise AmxforgeError(f"{option} needs matplotlib: {INSTALL}")
+    if path.suffix.lower() != ".png":
+        raise AmxforgeError(f"{option} {path}: the plot is a PNG; give a path ending in .png, e.g. "
+                            f"{path.with_name(path.stem + '.png') if path.name else 'plot.png'}")
     atomic.require_writable(path, option, "a .png path in an existing, writable directory")
 
 
