@@ -149,8 +149,9 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
     qtypes = csv_items(types)
     try:
         shape = tuple(int(x) for x in synth_shape.lower().split("x"))
-        assert len(shape) == 3 and all(x > 0 for x in shape)
-    except (ValueError, AssertionError):
+        if len(shape) != 3 or min(shape) <= 0:
+            raise ValueError("not three positive sizes")
+    except ValueError:
         raise AmxforgeError(f"--synth {synth_shape!r}: give LAYERSxDIMxFF, e.g. 8x2048x5632") from None
     out_dir = Path(out) if Path(out).is_absolute() else project / out
     from .fork.hook import CHOICES

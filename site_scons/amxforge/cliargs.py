@@ -28,12 +28,11 @@ def positive_counts(text: str, name: str, example: str) -> list:
     fix."""
     try:
         counts = [int(t) for t in csv_items(text)]
-        assert counts and all(t > 0 for t in counts)
-    except (ValueError, AssertionError):
+        if not counts or min(counts) <= 0:
+            raise ValueError("not positive counts")
+    except ValueError:
         raise AmxforgeError(f"{name} {text!r}: give positive counts like {example}") from None
     return list(dict.fromkeys(counts))
-
-
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -43,14 +42,13 @@ def duration(text: str, name: str) -> float:
     """A duration: seconds as a number, or a sum of parts like 90s, 10m, 1h30m; one line naming the fix otherwise."""
     import re
     text = (text or "").strip().lower()
-    try:
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            seconds = float(text)
-        else:
-            parts = re.findall(r"(\d+(?:\.\d+)?)([smh])", text)
-            assert parts and "".join(n + u for n, u in parts) == text
-            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-        assert seconds > 0
-    except AssertionError:
-        raise AmxforgeError(f"{name} {text!r}: give a duration like 600, 90s, 10m or 1h30m") from None
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smh])", text)
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    elif parts and "".join(n + u for n, u in parts) == text:
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    else:
+        seconds = 0.0
+    if seconds <= 0:
+        raise AmxforgeError(f"{name} {text!r}: give a duration like 600, 90s, 10m or 1h30m")
     return seconds

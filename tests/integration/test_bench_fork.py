@@ -261,6 +261,8 @@ def _model(tmp_path, kind):
     (lambda t: ["--model", str(_model(t, "fifo"))], "is a FIFO, not a regular file"),
     (lambda t: ["--synth", "1x100000x100000"], "GiB of memory to write"),
     (lambda t: ["--synth", "4x1000x2816"], "DIM of --synth (1000) must divide by the 16 heads synth uses"),
+    (lambda t: ["--synth", "0x1024x2816"], "--synth '0x1024x2816': give LAYERSxDIMxFF, e.g. 8x2048x5632"),
+    (lambda t: ["--synth", "4x1024"], "--synth '4x1024': give LAYERSxDIMxFF, e.g. 8x2048x5632"),
 ])
 def test_bad_models_and_shapes_are_refused_before_anything_is_built(project, tmp_path, setup, expect):
     """Issue 18 items 11 and 13: a file that only starts with the GGUF magic, a cut-short model, a directory or a

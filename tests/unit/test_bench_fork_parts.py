@@ -253,6 +253,32 @@ def test_bad_thread_counts_name_the_fix(text):
         positive_counts(text, "--threads", "1,2")
 
 
+def test_input_checks_hold_under_python_O():
+    """Checks written as `assert` vanish under `python -O` (PYTHONOPTIMIZE=1): `--threads 0` and `--max-time 0s`
+    then passed, `bench fork --synth 4x1024` was an internal error and a ledger line without its keys was taken. No
+    module of amxforge checks with `assert`, and under -O the checks still refuse."""
+    import ast
+    sources = sorted(p for top in ("site_scons/amxforge", "site_scons/site_tools") for p in (ROOT / top).rglob("*.py"))
+    offenders = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in sources
+                 for node in ast.walk(ast.parse(path.read_text(), str(path))) if isinstance(node, ast.Assert)]
+    assert offenders == []
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from amxforge.cliargs import duration, positive_counts\n"
+            "from amxforge.errors import AmxforgeError\n"
+            "cases = ((positive_counts, '0'), (positive_counts, '2,-1'), (duration, '0s'), (duration, '0'))\n"
+            "for check, text in cases:\n"
+            "    try:\n"
+            "        print('taken', check(text, '--x', '1,2') if check is positive_counts else check(text, '--x'))\n"
+            "    except AmxforgeError as exc:\n"
+            "        print('refused', exc)\n")
+    res = subprocess.run([sys.executable, "-O", "-c", code, str(ROOT / "site_scons")], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0 and res.stdout.splitlines() == [
+        "refused --x '0': give positive counts like 1,2", "refused --x '2,-1': give positive counts like 1,2",
+        "refused --x '0s': give a duration like 600, 90s, 10m or 1h30m",
+        "refused --x '0': give a duration like 600, 90s, 10m or 1h30m"], res.stdout + res.stderr
+
+
 def test_lines_a_fork_prints_into_llama_bench_json_are_dropped_and_counted():
     # the AMX branch prints a line of its own into stdout right after the array opens
     polluted = LLAMA_BENCH_JSON.replace("[\n", "[\n======================================= HAVE_FANCY_SIMD is defined\n", 1)

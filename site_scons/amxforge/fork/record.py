@@ -85,8 +85,9 @@ def read_snapshot(path: Path, missing_ok: bool = False) -> list:
     for n, line in enumerate(atomic.read_text(path).splitlines(), 1):
         try:
             entry = json.loads(line)
-            assert isinstance(entry, dict) and {"source", "object", "class", "rule", "sha256", "size"} <= set(entry)
-        except (ValueError, AssertionError):
+            if not (isinstance(entry, dict) and {"source", "object", "class", "rule", "sha256", "size"} <= set(entry)):
+                raise ValueError("keys missing")
+        except ValueError:
             raise AmxforgeError(f"{path}:{n}: damaged ledger line; {FIX}") from None
         entries.append(entry)
     return entries
