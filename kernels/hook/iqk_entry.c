@@ -32,6 +32,6 @@ bool __wrap_iqk_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, lo
     const double t0 = akf_hook_timing(ith) ? akf_now() : 0.0;
     const bool done = __real_iqk_mul_mat_4d(Nx, Ny, ne00, ne02, ne03, ne12, ne13, nb02, nb03, nb12, nb13, nb2, nb3,
                                             typeA, A, strideA, typeB, B, strideB, C, stride_C, ith, nth);
-    if (t0 > 0.0 && done) akf_hook_fork_time(akf_now() - t0);
+    if (t0 > 0.0 && done) akf_hook_fork_time(ith, nth, akf_now() - t0);
     return done;
 }

@@ -16,7 +16,8 @@
  * (>1: never); AMXFORGE_KERNELS_STATS=1 prints, at exit, what was taken and what fell back, per shape, with thread
  * 0's time computing what was taken (its time finding and packing tensors apart) and in the fork's own function for
  * what fell back (where the linker's side of the entry times it: akf_hook_fork_time), the packed memory, and
- * the least, mean and most time a thread of the team spent computing the calls it took (packing excluded). */
+ * the least, mean and most time a thread of the team spent computing the calls it took (packing excluded) and, where
+ * calls fell back, in the fork's own function: the two teams' balance side by side. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -130,10 +131,21 @@ static int nrows, rows_lost;
 static _Thread_local int declined_row = -1; /* the row of this thread's last declined call: its fork time goes there */
 static pthread_mutex_t rows_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* each thread's time computing the calls it took (after the packing), by its index ith: the team's balance */
+/* each thread's time computing the calls it took (after the packing), by its index ith, and in the fork's own
+ * function for the calls it declined: the two teams' balance; the threads seen, by the largest team */
 #define STATS_THREADS 1024
-static struct { double seconds; char pad[56]; } thread_time[STATS_THREADS] __attribute__((aligned(64)));
-static _Atomic int threads_seen;
+struct thread_seconds {
+    double seconds;
+    char pad[56]; /* a cache line each: every thread adds to its own */
+};
+static struct thread_seconds thread_time[STATS_THREADS] __attribute__((aligned(64))),
+    fork_thread_time[STATS_THREADS] __attribute__((aligned(64)));
+static _Atomic int threads_seen, fork_threads_seen;
+static void seen_team(_Atomic int *seen_by, int nth) {
+    const int team = AKF_MIN(nth, STATS_THREADS);
+    int seen = atomic_load_explicit(seen_by, memory_order_relaxed);
+    while (seen < team && !atomic_compare_exchange_weak(seen_by, &seen, team)) {}
+}
 /* the team's units computed (dense: pairs of panels, sparse: panels); of them, taken from another's range */
 enum { UNIT_PAIRS, UNIT_PANELS, UNIT_KINDS };
 static _Atomic unsigned long long units_done[UNIT_KINDS], units_taken[UNIT_KINDS];
@@ -157,10 +169,14 @@ static void count(long Nx, long Ny, long K, int typeA, int typeB, const char *pa
 
 int akf_hook_timing(int ith) {
     pthread_once(&settings_once, read_settings);
-    return settings.stats && ith == 0;
+    return settings.stats && ith >= 0 && ith < STATS_THREADS;
 }
 
-void akf_hook_fork_time(double seconds) {
+void akf_hook_fork_time(int ith, int nth, double seconds) {
+    if (ith < 0 || ith >= STATS_THREADS) return;
+    fork_thread_time[ith].seconds += seconds;
+    seen_team(&fork_threads_seen, nth);
+    if (ith) return;
     pthread_mutex_lock(&rows_lock);
     if (declined_row >= 0) rows[declined_row].fork_seconds += seconds;
     declined_row = -1;
@@ -677,9 +693,7 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
     akf_set_same_a(0); /* the activations' tiles were this product's: the next call of this thread is another's */
     if (settings.stats && ith < STATS_THREADS) {
         thread_time[ith].seconds += akf_now() - t1;
-        const int team = AKF_MIN(nth, STATS_THREADS);
-        int seen = atomic_load_explicit(&threads_seen, memory_order_relaxed);
-        while (seen < team && !atomic_compare_exchange_weak(&threads_seen, &seen, team)) {}
+        seen_team(&threads_seen, nth);
     }
     if (settings.stats && ith == 0) count(Nx, Ny, ne00, typeA, typeB, taken, akf_now() - t1);
     return 1;
@@ -720,6 +734,20 @@ void akf_hook_forget(void) {
     pthread_mutex_unlock(&tensors_lock);
 }
 
+/* the least, mean and most of a team's n per-thread times (none: no line) */
+static void print_team(const char *what, const struct thread_seconds *t, int n) {
+    if (n <= 0) return;
+    int lo = 0, hi = 0;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        sum += t[i].seconds;
+        if (t[i].seconds < t[lo].seconds) lo = i;
+        if (t[i].seconds > t[hi].seconds) hi = i;
+    }
+    fprintf(stderr, "amxforge-kernels: %s, %d threads: min %.3f ms (thread %d), mean %.3f ms, max %.3f ms "
+                    "(thread %d)\n", what, n, t[lo].seconds * 1e3, lo, sum / n * 1e3, t[hi].seconds * 1e3, hi);
+}
+
 static void print_stats(void) {
     struct akf_hook_totals t;
     akf_hook_totals(&t);
@@ -755,19 +783,10 @@ static void print_stats(void) {
                         "tensors), %.3f ms in the fork's own function (the calls that fell back, where its entry took "
                         "them)\n", ours * 1e3, pack_seconds * 1e3, fork * 1e3);
     pthread_mutex_unlock(&rows_lock);
-    const int n = atomic_load(&threads_seen);
-    if (n > 0) {
-        int lo = 0, hi = 0;
-        double sum = 0.0;
-        for (int i = 0; i < n; i++) {
-            sum += thread_time[i].seconds;
-            if (thread_time[i].seconds < thread_time[lo].seconds) lo = i;
-            if (thread_time[i].seconds > thread_time[hi].seconds) hi = i;
-        }
-        fprintf(stderr, "amxforge-kernels: time computing the calls taken, per thread (packing excluded), %d threads: "
-                        "min %.3f ms (thread %d), mean %.3f ms, max %.3f ms (thread %d)\n",
-                n, thread_time[lo].seconds * 1e3, lo, sum / n * 1e3, thread_time[hi].seconds * 1e3, hi);
-    }
+    print_team("time computing the calls taken, per thread (packing excluded)", thread_time,
+               atomic_load(&threads_seen));
+    print_team("time in the fork's own function for the calls that fell back, per thread", fork_thread_time,
+               atomic_load(&fork_threads_seen));
     const struct { const char *what; unsigned long long done, moved; } lines[UNIT_KINDS] = {
         [UNIT_PAIRS] = {"dense column pairs", t.pairs, t.pairs_moved},
         [UNIT_PANELS] = {"sparse panels", t.panels, t.panels_moved}};

@@ -104,9 +104,10 @@ int akf_hook_mul_mat_4d(long Nx, long Ny, long ne00, long ne02, long ne03, long 
  * its whole team: bf16 weights, a 2-d product, the handler on and an implementation that runs here. */
 int akf_hook_wants_bf16(long ne02, long ne03, long ne12, long ne13, int typeA, int typeB);
 /* AMXFORGE_KERNELS_STATS: 1 where the caller of the handler is to time the fork's own function on a call the handler
- * declined (thread 0 only) and report it with akf_hook_fork_time(seconds), right after, on the same thread. */
+ * declined and report it with akf_hook_fork_time(ith, nth, seconds), right after, on the same thread: thread 0's
+ * time goes to the call's shape, every thread's to the fork's team balance. */
 int akf_hook_timing(int ith);
-void akf_hook_fork_time(double seconds);
+void akf_hook_fork_time(int ith, int nth, double seconds);
 struct akf_hook_totals {
     uint64_t dense, sparse, refused, repacked; /* tensors packed dense / sparse / not packed / packed again */
     size_t bytes, refused_bytes;               /* memory held by packed tensors; that the refused ones needed */

@@ -43,6 +43,11 @@ def record(project, variant):
     return json.loads((project / "build" / variant / "fork" / "amxforge-build.json").read_text())
 
 
+# AMXFORGE_KERNELS_STATS=1's line of a team's per-thread times (3 threads, as the tests below run)
+TEAM_LINE = (r"amxforge-kernels: {what}, 3 threads: min \d+\.\d{{3}} ms \(thread [0-2]\), mean \d+\.\d{{3}} ms, "
+             r"max \d+\.\d{{3}} ms \(thread [0-2]\)\n")
+
+
 def matmul(project, variant, tmp_path, nx, ny, k, threads, env=None, sparsity=0.0, seed=0):
     """minifork-matmul through the installed launcher; returns (C, float64 reference, bound, stderr)."""
     rng = np.random.default_rng(seed)
@@ -91,6 +96,8 @@ def test_every_implementation_here_matches_the_reference_and_the_forks_own(hooke
     # declined with f32 activations, taken with those the team rounded to bf16 once (typeB 30), as ik's mul_mat runs
     assert f"implementation {impl} (variant {variant})" in stderr, stderr
     assert f"taken: {form} 301x9 (K 259) typeA 30 typeB 30: 1 calls" in stderr and "typeB 0" not in stderr, stderr
+    assert re.search(TEAM_LINE.format(what=r"time computing the calls taken, per thread \(packing excluded\)"), stderr)
+    assert "for the calls that fell back" not in stderr, stderr  # the fork's own function ran nothing
     assert np.all(np.abs(ours - ref) <= bound)
     own, _, _, stderr = matmul(hooked, variant, tmp_path, 301, 9, 259, 3, {**env, "AMXFORGE_KERNELS": "fork"},
                                sparsity)
@@ -99,6 +106,9 @@ def test_every_implementation_here_matches_the_reference_and_the_forks_own(hooke
                      r"in thread 0 in the fork's own function\n", stderr), stderr
     assert re.search(r"thread 0 in the matmuls: 0\.000 ms in ours \(and 0\.000 ms finding and packing tensors\), "
                      r"\d+\.\d{3} ms in the fork's own function", stderr), stderr
+    # every thread's time in it: the fork's team balance, printed as ours is
+    what = r"time in the fork's own function for the calls that fell back, per thread"
+    assert re.search(TEAM_LINE.format(what=what), stderr) and "calls taken, per thread" not in stderr, stderr
     assert np.all(np.abs(ours - own) <= 2 * bound)  # each within the bound of the exact result
 
 
