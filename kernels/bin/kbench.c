@@ -279,6 +279,10 @@ static int whole(const char *s, long lo, long hi, long *v) {
     return end != s && !*end && !errno && *v >= lo && *v <= hi;
 }
 
+/* the options that take a value, each named once: parse() finds an argument's index here */
+enum { OPT_THREADS, OPT_REPS, OPT_MIN_BYTES, OPT_ONLY, OPT_LIMITS, OPT_CASE, N_VALUED };
+static const char *const VALUED[N_VALUED] = {"--threads", "--reps", "--min-bytes", "--only", "--limits", "--case"};
+
 /* 1: run, 0: bad input (one line said why), -1: --help */
 static int parse(int argc, char **argv, struct opts *o) {
     *o = (struct opts){{1}, 1, 0, 0, 0, 0, 1.1e9, NULL, NULL, {NULL}};
@@ -287,14 +291,16 @@ static int parse(int argc, char **argv, struct opts *o) {
         long v;
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) { fputs(USAGE, stdout); return -1; }
         if (!strcmp(arg, "--quick")) { o->quick = 1; continue; }
-        if (strcmp(arg, "--threads") && strcmp(arg, "--reps") && strcmp(arg, "--min-bytes") && strcmp(arg, "--only") &&
-            strcmp(arg, "--limits") && strcmp(arg, "--case")) {
+        int opt = 0;
+        while (opt < N_VALUED && strcmp(arg, VALUED[opt])) opt++;
+        if (opt == N_VALUED) {
             fputs(USAGE, stderr);
             return bad("unknown option", arg, "see the usage above");
         }
         if (!val) return bad(arg, "needs a value", "see --help");
         i++;
-        if (!strcmp(arg, "--threads")) {
+        switch (opt) {
+        case OPT_THREADS: {
             o->nthreads = 0;
             char *list = strdup(val), *save = NULL;
             for (char *s = strtok_r(list, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
@@ -310,19 +316,25 @@ static int parse(int argc, char **argv, struct opts *o) {
             }
             free(list);
             if (!o->nthreads) return bad("--threads", val, "give positive counts, e.g. 1,2");
-        } else if (!strcmp(arg, "--reps")) {
+            break;
+        }
+        case OPT_REPS:
             if (!whole(val, 1, 1000, &v)) return bad("--reps", val, "give a count from 1 to 1000");
             o->reps = (int)v;
-        } else if (!strcmp(arg, "--min-bytes")) {
+            break;
+        case OPT_MIN_BYTES: {
             char *end;
             o->min_bytes = strtod(val, &end);
             if (end == val || *end || !(o->min_bytes >= 0 && o->min_bytes <= 1e12))
                 return bad("--min-bytes", val, "give a byte count from 0 to 1e12, e.g. 1.1e9");
-        } else if (!strcmp(arg, "--only")) {
+            break;
+        }
+        case OPT_ONLY:
             if (strcmp(val, "dense") && strcmp(val, "sparse") && strcmp(val, "limits"))
                 return bad("--only", val, "give dense, sparse or limits");
             o->only = val;
-        } else if (!strcmp(arg, "--limits")) {
+            break;
+        case OPT_LIMITS: {
             o->limits = val;
             char *list = strdup(val), *save = NULL;
             for (char *s = strtok_r(list, ",", &save); s && strcmp(val, "none"); s = strtok_r(NULL, ",", &save)) {
@@ -338,7 +350,9 @@ static int parse(int argc, char **argv, struct opts *o) {
                 }
             }
             free(list);
-        } else {
+            break;
+        }
+        default: /* OPT_CASE */
             if (o->ncases == MAX_CASES)
                 return bad("--case", val, "at most %d cases in one run: split them over runs", MAX_CASES);
             o->cases[o->ncases++] = argv[i];
