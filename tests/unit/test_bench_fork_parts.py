@@ -279,6 +279,20 @@ def test_input_checks_hold_under_python_O():
         "refused --x '0': give a duration like 600, 90s, 10m or 1h30m"], res.stdout + res.stderr
 
 
+def test_the_plot_s_thread_axis_names_the_counts_measured(monkeypatch, tmp_path):
+    """The t/s plot's log2 thread axis was labelled 2^0, 2^1, ...: it names the counts measured (1, 2, 16)."""
+    from amxforge.bench import fork as fb, png
+    stats = {"median": 10.0, "min": 9.0, "max": 11.0}
+    cells = [{"column": col, "type": "bf16", "threads": t, "pp": stats, "tg": stats}
+             for col in ("amx", "amx +ours") for t in (1, 2, 16)]
+    figures = []
+    monkeypatch.setattr(png, "save", lambda fig, path, dpi: figures.append(fig))
+    fb.plot({"cells": cells, "summary": {"types": ["bf16"], "columns": ["amx", "amx +ours"], "tool": "llama-bench"}},
+            tmp_path / "tps.png")
+    axes = figures[0].get_axes()
+    assert len(axes) == 2 and all([t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "16"] for ax in axes)
+
+
 def test_lines_a_fork_prints_into_llama_bench_json_are_dropped_and_counted():
     # the AMX branch prints a line of its own into stdout right after the array opens
     polluted = LLAMA_BENCH_JSON.replace("[\n", "[\n======================================= HAVE_FANCY_SIMD is defined\n", 1)

@@ -479,6 +479,7 @@ def plot(result: dict, path: Path) -> None:
 
     cells = result["cells"]
     types = result["summary"]["types"]
+    counts = sorted({r["threads"] for r in cells})  # the axis names the counts measured (not 2^0, 2^1, ...)
     fig, axes = plt.subplots(len(types), 2, figsize=(11, 4 * len(types)), squeeze=False)
     for row, qtype in enumerate(types):
         for col, m in enumerate(METRICS):
@@ -492,6 +493,8 @@ def plot(result: dict, path: Path) -> None:
                                       [p[1]["max"] - p[1]["median"] for p in pts]], marker="o", capsize=3,
                                 label=label)
             ax.set_xscale("log", base=2)
+            ax.set_xticks(counts, [str(t) for t in counts])
+            ax.minorticks_off()
             ax.set_xlabel("threads")
             ax.set_ylabel(f"{m} t/s (median, min-max)")
             ax.set_title(f"{m}, {qtype} ({result['summary']['tool']})")
