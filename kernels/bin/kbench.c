@@ -367,7 +367,16 @@ int main(int argc, char **argv) {
     if (!getenv("OMP_PROC_BIND")) { /* libgomp reads these when it loads: set them, then start again */
         setenv("OMP_PROC_BIND", "close", 1);
         setenv("OMP_PLACES", "cores", 1);
-        execv("/proc/self/exe", argv); /* if that fails, run unpinned (the records say so) */
+        /* by its own path, so that ps and top name it amxforge-kbench (execv of /proc/self/exe names it "exe"),
+         * else through /proc/self/exe (a binary replaced since it started); if both fail, run unpinned (the
+         * records say so) */
+        char self[4096];
+        const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n > 0) {
+            self[n] = '\0';
+            execv(self, argv);
+        }
+        execv("/proc/self/exe", argv);
     }
     const int parsed = parse(argc, argv, &o);
     if (parsed <= 0) return parsed < 0 ? 0 : 2;

@@ -423,6 +423,54 @@ def test_kbench_and_selftest_refuse_bad_options_in_one_line_and_drop_none(kernel
                                            f"its dtype and M:N:K, so there would be nothing to plot; add {add}"]
 
 
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupted_bench_kernels_leaves_no_kbench_running(kernel_project, sig, code):
+    """SIGINT or SIGTERM to amxforge alone (`kill`, a supervisor; Ctrl-C in a terminal reaches the whole group) left
+    its amxforge-kbench running on, an orphan loading the host for minutes. Now amxforge exits 130 / 143, one line,
+    and the kbench it started is gone with it. (kbench restarts itself once, to pin its threads, by its own path:
+    ps names it amxforge-kbench, not "exe".)"""
+    import signal
+    import time
+    from amxforge import procfs
+    from conftest import HOST_PROBE
+    variant = HOST_PROBE["variants"]["auto"]["picks"]
+    if variant is None:
+        pytest.skip("no variant can run on this host")
+    project = kernel_project(variant)
+    proc = subprocess.Popen([tool("amxforge"), "bench", "kernels", "--threads", "1"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def kbench():  # the pid of proc's amxforge-kbench child, or None
+        for entry in os.listdir("/proc"):
+            try:
+                name, fields = procfs.stat(f"/proc/{entry}/stat") if entry.isdigit() else (None, {})
+            except (OSError, ValueError):
+                continue
+            if name == "amxforge-kbench" and fields.get(4) == str(proc.pid) and fields.get(procfs.STATE) != "Z":
+                return int(entry)
+        return None
+
+    try:
+        deadline = time.monotonic() + 60
+        while (child := kbench()) is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert child, "amxforge-kbench never started"
+        time.sleep(1)  # measuring
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == code and err.strip().splitlines()[-1] == \
+            f"amxforge: {'interrupted' if sig == 'SIGINT' else 'terminated'}", err
+        try:
+            name, fields = procfs.stat(f"/proc/{child}/stat")
+        except OSError:  # gone: amxforge killed and waited for it
+            name, fields = None, {}
+        assert name != "amxforge-kbench" or fields[procfs.STATE] == "Z", f"amxforge-kbench {child} still runs"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_plot_draws_speedup_against_the_ceiling(tmp_path):
     from amxforge.bench import kernels as kb
     rows = kb.derive([

@@ -293,6 +293,20 @@ def test_the_plot_s_thread_axis_names_the_counts_measured(monkeypatch, tmp_path)
     assert len(axes) == 2 and all([t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "16"] for ax in axes)
 
 
+def test_a_program_read_while_it_runs_dies_with_an_interrupted_amxforge():
+    """A benchmark cell, kbench or objdump that amxforge reads while it runs is killed and waited for when amxforge
+    is interrupted (SIGINT / SIGTERM raise in it); one that ends on its own is left to end."""
+    import signal
+    from amxforge.children import reaped
+    proc = subprocess.Popen(["sleep", "60"])
+    with pytest.raises(KeyboardInterrupt), reaped(proc):
+        raise KeyboardInterrupt
+    assert proc.returncode == -signal.SIGKILL
+    with reaped(subprocess.Popen(["sh", "-c", "exit 3"])) as proc:
+        pass
+    assert proc.wait() == 3
+
+
 def test_lines_a_fork_prints_into_llama_bench_json_are_dropped_and_counted():
     # the AMX branch prints a line of its own into stdout right after the array opens
     polluted = LLAMA_BENCH_JSON.replace("[\n", "[\n======================================= HAVE_FANCY_SIMD is defined\n", 1)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import procfs
+from ..children import reaped
 from .forktools import bench_tools, parse_output
 from .sources import Source
 
@@ -80,10 +81,9 @@ def run_cell(cell: Cell, tool: str, pp: int, tg: int, numa: str, timeout: float,
     watcher = threading.Thread(target=_watch_cpus, args=(proc, seen, set(cpus or ())), daemon=True)
     watcher.start()
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
+        with reaped(proc):
+            stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
         return {"error": f"{tool} timed out after {timeout:g} s"}
     finally:
         watcher.join()

@@ -56,14 +56,15 @@ def run_kbench(exe: Path, threads, quick: bool, extra=(), on_record=None) -> lis
     cmd = [str(exe), "--threads", ",".join(str(t) for t in threads), *extra]
     if quick:
         cmd.append("--quick")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from ..children import reaped
     records = []
-    for line in proc.stdout:
-        record = json.loads(line)
-        records.append(record)
-        if on_record:
-            on_record(record)
-    err = proc.stderr.read()
+    with reaped(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) as proc:
+        for line in proc.stdout:
+            record = json.loads(line)
+            records.append(record)
+            if on_record:
+                on_record(record)
+        err = proc.stderr.read()
     if proc.wait() != 0:
         raise AmxforgeError(err.strip().splitlines()[-1] if err.strip() else f"{exe.name} exited {proc.returncode}")
     return records

@@ -134,16 +134,18 @@ def wrap_state(path: Path, symbols: list):
     if any(state.values()):
         return state
     # every call or jump to an entry must be the handler's own fallback, inside __wrap_<entry>
-    proc = subprocess.Popen([binutil("objdump"), "-d", "--no-show-raw-insn", str(path)], stdout=subprocess.PIPE,
-                            text=True, errors="replace")
+    from ..children import reaped
     func = None
-    for line in proc.stdout:
-        m = _FUNC.match(line)
-        if m:
-            func = m.group(1)
-            continue
-        m = _CALL.match(line)
-        if m and m.group(1) in state and func not in (f"__wrap_{m.group(1)}", m.group(1)) and state[m.group(1)] is None:
-            state[m.group(1)] = f"{func} calls {m.group(1)} around our handler (not through __wrap_{m.group(1)})"
+    with reaped(subprocess.Popen([binutil("objdump"), "-d", "--no-show-raw-insn", str(path)], stdout=subprocess.PIPE,
+                                 text=True, errors="replace")) as proc:
+        for line in proc.stdout:
+            m = _FUNC.match(line)
+            if m:
+                func = m.group(1)
+                continue
+            m = _CALL.match(line)
+            if m and m.group(1) in state and func not in (f"__wrap_{m.group(1)}", m.group(1)) and \
+                    state[m.group(1)] is None:
+                state[m.group(1)] = f"{func} calls {m.group(1)} around our handler (not through __wrap_{m.group(1)})"
     proc.wait()
     return state
