@@ -297,8 +297,8 @@ def model_synth(out, qtype, quantize_with, layers, dim, ff, heads, kv_heads, voc
 @click.option("--sparsity", required=True, type=click.FloatRange(0, 1, max_open=True),
               help="the fraction of each row's weights set to zero, smallest magnitudes first, e.g. 0.5")
 @click.option("--tensors", default=PRUNE_GLOB, show_default=True,
-              help="a glob of tensor names to prune (bf16 / f16 matrices only; the default leaves the embeddings and the "
-                   "output as they are)")
+              help="a glob of tensor names to prune (bf16 / f16 matrices only; the default leaves the embeddings "
+                   "and the output as they are)")
 @click.option("--json", "as_json", is_flag=True)
 def model_prune(src, out, sparsity, tensors, as_json):
     """Unstructured magnitude pruning per output row of a GGUF's bf16 / f16 matrices: a pruned model for the sparse
@@ -309,7 +309,8 @@ def model_prune(src, out, sparsity, tensors, as_json):
     if as_json:
         click.echo(json.dumps(info))
     else:
-        click.echo(f"{info['path']}: {info['tensors']} {'matrix' if info['tensors'] == 1 else 'matrices'} pruned to {info['zero_fraction']:.1%} zeros "
+        what = "matrix" if info["tensors"] == 1 else "matrices"
+        click.echo(f"{info['path']}: {info['tensors']} {what} pruned to {info['zero_fraction']:.1%} zeros "
                    f"({info['bytes'] / 2**20:.1f} MiB)")
 
 

@@ -149,10 +149,10 @@ def bench_fork(forks, packages, variants, threads, model, types, synth_shape, am
     qtypes = csv_items(types)
     try:
         shape = tuple(int(x) for x in synth_shape.lower().split("x"))
-        if len(shape) != 3 or min(shape) <= 0:
-            raise ValueError("not three positive sizes")
     except ValueError:
-        raise AmxforgeError(f"--synth {synth_shape!r}: give LAYERSxDIMxFF, e.g. 8x2048x5632") from None
+        shape = ()
+    if len(shape) != 3 or min(shape) <= 0:
+        raise AmxforgeError(f"--synth {synth_shape!r}: give LAYERSxDIMxFF, e.g. 8x2048x5632")
     out_dir = Path(out) if Path(out).is_absolute() else project / out
     from .fork.hook import CHOICES
     kernel_choices = csv_items(kernels)

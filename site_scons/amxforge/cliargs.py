@@ -28,10 +28,10 @@ def positive_counts(text: str, name: str, example: str) -> list:
     fix."""
     try:
         counts = [int(t) for t in csv_items(text)]
-        if not counts or min(counts) <= 0:
-            raise ValueError("not positive counts")
     except ValueError:
-        raise AmxforgeError(f"{name} {text!r}: give positive counts like {example}") from None
+        counts = []
+    if not counts or min(counts) <= 0:
+        raise AmxforgeError(f"{name} {text!r}: give positive counts like {example}")
     return list(dict.fromkeys(counts))
 
 

@@ -41,7 +41,8 @@ def check_plottable(cases) -> None:
     fields = [case.split(":") for case in cases]
     sparse = [f for f in fields if len(f) >= 6 and f[0] == "sparse"]
     dense = [f for f in fields if len(f) >= 6 and f[0] == "dense"]
-    if not cases or any((f[1], *f[3:6]) in {(d[1], *d[3:6]) for d in dense} for f in sparse):
+    dense_shapes = {(d[1], *d[3:6]) for d in dense}  # dtype, M, N, K
+    if not cases or any((f[1], *f[3:6]) in dense_shapes for f in sparse):
         return
     dtype, impl, m, n, kk = (sparse or dense or [["", "bf16", "IMPL", "1", "4096", "4096"]])[0][1:6]
     dense_case = f"--case dense:{dtype}:{impl}:{m}:{n}:{kk}"

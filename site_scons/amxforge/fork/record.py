@@ -85,10 +85,10 @@ def read_snapshot(path: Path, missing_ok: bool = False) -> list:
     for n, line in enumerate(atomic.read_text(path).splitlines(), 1):
         try:
             entry = json.loads(line)
-            if not (isinstance(entry, dict) and {"source", "object", "class", "rule", "sha256", "size"} <= set(entry)):
-                raise ValueError("keys missing")
         except ValueError:
-            raise AmxforgeError(f"{path}:{n}: damaged ledger line; {FIX}") from None
+            entry = None
+        if not (isinstance(entry, dict) and {"source", "object", "class", "rule", "sha256", "size"} <= set(entry)):
+            raise AmxforgeError(f"{path}:{n}: damaged ledger line; {FIX}")
         entries.append(entry)
     return entries
 
