@@ -29,3 +29,23 @@ def test_without_an_nvcc_the_toolkit_goes_unnamed_and_an_unlisted_target_names_i
 def test_other_errors_get_no_cuda_advice():
     assert missing_cuda_part(CUBLAS.replace("CUDA::cublas", "Missing::cublas"), "/usr/bin/nvcc") == ""
     assert missing_cuda_part("CMake Error at CMakeLists.txt:3 (message): minifork needs libfoo >= 2", None) == ""
+
+
+def test_a_ledger_line_that_is_not_a_whole_entry_is_named_with_its_file_and_line(tmp_path):
+    """The last good build's ledger: a line that is not JSON, or an entry without a key the audit needs, is one line
+    naming the file and the line (checked with `if`, not `assert`, so that `python -O` keeps the check)."""
+    import json
+    import re
+
+    import pytest
+
+    from amxforge.errors import AmxforgeError
+    from amxforge.fork.record import read_snapshot
+    whole = {"source": "a.c", "object": "a.o", "class": "portable", "rule": "cc", "sha256": "0" * 64, "size": 1}
+    path = tmp_path / "my ledger.jsonl"
+    for bad in ("{not json", json.dumps({k: v for k, v in whole.items() if k != "sha256"}), "[1, 2]"):
+        path.write_text(json.dumps(whole) + "\n" + bad + "\n")
+        with pytest.raises(AmxforgeError, match=rf"^{re.escape(str(path))}:2: damaged ledger line; rebuild the variant"):
+            read_snapshot(path)
+    path.write_text(json.dumps(whole) + "\n")
+    assert read_snapshot(path) == [whole]
