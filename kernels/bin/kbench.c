@@ -302,8 +302,10 @@ static int parse(int argc, char **argv, struct opts *o) {
         switch (opt) {
         case OPT_THREADS: {
             o->nthreads = 0;
-            char *list = strdup(val), *save = NULL;
-            for (char *s = strtok_r(list, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+            char *list = strdup(val), *s = list;
+            for (char *end = s; end; s = end + 1) { /* every item, an empty one (1,,2 or 4,) refused too */
+                end = strchr(s, ',');
+                if (end) *end = '\0';
                 if (!whole(s, 1, 4096, &v)) {
                     free(list);
                     return bad("--threads", val, "give positive counts, e.g. 1,2");
@@ -315,7 +317,6 @@ static int parse(int argc, char **argv, struct opts *o) {
                 o->threads[o->nthreads++] = (int)v;
             }
             free(list);
-            if (!o->nthreads) return bad("--threads", val, "give positive counts, e.g. 1,2");
             break;
         }
         case OPT_REPS:

@@ -26,8 +26,9 @@ def csv_items(text) -> list:
 def positive_counts(text: str, name: str, example: str) -> list:
     """A comma-separated list of positive counts (thread counts), each once in its first place, or one line naming the
     fix."""
+    items = [item.strip() for item in (text or "").split(",")]
     try:
-        counts = [int(t) for t in csv_items(text)]
+        counts = [int(t) for t in items]  # an empty item (1,,2) is a count lost in typing: refused with the rest
     except ValueError:
         counts = []
     if not counts or min(counts) <= 0:

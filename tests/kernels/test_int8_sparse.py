@@ -368,7 +368,7 @@ def test_bench_cli_plot_is_checked_before_the_benchmark_and_written_whole(kernel
 
 def test_kbench_and_selftest_refuse_bad_options_in_one_line_and_drop_none(kernel_project, tmp_path):
     """Every option of amxforge-kbench is checked whole: a count past the table's room (the ninth --threads count was
-    dropped without a word), a fraction, a negative byte count, an unknown --only or limit name: one line naming the
+    dropped without a word), an empty count (1,,2 ran 1,2), a fraction, a negative byte count, an unknown --only or limit name: one line naming the
     value and the fix, exit 2, nothing measured. --help exits 0. Through `amxforge bench kernels` the line is the one
     shown; `--plot` with cases that hold no sparse / dense pair is refused before the benchmark."""
     from conftest import HOST_PROBE
@@ -382,6 +382,8 @@ def test_kbench_and_selftest_refuse_bad_options_in_one_line_and_drop_none(kernel
             (["--threads", many], f"--threads {many}: at most 16 counts in one run"),
             (["--threads", "1.5"], "--threads 1.5: give positive counts, e.g. 1,2"),
             (["--threads", "2,0"], "--threads 2,0: give positive counts, e.g. 1,2"),
+            (["--threads", "1,,2"], "--threads 1,,2: give positive counts, e.g. 1,2"),
+            (["--threads", "4,"], "--threads 4,: give positive counts, e.g. 1,2"),
             (["--reps", "x"], "--reps x: give a count from 1 to 1000"),
             (["--min-bytes", "-1"], "--min-bytes -1: give a byte count from 0 to 1e12, e.g. 1.1e9"),
             (["--only", "dens"], "--only dens: give dense, sparse or limits")):

@@ -247,7 +247,7 @@ def test_thread_counts_keep_their_order_and_each_count_once(text, counts):
     assert positive_counts(text, "--threads", "1,2") == counts
 
 
-@pytest.mark.parametrize("text", ["", "0", "1,0", "2,x", "1.5", "-1"])
+@pytest.mark.parametrize("text", ["", "0", "1,0", "2,x", "1.5", "-1", "1,,2", "4,"])
 def test_bad_thread_counts_name_the_fix(text):
     with pytest.raises(AmxforgeError, match=r"--threads .*: give positive counts like 1,2$"):
         positive_counts(text, "--threads", "1,2")
