@@ -103,7 +103,10 @@ static void read_settings(void) {
     }
     if (settings.refused[0])
         fprintf(stderr, "amxforge-kernels: %s: the fork's own kernels run every call\n", settings.refused);
-    settings.stats = stats && *stats && strcmp(stats, "0") != 0;
+    settings.stats = stats && strcmp(stats, "1") == 0;
+    if (stats && *stats && strcmp(stats, "0") && !settings.stats) /* a diagnostic: the kernels stay as they are */
+        fprintf(stderr, "amxforge-kernels: AMXFORGE_KERNELS_STATS=%s is neither 0 nor 1: no statistics at exit (give "
+                        "1 for them)\n", stats);
     if (settings.stats) atexit(print_stats);
 }
 

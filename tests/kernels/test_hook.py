@@ -383,6 +383,9 @@ print(float(C[1, 32]))
                                 "own kernels run every call\n"]),
     ({"AKF_HOOK_SHARE_PART": "150"}, ["amxforge-kernels: AKF_HOOK_SHARE_PART=150 is no percentage from 1 to 100: the "
                                       "fork's own kernels run every call\n"]),
+    # a value the statistics do not know is said; the kernels run as they would (on: 1; it was any other value)
+    ({"AMXFORGE_KERNELS_STATS": "yes"}, ["amxforge-kernels: AMXFORGE_KERNELS_STATS=yes is neither 0 nor 1: no "
+                                         "statistics at exit (give 1 for them)\n"]),
     ({"AMXFORGE_KERNELS_STATS": "1", "AMXFORGE_KERNELS": "amxforge", "AMXFORGE_SPARSE_MIN": "0.9", "AKF_HOOK_SHARE": "1",
       "AKF_HOOK_SHARE_PART": "25"},
      ["taken: dense 33x2 (K 40) typeA 30 typeB 0: 3 calls"]),
@@ -396,7 +399,9 @@ def test_stats_at_exit_and_the_environment(library_for, env, expect):
     said = "the fork's own kernels run every call"  # once, and only where a setting was refused
     taken = env.get("AMXFORGE_KERNELS", "amxforge") == "amxforge" and not any(said in line for line in expect)
     assert res.stderr.count(said) == sum(said in line for line in expect)
-    if taken:  # thread 0's time computing what it took; none on what fell back (no fork's function to time here)
+    if env.get("AMXFORGE_KERNELS_STATS") != "1":
+        assert "amxforge-kernels: implementation" not in res.stderr and "calls" not in res.stderr, res.stderr
+    elif taken:  # thread 0's time computing what it took; none on what fell back (no fork's function to time here)
         assert re.search(r"typeB 0: 3 calls, \d+\.\d{3} ms in thread 0\n", res.stderr), res.stderr
         assert re.search(r"thread 0 in the matmuls: \d+\.\d{3} ms in ours \(and \d+\.\d{3} ms finding and packing "
                          r"tensors\), 0\.000 ms in the fork's own function", res.stderr), res.stderr
