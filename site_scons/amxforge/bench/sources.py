@@ -94,10 +94,8 @@ def _tail(path: Path) -> str:
 
 
 def open_release(path: Path) -> Release:
-    from .. import atomic
-    from ..package.outputs import require_release
-    require_release(path, "--package ")
-    manifest = atomic.read_json(path / "manifest.json", "the release manifest", fix="package the release again")
+    from ..package.outputs import release_manifest
+    manifest = release_manifest(path, "--package ")
     try:
         kind = (manifest["source"]["fork"] or {}).get("kind", "amxforge")
         order = list(manifest["selection"])

@@ -134,10 +134,9 @@ class Layout:
 def verify_release(release: Path) -> dict:
     """A whole release against its manifest: every file there, of its size and SHA-256; the launch table sealed and
     listing what the manifest lists. {"files": n, "bad": ["path: why", ...]}; AmxforgeError when it is no release."""
-    from .outputs import require_release
+    from .outputs import release_manifest
     release = Path(release)
-    require_release(release)
-    manifest = atomic.read_json(release / "manifest.json", "release manifest", fix="reinstall the package")
+    manifest = release_manifest(release)
     bad = []
     for entry in manifest.get("files", []):
         path = release / entry["path"]

@@ -17,22 +17,33 @@ LOCK_SUFFIX = ".amxforge-package.lock"
 MIN_FREE = 64 << 20  # bytes a release of our kernels alone needs, tree and archive
 
 
-def is_release(path: Path) -> bool:
-    """An earlier `amxforge package` release: its manifest (format and package) and its selector's table."""
+def _manifest(path: Path):
+    """The manifest of an earlier `amxforge package` release (one with its format, package and selector's table), or
+    None where `path` is no release."""
     try:
         from ..atomic import read_text
         manifest = json.loads(read_text(path / "manifest.json"))
-        return (isinstance(manifest, dict) and "format" in manifest and "package" in manifest and
-                (path / "share" / "amxforge" / "launch.tsv").is_file())
     except (OSError, ValueError):
-        return False
+        return None
+    if (isinstance(manifest, dict) and "format" in manifest and "package" in manifest and
+            (path / "share" / "amxforge" / "launch.tsv").is_file()):
+        return manifest
+    return None
 
 
-def require_release(path: Path, what: str = "") -> None:
-    """AmxforgeError in one line unless `path` is a release (`what`: the option that named it, e.g. '--package ')."""
-    if not is_release(path):
+def is_release(path: Path) -> bool:
+    """An earlier `amxforge package` release: its manifest (format and package) and its selector's table."""
+    return _manifest(path) is not None
+
+
+def release_manifest(path: Path, what: str = "") -> dict:
+    """The manifest of the release at `path`, read once; AmxforgeError in one line where it is no release (`what`: the
+    option that named it, e.g. '--package ')."""
+    manifest = _manifest(path)
+    if manifest is None:
         raise AmxforgeError(f"{what}{path}: not an amxforge release (no manifest.json and share/amxforge/launch.tsv); "
                             f"give the directory `amxforge package --out` wrote")
+    return manifest
 
 
 def refuse_unsafe_out(out: Path, project: Path, fork_root: Path = None) -> None:
