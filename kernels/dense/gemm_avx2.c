@@ -212,12 +212,18 @@ static int stream(int dt, int M, int N, int K, const void *A, const float *as, c
 /* ---- prefill: blocked ---------------------------------------------------------------------------------------- */
 
 /* Widen B's panels [p0, p0 + np) for k in [k0, k0 + kc) into bw: per panel, per 32-bit step s (bf16: one k;
- * int8: one k pair), 16 columns (64 bytes): fp32 for bf16, (s16 k, s16 k+1) words for int8. */
-static void widen_b_block(int dt, const char *Bp, size_t panel_bytes, int p0, int np, int k0, int kc, char *bw) {
+ * int8: one k pair), 16 columns (64 bytes): fp32 for bf16, (s16 k, s16 k+1) words for int8. B is packed (Bp) or,
+ * bf16 only, sparse (S: its tiles expanded, akf_avx2_sparse_widen). */
+static void widen_b_block(int dt, const char *Bp, size_t panel_bytes, const akf_sparse *S, int p0, int np, int k0,
+                          int kc, char *bw) {
     const int steps = dt == BF16 ? kc : kc / 2;
     for (int i = 0; i < np; i++) {
-        const char *b = Bp + (size_t)(p0 + i) * panel_bytes;
         char *o = bw + (size_t)i * steps * 64;
+        if (S) {
+            akf_avx2_sparse_widen(S, p0 + i, k0, kc, o);
+            continue;
+        }
+        const char *b = Bp + (size_t)(p0 + i) * panel_bytes;
         if (dt == BF16) {
             for (int g = k0 / 2; g < (k0 + kc) / 2; g++, o += 128) {
                 __m256 e0, o0, e1, o1;
@@ -311,8 +317,8 @@ static inline __attribute__((always_inline)) void micro(int dt, int steps, const
     }
 }
 
-static int blocked(int dt, int M, int N, int K, const void *A, const float *as, const void *Bp, const float *bs,
-                   float *C) {
+int akf_avx2_blocked(int dt, int M, int N, int K, const void *A, const float *as, const void *Bp, const akf_sparse *S,
+                     const float *bs, float *C) {
     const int kt = AKF_DTYPE[dt].tile_k, Kp = AKF_ROUNDUP(K, kt), panels = AKF_ROUNDUP(N, 16) / 16;
     const size_t panel_bytes = (size_t)Kp * 16 * AKF_DTYPE[dt].elem_bytes;
     const size_t lda = (size_t)Kp / (dt == BF16 ? 1 : 2); /* widened A, 32-bit words per row */
@@ -339,7 +345,7 @@ static int blocked(int dt, int M, int N, int K, const void *A, const float *as, 
             /* the implicit barrier: every thread's A block is ready */
             for (int p0 = q0; bw && p0 < q1; p0 += NCP) {
                 const int np = AKF_MIN(NCP, q1 - p0);
-                widen_b_block(dt, Bp, panel_bytes, p0, np, k0, kc, bw);
+                widen_b_block(dt, Bp, panel_bytes, S, p0, np, k0, kc, bw);
                 for (int rb = 0; rb < row_blocks; rb++) {
                     const int r0 = rb * MR, R = AKF_MIN(MR, M - r0);
                     for (int i = 0; i < np; i++) {
@@ -361,7 +367,7 @@ static int blocked(int dt, int M, int N, int K, const void *A, const float *as, 
 }
 
 static int gemm(int dt, int M, int N, int K, const void *A, const float *as, const void *Bp, const float *bs, float *C) {
-    return M <= STREAM_M ? stream(dt, M, N, K, A, as, Bp, bs, C) : blocked(dt, M, N, K, A, as, Bp, bs, C);
+    return M <= STREAM_M ? stream(dt, M, N, K, A, as, Bp, bs, C) : akf_avx2_blocked(dt, M, N, K, A, as, Bp, NULL, bs, C);
 }
 
 AKF_GEMM_ENTRY_POINTS(avx2)

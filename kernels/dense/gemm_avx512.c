@@ -84,9 +84,9 @@ static inline __attribute__((always_inline)) void rows_x_panels(int dt, int R, i
     }
 }
 
-static void finish(int dt, int R, int nn, int M, int N, int r0, int p, const __m512 *acc, float *C, const float *as,
+static void finish(int dt, int R, int nn, int N, int r0, int p, const __m512 *acc, float *C, const float *as,
                    const float *bs, const int32_t *colsum) {
-    for (int r = 0; r < R && r0 + r < M; r++)
+    for (int r = 0; r < R; r++)
         for (int j = 0; j < nn; j++) {
             int c0 = (p + j) * 16, cols = AKF_MIN(16, N - c0);
             __mmask16 m = (__mmask16)((1u << cols) - 1u);
@@ -98,6 +98,24 @@ static void finish(int dt, int R, int nn, int M, int N, int r0, int p, const __m
             }
             _mm512_mask_storeu_ps(C + (size_t)(r0 + r) * N + c0, m, v);
         }
+}
+
+void akf_avx512_row_block(int dt, int R, int nn, int G, const uint32_t *ag, const char *b0, const char *b1, int N,
+                          int r0, int p, float *C, const float *as, const float *bs, const int32_t *colsum) {
+    __m512 acc[16];
+#define CASE(RR)                                                                                 \
+    case RR:                                                                                     \
+        if (dt == BF16) {                                                                        \
+            if (nn == 2) rows_x_panels(BF16, RR, 2, G, ag, b0, b1, acc);                         \
+            else rows_x_panels(BF16, RR, 1, G, ag, b0, b1, acc);                                 \
+        } else {                                                                                 \
+            if (nn == 2) rows_x_panels(INT8, RR, 2, G, ag, b0, b1, acc);                         \
+            else rows_x_panels(INT8, RR, 1, G, ag, b0, b1, acc);                                 \
+        }                                                                                        \
+        break;
+    switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) default: CASE(8) }
+#undef CASE
+    finish(dt, R, nn, N, r0, p, acc, C, as, bs, colsum);
 }
 
 static int gemm(int dt, int M, int N, int K, const void *A, const float *as, const void *Bp, const float *bs, float *C) {
@@ -120,21 +138,7 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
             for (int rb = 0; rb < row_blocks; rb++) {
                 const int p = 2 * q, nn = p + 1 < panels ? 2 : 1, r0 = rb * RB, R = AKF_MIN(RB, M - r0);
                 const char *b0 = (const char *)Bp + (size_t)p * panel_bytes, *b1 = b0 + panel_bytes;
-                const uint32_t *ag = Ag + (size_t)r0 * G;
-                __m512 acc[16];
-#define CASE(RR)                                                                                 \
-    case RR:                                                                                     \
-        if (dt == BF16) {                                                                        \
-            if (nn == 2) rows_x_panels(BF16, RR, 2, G, ag, b0, b1, acc);                         \
-            else rows_x_panels(BF16, RR, 1, G, ag, b0, b1, acc);                                 \
-        } else {                                                                                 \
-            if (nn == 2) rows_x_panels(INT8, RR, 2, G, ag, b0, b1, acc);                         \
-            else rows_x_panels(INT8, RR, 1, G, ag, b0, b1, acc);                                 \
-        }                                                                                        \
-        break;
-                switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) default: CASE(8) }
-#undef CASE
-                finish(dt, R, nn, M, N, r0, p, acc, C, as, bs, colsum);
+                akf_avx512_row_block(dt, R, nn, G, Ag + (size_t)r0 * G, b0, b1, N, r0, p, C, as, bs, colsum);
             }
     }
     return AKF_OK;

@@ -135,9 +135,9 @@ size_t akf_tile_a_bytes(int M, int K, int kt_elems, int elem_size);
 /* Inside an OpenMP parallel region: each thread of the team tiles its share of the row blocks, then all wait for
  * the whole of A (a serial copy of a 4 MB A costs as much as the multiply itself at 16 threads). */
 void akf_tile_a_share(int M, int K, int kt_elems, int elem_size, const void *A, void *Ap);
-/* Scratch of the calling thread kept between calls (A tiles, partial sums), 64-byte aligned, 2 MB pages from
+/* Scratch of the calling thread kept between calls (A tiles, partial sums, expanded weights), 64-byte aligned, 2 MB pages from
  * 4 MB; NULL when out of memory. Valid until the next call with the same slot on this thread. */
-enum { AKF_SCRATCH_A, AKF_SCRATCH_ACC, AKF_SCRATCH_SLOTS };
+enum { AKF_SCRATCH_A, AKF_SCRATCH_ACC, AKF_SCRATCH_B, AKF_SCRATCH_SLOTS };
 void *akf_scratch(int slot, size_t bytes);
 /* A's tile blocks (akf_tile_a_share's layout) in the calling thread's AKF_SCRATCH_A, for the team to fill; *kept = 1
  * where they are there already: the caller said this call multiplies the same activations as the thread's last
@@ -160,6 +160,20 @@ void akf_set_streams(int n);
 /* The names of the implementations whose bits are set (akf_runnable_impls' order), space-separated, into out;
  * "none" when no bit is. Returns out. */
 const char *akf_impl_names(unsigned bits, char *out, size_t len);
+/* The avx512 implementation's register block (its two units, compiled alike; in dense/gemm_avx512.c): rows r0..r0+R-1
+ * (R <= 8) of A as 32-bit groups (ag: row r0's first, G groups a row) times panel p, and p + 1 where nn = 2, of B in
+ * the dense pair / quad layout (b0, b1: G rows of 64 bytes each), into C (N floats a row, panel p at column 16 p); int8
+ * with its scales and the column sums' correction. The dense kernel runs it over its packed panels, the sparse
+ * kernel's products of many rows over panels expanded once. */
+void akf_avx512_row_block(int dt, int R, int nn, int G, const uint32_t *ag, const char *b0, const char *b1, int N,
+                          int r0, int p, float *C, const float *as, const float *bs, const int32_t *colsum);
+/* The avx2 implementation's blocked product (its two units, compiled alike; in dense/gemm_avx2.c): C = A x B for
+ * products of many rows, B packed (Bp) or, bf16 only, sparse (S, Bp NULL): the sparse kernel's products of many rows
+ * run the dense kernel's blocking over tiles expanded a K block at a time (akf_avx2_sparse_widen, in
+ * sparse/spmm_avx2.c: panel p's k0..k0+kc-1, kc a multiple of the tile's k, as fp32 rows of 16 columns). */
+int akf_avx2_blocked(int dt, int M, int N, int K, const void *A, const float *as, const void *Bp, const akf_sparse *S,
+                     const float *bs, float *C);
+void akf_avx2_sparse_widen(const akf_sparse *S, int p, int k0, int kc, char *out);
 /* Row `row` of A widened for the AVX2 kernels, zero padded to Kp: fp32 (bf16) or s16 (int8) values. */
 void akf_widen_a_row(int dtype, const void *A, int K, int Kp, int row, void *out);
 /* Row `row` of A as the VDPBF16PS / VPDPBUSD kernels broadcast it, zero padded to Kp: bf16 pairs as they lie, int8
