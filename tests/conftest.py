@@ -1,6 +1,7 @@
 """Shared test helpers: the repo root, fixture paths, running real commands, what this host can run (computed, never
 assumed), and kernel builds in a temporary project (never the checkout's build/)."""
 
+import atexit
 import ctypes
 import mmap
 import os
@@ -17,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 SITE = ROOT / "site_scons"
 BIN = Path(sys.executable).parent
-# The whole test session probes into its own cache, never the user's (subprocesses inherit it).
+# The whole test session probes into its own cache, never the user's (subprocesses inherit it), removed at its end
+# (left behind, each session's 60 MB piled up in /tmp).
 os.environ["AMXFORGE_CACHE"] = tempfile.mkdtemp(prefix="amxforge-test-cache-")
+atexit.register(shutil.rmtree, os.environ["AMXFORGE_CACHE"], True)
 
 from amxforge.implementations import kernel_table  # noqa: E402  (after the cache is redirected)
 from amxforge.probe import probe  # noqa: E402
