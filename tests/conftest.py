@@ -88,6 +88,14 @@ def edit_isa_feature(root: Path, feature: str, field: str, line) -> None:
     isa.write_text(text[:start] + text[start:].replace(old + "\n", "" if line is None else line + "\n", 1))
 
 
+def killable_env(tmp_path: Path) -> dict:
+    """The environment for a build a test kills with SIGKILL: its compilers' temporary files (gcc's ccXXXXXX.s, left
+    behind by a killed gcc) go under the test's own directory, not /tmp (a suite run left a hundred there)."""
+    tmp = Path(tmp_path) / "killed-tmp"
+    tmp.mkdir(exist_ok=True)
+    return {**os.environ, "TMPDIR": str(tmp)}
+
+
 def scons(project: Path, *args, env=None):
     return run([tool("scons"), "-Q", f"--site-dir={SITE}", *args], cwd=project, env=env)
 

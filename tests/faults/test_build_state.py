@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import SITE, make_project, run, scons, tool
+from conftest import SITE, killable_env, make_project, run, scons, tool
 from faultlib import digest_tree
 
 FORK = ("fork=minifork", "fork_targets=llama-bench,llama-cli")
@@ -19,7 +19,7 @@ FORK = ("fork=minifork", "fork_targets=llama-bench,llama-cli")
 
 def scons_bg(project, *args):
     return subprocess.Popen([tool("scons"), "-Q", f"--site-dir={SITE}", *args], cwd=project, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=killable_env(project.parent))
 
 
 def audit(project, variant):

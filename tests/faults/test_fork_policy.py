@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HOST, SITE, make_project, run, scons, tool
+from conftest import HOST, SITE, killable_env, make_project, run, scons, tool
 
 ARGS = ("variant=baseline", "fork=minifork", "fork_targets=llama-bench")
 
@@ -117,7 +117,7 @@ def killed_in_the_middle(project: Path, tmp_path: Path, stop_ninja: bool):
     """A build with a slow compiler, its scons killed with SIGKILL while ninja compiles (its ninja SIGSTOPped first
     when stop_ninja); returns (the fork's work dir, ninja's pid)."""
     assert scons(project, *ARGS).returncode == 0
-    proc = start_build(project, f"CXX={slow_cxx(tmp_path, 3)}", "jobs=1")
+    proc = start_build(project, f"CXX={slow_cxx(tmp_path, 3)}", "jobs=1", env=killable_env(tmp_path))
     work = work_dir(project)
     # the ninja that builds, named in the lock it holds (not one of the short queries, `ninja -n` or `-t`, that the
     # build also runs in that directory)
@@ -155,9 +155,9 @@ def ninjas_in(work: Path) -> list:
     return out
 
 
-def start_build(project: Path, *extra):
+def start_build(project: Path, *extra, env=None):
     return subprocess.Popen([tool("scons"), "-Q", f"--site-dir={SITE}", *ARGS, *extra], cwd=project,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
 
 
 def wait_for(predicate, timeout=60.0):

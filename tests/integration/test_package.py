@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HOST, ROOT, make_project, run, tool, variant_runs_here
+from conftest import HOST, ROOT, killable_env, make_project, run, tool, variant_runs_here
 
 VARIANTS = ["baseline", "avx512", "amx"]
 TARGETS = ["amxforge-kbench", "amxforge-selftest", "llama-bench", "llama-cli"]
@@ -445,7 +445,8 @@ def test_an_interrupted_package_run_leaves_no_release(release, tmp_path):
     project, _, _ = release
     out = tmp_path / "rel"
     proc = subprocess.Popen([tool("amxforge"), "package", *ARGS, "--out", str(out)], cwd=project,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=killable_env(tmp_path))
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(".rel.staging-*")):
         time.sleep(0.01)
