@@ -323,9 +323,14 @@ int akf_avx2_blocked(int dt, int M, int N, int K, const void *A, const float *as
     const size_t panel_bytes = (size_t)Kp * 16 * AKF_DTYPE[dt].elem_bytes;
     const size_t lda = (size_t)Kp / (dt == BF16 ? 1 : 2); /* widened A, 32-bit words per row */
     const int row_blocks = (M + MR - 1) / MR, kblocks = (Kp + KC - 1) / KC;
-    uint32_t *aw = aligned_alloc(64, AKF_ROUNDUP(sizeof(uint32_t) * lda * (size_t)M, 64));
-    uint32_t *ap = aligned_alloc(64, AKF_ROUNDUP(sizeof(uint32_t) * (size_t)row_blocks * MR * KC, 64));
-    if (!aw || !ap) { free(aw); free(ap); return AKF_ERR_ARG; }
+    /* A packed for every K block (ap: the blocks of kb at kb * a_block), in scratch: kept from the same product's
+     * last claim, or widened (aw, for this call only) and packed */
+    const size_t a_block = (size_t)row_blocks * MR * KC;
+    int kept;
+    uint32_t *ap = akf_scratch_a_kept(AKF_A_FORM(AKF_A_AVX2_BLOCKS, dt), M, K, A,
+                                      sizeof(uint32_t) * a_block * (size_t)kblocks, &kept);
+    uint32_t *aw = kept ? NULL : aligned_alloc(64, AKF_ROUNDUP(sizeof(uint32_t) * lda * (size_t)M, 64));
+    if (!ap || (!kept && !aw)) { free(aw); return AKF_ERR_ARG; }
     int failed = 0;
 #pragma omp parallel
     {
@@ -336,13 +341,18 @@ int akf_avx2_blocked(int dt, int M, int N, int K, const void *A, const float *as
 #pragma omp atomic write
             failed = 1;
         }
+        if (!kept) {
 #pragma omp for schedule(static)
-        for (int i = 0; i < M; i++) akf_widen_a_row(dt, A, K, Kp, i, aw + (size_t)i * lda);
+            for (int i = 0; i < M; i++) akf_widen_a_row(dt, A, K, Kp, i, aw + (size_t)i * lda);
+#pragma omp for collapse(2) schedule(static)
+            for (int kb = 0; kb < kblocks; kb++)
+                for (int rb = 0; rb < row_blocks; rb++)
+                    pack_a_block(dt, aw, lda, M, rb * MR, kb * KC, AKF_MIN(KC, Kp - kb * KC),
+                                 ap + kb * a_block + (size_t)rb * MR * KC);
+            /* the implicit barrier: every thread's A blocks are ready */
+        }
         for (int kb = 0; kb < kblocks; kb++) {
             const int k0 = kb * KC, kc = AKF_MIN(KC, Kp - k0), steps = dt == BF16 ? kc : kc / 2;
-#pragma omp for schedule(static)
-            for (int rb = 0; rb < row_blocks; rb++) pack_a_block(dt, aw, lda, M, rb * MR, k0, kc, ap + (size_t)rb * MR * KC);
-            /* the implicit barrier: every thread's A block is ready */
             for (int p0 = q0; bw && p0 < q1; p0 += NCP) {
                 const int np = AKF_MIN(NCP, q1 - p0);
                 widen_b_block(dt, Bp, panel_bytes, S, p0, np, k0, kc, bw);
@@ -351,18 +361,16 @@ int akf_avx2_blocked(int dt, int M, int N, int K, const void *A, const float *as
                     for (int i = 0; i < np; i++) {
                         const int c0 = (p0 + i) * 16, cols = AKF_MIN(16, N - c0);
                         const char *b = bw + (size_t)i * steps * 64;
-                        const uint32_t *a = ap + (size_t)rb * MR * KC;
+                        const uint32_t *a = ap + kb * a_block + (size_t)rb * MR * KC;
                         if (dt == BF16) micro(BF16, steps, a, b, C, N, r0, R, c0, cols, kb == 0, kb == kblocks - 1, as, bs);
                         else micro(INT8, steps, a, b, C, N, r0, R, c0, cols, kb == 0, kb == kblocks - 1, as, bs);
                     }
                 }
             }
-#pragma omp barrier
         }
         free(bw);
     }
     free(aw);
-    free(ap);
     return failed ? AKF_ERR_ARG : AKF_OK;
 }
 

@@ -125,13 +125,15 @@ static int gemm(int dt, int M, int N, int K, const void *A, const float *as, con
     const size_t panel_bytes = (size_t)Kp * 16 * AKF_DTYPE[dt].elem_bytes;
     const int32_t *colsum = dt == INT8 ? (const int32_t *)((const char *)Bp + (size_t)Kp * panels * 16) : NULL;
     const int RB = 8, row_blocks = (M + RB - 1) / RB;
-    /* A as groups (one 32-bit word per pair / quad, int8 already shifted), copied by all threads into scratch */
-    uint32_t *Ag = akf_scratch(AKF_SCRATCH_A, sizeof(uint32_t) * (size_t)M * G);
+    /* A as groups (one 32-bit word per pair / quad, int8 already shifted), copied by all threads into scratch, or
+     * kept there from the same product's last claim */
+    int kept;
+    uint32_t *Ag = akf_scratch_a_kept(AKF_A_FORM(AKF_A_GROUPS, dt), M, K, A, sizeof(uint32_t) * (size_t)M * G, &kept);
     if (!Ag) return AKF_ERR_ARG;
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
-        for (int r = 0; r < M; r++)
+        for (int r = 0; r < (kept ? 0 : M); r++)
             for (int g = 0; g < G; g++) Ag[(size_t)r * G + g] = group_of(dt, A, K, r, g);
 #pragma omp for collapse(2) schedule(static)
         for (int q = 0; q < pairs; q++)

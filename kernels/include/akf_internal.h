@@ -139,14 +139,22 @@ void akf_tile_a_share(int M, int K, int kt_elems, int elem_size, const void *A, 
  * 4 MB; NULL when out of memory. Valid until the next call with the same slot on this thread. */
 enum { AKF_SCRATCH_A, AKF_SCRATCH_ACC, AKF_SCRATCH_B, AKF_SCRATCH_SLOTS };
 void *akf_scratch(int slot, size_t bytes);
-/* A's tile blocks (akf_tile_a_share's layout) in the calling thread's AKF_SCRATCH_A, for the team to fill; *kept = 1
- * where they are there already: the caller said this call multiplies the same activations as the thread's last
- * (akf_set_same_a: the matmul handler's later claims of one product, each a kernel call) and that call tiled this
- * A alike. A pruned model's prefill through the handler claiming a quarter at a time (the builder, 2 threads, 70 %
- * zeros, pp128, 3 alternated rounds) copied A on every claim: 1476-1518 t/s against 1902-1929 claiming all at once;
- * kept, 1893-1963 against 1922-1942. (Read in place instead, as the dense kernel reads a narrow product's A, it ran
- * 1270-1324 and 1778-1847: a sparse panel loads every A tile again for each expanded B tile.) Call outside the
- * parallel region; NULL when out of memory. */
+/* A in a kernel's own form (the layout's id and the dtype: AKF_A_FORM) in the calling thread's AKF_SCRATCH_A, for
+ * the caller (or its team) to fill; *kept = 1 where it is there already: the caller said this call multiplies the
+ * same activations as the thread's last (akf_set_same_a: the matmul handler's later claims of one product, each a
+ * kernel call) and that call put this A there in the same form. A pruned model's prefill through the handler
+ * claiming a quarter at a time (the builder, 2 threads, 70 % zeros, pp128, 3 alternated rounds) tiled A for AMX on
+ * every claim: 1476-1518 t/s against 1902-1929 claiming all at once; kept, 1893-1963 against 1922-1942. (Read in
+ * place instead, as the dense kernel reads a narrow product's A, it ran 1270-1324 and 1778-1847: a sparse panel
+ * loads every A tile again for each expanded B tile.) The avx2 and avx512 kernels' copies alike: a dense prefill
+ * claiming half at a time (the default) against all at once (the builder, 2 threads, pp128, 3 alternated rounds) ran
+ * 225-232 against 261-265 t/s (avx2) and 254-273 against 274-284 (avx512) while each claim prepared A again; kept,
+ * in a later run of both: 280-288 against 272-286 and 300-301 against 297-300 (before, in that run: 244-253 against
+ * 278-282, 281-283 against 296-300). Call outside the parallel region; NULL when out of memory. */
+enum { AKF_A_TILES, AKF_A_GROUPS, AKF_A_GROUPS_KP, AKF_A_AVX2_BLOCKS };
+#define AKF_A_FORM(layout, dtype) ((layout) * 8 + (dtype))
+void *akf_scratch_a_kept(int form, int M, int K, const void *A, size_t bytes, int *kept);
+/* A's tile blocks (akf_tile_a_share's layout), kept as above */
 void *akf_scratch_a_tiles(int M, int K, int kt_elems, int elem_size, const void *A, int *kept);
 /* Per thread, 0 at its start: the handler sets it after a product's first claim and clears it once the product is
  * done, so that no later call of the thread is taken for that product's. */

@@ -148,7 +148,7 @@ void akf_tile_a_share(int M, int K, int kt_elems, int elem_size, const void *A, 
 struct scratch {
     void *p[AKF_SCRATCH_SLOTS];
     size_t n[AKF_SCRATCH_SLOTS];
-    struct { const void *A; int M, K, kt, esize; } tiles; /* what AKF_SCRATCH_A holds as A's tile blocks, if anything */
+    struct { const void *A; int M, K, form; } kept; /* whose A AKF_SCRATCH_A holds, in which form, if anyone's */
 };
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
@@ -173,7 +173,7 @@ void *akf_scratch(int slot, size_t bytes) {
     if (slot < 0 || slot >= AKF_SCRATCH_SLOTS) return NULL;
     struct scratch *s = thread_scratch();
     if (!s) return NULL;
-    if (slot == AKF_SCRATCH_A) s->tiles.A = NULL; /* the caller writes there: no longer anyone's tiles */
+    if (slot == AKF_SCRATCH_A) s->kept.A = NULL; /* the caller writes there: no longer anyone's kept A */
     if (s->n[slot] < bytes) {
         free(s->p[slot]);
         s->n[slot] = 0;
@@ -186,16 +186,19 @@ void *akf_scratch(int slot, size_t bytes) {
 static _Thread_local int same_a;
 void akf_set_same_a(int same) { same_a = same; }
 
-void *akf_scratch_a_tiles(int M, int K, int kt_elems, int elem_size, const void *A, int *kept) {
+void *akf_scratch_a_kept(int form, int M, int K, const void *A, size_t bytes, int *kept) {
     struct scratch *s = thread_scratch();
-    *kept = s && same_a && s->tiles.A == A && s->tiles.M == M && s->tiles.K == K && s->tiles.kt == kt_elems &&
-            s->tiles.esize == elem_size;
+    *kept = s && same_a && s->kept.A == A && s->kept.M == M && s->kept.K == K && s->kept.form == form;
     if (*kept) return s->p[AKF_SCRATCH_A];
-    void *Ap = akf_scratch(AKF_SCRATCH_A, akf_tile_a_bytes(M, K, kt_elems, elem_size));
-    if (Ap) {
-        s->tiles.A = A, s->tiles.M = M, s->tiles.K = K, s->tiles.kt = kt_elems, s->tiles.esize = elem_size;
-    }
-    return Ap;
+    void *p = akf_scratch(AKF_SCRATCH_A, bytes);
+    if (p) s->kept.A = A, s->kept.M = M, s->kept.K = K, s->kept.form = form;
+    return p;
+}
+
+void *akf_scratch_a_tiles(int M, int K, int kt_elems, int elem_size, const void *A, int *kept) {
+    /* the tile's k and the element size follow from the dtype: the element size names it */
+    return akf_scratch_a_kept(AKF_A_FORM(AKF_A_TILES, elem_size), M, K, A, akf_tile_a_bytes(M, K, kt_elems, elem_size),
+                              kept);
 }
 
 static _Thread_local int streams_told;

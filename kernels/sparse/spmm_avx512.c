@@ -100,9 +100,10 @@ static void expand_panel(int dt, const akf_sparse *S, int p, char *out) {
 static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse *S, const float *bs, float *C) {
     const int per = AKF_DTYPE[dt].group, G = S->Kp / per, N = S->N, K = S->K;
     /* A as 32-bit groups (pairs / quads, int8 shifted to u8), zero padded to Kp: one broadcast per tile row */
-    uint32_t *Ag = akf_scratch(AKF_SCRATCH_A, sizeof(uint32_t) * (size_t)M * G);
+    int kept;
+    uint32_t *Ag = akf_scratch_a_kept(AKF_A_FORM(AKF_A_GROUPS_KP, dt), M, K, A, sizeof(uint32_t) * (size_t)M * G, &kept);
     if (!Ag) return AKF_ERR_ARG;
-    for (int i = 0; i < M; i++) akf_group_a_row(dt, A, K, S->Kp, i, Ag + (size_t)i * G);
+    for (int i = 0; !kept && i < M; i++) akf_group_a_row(dt, A, K, S->Kp, i, Ag + (size_t)i * G);
     int failed = 0;
 #pragma omp parallel
     {
