@@ -45,7 +45,8 @@ def test_a_ledger_line_that_is_not_a_whole_entry_is_named_with_its_file_and_line
     path = tmp_path / "my ledger.jsonl"
     for bad in ("{not json", json.dumps({k: v for k, v in whole.items() if k != "sha256"}), "[1, 2]"):
         path.write_text(json.dumps(whole) + "\n" + bad + "\n")
-        with pytest.raises(AmxforgeError, match=rf"^{re.escape(str(path))}:2: damaged ledger line; rebuild the variant"):
+        line = rf"^{re.escape(str(path))}:2: damaged ledger line; rebuild the variant"
+        with pytest.raises(AmxforgeError, match=line):
             read_snapshot(path)
     path.write_text(json.dumps(whole) + "\n")
     assert read_snapshot(path) == [whole]
