@@ -1,6 +1,6 @@
 /* AVX-512 sparse x dense for the avx512 variant (class `default`): per tile row, VPEXPANDW/VPEXPANDB the nonzeros
  * under the row's bitmask straight into a register, then VDPBF16PS / VPDPBUSD against the broadcast A pair/quad.
- * Four accumulators per output row hide the dot-product latency. All-zero tiles are skipped; threads split by
+ * Four accumulators per output row (two from five rows on) hide the dot-product latency. All-zero tiles are skipped; threads split by
  * nonzeros. Products of EXPAND_MIN_M rows or more (prefill) expand each pair of panels once into the dense layout and
  * run the dense kernel's register block over it. */
 #include <stdlib.h>
@@ -12,7 +12,10 @@
 #include <immintrin.h>
 
 enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
-#define MR 4 /* rows of A per pass: 4 rows x 4 accumulators = 16 registers */
+/* Rows of A per pass: up to 4 rows x 4 accumulators or 8 rows x 2, 16 registers. Passes of 4 read the thread's weights
+ * and expanded each tile twice for 8 rows; the builder (avx512, 2 threads, 2048x5632 at 50 % zeros, ms, 4 -> 8 rows a
+ * pass): bf16 M=6 1.20 -> 0.95, M=8 1.33 -> 1.18 (dense 1.02); int8 M=6 0.50 -> 0.34, M=8 0.53 -> 0.36; M=1, 2 alike. */
+#define MR 8
 /* From this many rows of A on, each pair of panels is expanded once into the dense layout and the dense kernel's
  * register block runs all rows over it; below, the passes of MR rows expand each tile into registers, reading the
  * thread's weights once per pass. The builder (avx512, 2 threads, 2048x5632 at 50 % zeros, ms, passes -> expanded
@@ -22,10 +25,11 @@ enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
 
 static inline __attribute__((always_inline)) void panel(int dt, int R, const akf_sparse *S, int p, const uint32_t *Ag,
                                                         int G, __m512 *out) {
+    const int NA = R > 4 ? 2 : 4; /* accumulators per row (R is a constant: the calls are inlined) */
     __m512 accf[MR][4];
     __m512i acci[MR][4];
     for (int i = 0; i < R; i++)
-        for (int j = 0; j < 4; j++) { accf[i][j] = _mm512_setzero_ps(); acci[i][j] = _mm512_setzero_si512(); }
+        for (int j = 0; j < NA; j++) { accf[i][j] = _mm512_setzero_ps(); acci[i][j] = _mm512_setzero_si512(); }
     const int KT = S->ktiles;
     for (int t = 0; t < KT; t++) {
         const size_t tile = (size_t)p * KT + t;
@@ -44,9 +48,9 @@ static inline __attribute__((always_inline)) void panel(int dt, int R, const akf
                 const uint32_t m = masks[r];
                 const __m512i b = _mm512_maskz_expand_epi16((__mmask32)m, _mm512_loadu_si512(vp));
                 vp += __builtin_popcount(m);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
                 for (int i = 0; i < R; i++)
-                    accf[i][r & 3] = _mm512_dpbf16_ps(accf[i][r & 3], (__m512bh)_mm512_set1_epi32((int)Ag[(size_t)i * G + t * 16 + r]),
+                    accf[i][r & (NA - 1)] = _mm512_dpbf16_ps(accf[i][r & (NA - 1)], (__m512bh)_mm512_set1_epi32((int)Ag[(size_t)i * G + t * 16 + r]),
                                                       (__m512bh)b);
             }
         } else {
@@ -57,16 +61,20 @@ static inline __attribute__((always_inline)) void panel(int dt, int R, const akf
                 const uint64_t m = masks[r];
                 const __m512i b = _mm512_maskz_expand_epi8((__mmask64)m, _mm512_loadu_si512(vp));
                 vp += __builtin_popcountll(m);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
                 for (int i = 0; i < R; i++)
-                    acci[i][r & 3] = _mm512_dpbusd_epi32(acci[i][r & 3], _mm512_set1_epi32((int)Ag[(size_t)i * G + t * 16 + r]), b);
+                    acci[i][r & (NA - 1)] = _mm512_dpbusd_epi32(acci[i][r & (NA - 1)], _mm512_set1_epi32((int)Ag[(size_t)i * G + t * 16 + r]), b);
             }
         }
     }
-    for (int i = 0; i < R; i++)
-        out[i] = dt == BF16 ? _mm512_add_ps(_mm512_add_ps(accf[i][0], accf[i][1]), _mm512_add_ps(accf[i][2], accf[i][3]))
-                            : _mm512_castsi512_ps(_mm512_add_epi32(_mm512_add_epi32(acci[i][0], acci[i][1]),
-                                                                   _mm512_add_epi32(acci[i][2], acci[i][3])));
+    for (int i = 0; i < R; i++) {
+        if (NA == 4) {
+            accf[i][0] = _mm512_add_ps(accf[i][0], accf[i][2]), accf[i][1] = _mm512_add_ps(accf[i][1], accf[i][3]);
+            acci[i][0] = _mm512_add_epi32(acci[i][0], acci[i][2]), acci[i][1] = _mm512_add_epi32(acci[i][1], acci[i][3]);
+        }
+        out[i] = dt == BF16 ? _mm512_add_ps(accf[i][0], accf[i][1])
+                            : _mm512_castsi512_ps(_mm512_add_epi32(acci[i][0], acci[i][1]));
+    }
 }
 
 /* Panel p's tiles expanded into the dense pair / quad layout (Kp / group rows of 64 bytes), all-zero tiles as zeros. */
@@ -132,7 +140,7 @@ static int spmm(int dt, int M, const void *A, const float *as, const akf_sparse 
         if (dt == BF16) panel(BF16, RR, S, p, ag, G, acc);   \
         else panel(INT8, RR, S, p, ag, G, acc);              \
         break;
-                switch (R) { CASE(1) CASE(2) CASE(3) default: CASE(4) }
+                switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) default: CASE(8) }
 #undef CASE
                 const int c0 = p * 16, cols = AKF_MIN(16, N - c0);
                 const __mmask16 m = (__mmask16)((1u << cols) - 1u);
