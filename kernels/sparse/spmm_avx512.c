@@ -18,7 +18,7 @@ enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
 #define MR 8
 /* From this many rows of A on, each pair of panels is expanded once into the dense layout and the dense kernel's
  * register block runs all rows over it; below, the passes of MR rows expand each tile into registers, reading the
- * thread's weights once per pass. The builder (avx512, 2 threads, 2048x5632 at 50 % zeros, ms, passes -> expanded
+ * thread's weights once per pass. The builder (avx512, 2 threads, 2048x5632 at 50 % zeros, ms, passes of 4 -> expanded
  * once, dense for scale): M=8 1.33 -> 1.63 (dense 0.97), 16 2.42 -> 2.43 (1.80), 32 4.54 -> 3.86 (3.27), 128 17.5 ->
  * 14.2 (12.9): a pruned model's prefill had run 0.76x the dense model's. */
 #define EXPAND_MIN_M 16
