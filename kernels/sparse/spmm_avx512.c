@@ -1,8 +1,8 @@
 /* AVX-512 sparse x dense for the avx512 variant (class `default`): per tile row, VPEXPANDW/VPEXPANDB the nonzeros
  * under the row's bitmask straight into a register, then VDPBF16PS / VPDPBUSD against the broadcast A pair/quad.
- * Four accumulators per output row (two from five rows on) hide the dot-product latency. All-zero tiles are skipped; threads split by
- * nonzeros. Products of EXPAND_MIN_M rows or more (prefill) expand each pair of panels once into the dense layout and
- * run the dense kernel's register block over it. */
+ * Four accumulators per output row (two from five rows on) hide the dot-product latency. All-zero tiles are skipped;
+ * threads split by nonzeros. Products of EXPAND_MIN_M rows or more (prefill) expand each pair of panels once into the
+ * dense layout and run the dense kernel's register block over it. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,9 +12,10 @@
 #include <immintrin.h>
 
 enum { BF16 = AKF_BF16, INT8 = AKF_INT8 };
-/* Rows of A per pass: up to 4 rows x 4 accumulators or 8 rows x 2, 16 registers. Passes of 4 read the thread's weights
- * and expanded each tile twice for 8 rows; the builder (avx512, 2 threads, 2048x5632 at 50 % zeros, ms, 4 -> 8 rows a
- * pass): bf16 M=6 1.20 -> 0.95, M=8 1.33 -> 1.18 (dense 1.02); int8 M=6 0.50 -> 0.34, M=8 0.53 -> 0.36; M=1, 2 alike. */
+/* Rows of A per pass: up to 4 rows x 4 accumulators or 8 rows x 2, 16 registers. Passes of 4 read the thread's
+ * weights and expanded each tile twice for 8 rows; the builder (avx512, 2 threads, 2048x5632 at 50 % zeros, ms, 4 -> 8
+ * rows a pass): bf16 M=6 1.20 -> 0.95, M=8 1.33 -> 1.18 (dense 1.02); int8 M=6 0.50 -> 0.34, M=8 0.53 -> 0.36; M=1, 2
+ * alike. */
 #define MR 8
 /* From this many rows of A on, each pair of panels is expanded once into the dense layout and the dense kernel's
  * register block runs all rows over it; below, the passes of MR rows expand each tile into registers, reading the
@@ -50,8 +51,9 @@ static inline __attribute__((always_inline)) void panel(int dt, int R, const akf
                 vp += __builtin_popcount(m);
 #pragma GCC unroll 8
                 for (int i = 0; i < R; i++)
-                    accf[i][r & (NA - 1)] = _mm512_dpbf16_ps(accf[i][r & (NA - 1)], (__m512bh)_mm512_set1_epi32((int)Ag[(size_t)i * G + t * 16 + r]),
-                                                      (__m512bh)b);
+                    accf[i][r & (NA - 1)] =
+                        _mm512_dpbf16_ps(accf[i][r & (NA - 1)],
+                                         (__m512bh)_mm512_set1_epi32((int)Ag[(size_t)i * G + t * 16 + r]), (__m512bh)b);
             }
         } else {
             const int8_t *vp = (const int8_t *)S->values + S->tile_off[tile];
@@ -63,17 +65,20 @@ static inline __attribute__((always_inline)) void panel(int dt, int R, const akf
                 vp += __builtin_popcountll(m);
 #pragma GCC unroll 8
                 for (int i = 0; i < R; i++)
-                    acci[i][r & (NA - 1)] = _mm512_dpbusd_epi32(acci[i][r & (NA - 1)], _mm512_set1_epi32((int)Ag[(size_t)i * G + t * 16 + r]), b);
+                    acci[i][r & (NA - 1)] = _mm512_dpbusd_epi32(
+                        acci[i][r & (NA - 1)], _mm512_set1_epi32((int)Ag[(size_t)i * G + t * 16 + r]), b);
             }
         }
     }
-    for (int i = 0; i < R; i++) {
-        if (NA == 4) {
-            accf[i][0] = _mm512_add_ps(accf[i][0], accf[i][2]), accf[i][1] = _mm512_add_ps(accf[i][1], accf[i][3]);
-            acci[i][0] = _mm512_add_epi32(acci[i][0], acci[i][2]), acci[i][1] = _mm512_add_epi32(acci[i][1], acci[i][3]);
+    for (int i = 0; i < R; i++) { /* (0 + 1) + (2 + 3), the order of the passes of 4 */
+        if (dt == BF16) {
+            out[i] = _mm512_add_ps(accf[i][0], accf[i][1]);
+            if (NA == 4) out[i] = _mm512_add_ps(out[i], _mm512_add_ps(accf[i][2], accf[i][3]));
+        } else {
+            __m512i v = _mm512_add_epi32(acci[i][0], acci[i][1]);
+            if (NA == 4) v = _mm512_add_epi32(v, _mm512_add_epi32(acci[i][2], acci[i][3]));
+            out[i] = _mm512_castsi512_ps(v);
         }
-        out[i] = dt == BF16 ? _mm512_add_ps(accf[i][0], accf[i][1])
-                            : _mm512_castsi512_ps(_mm512_add_epi32(acci[i][0], acci[i][1]));
     }
 }
 
