@@ -369,8 +369,9 @@ def test_bench_cli_plot_is_checked_before_the_benchmark_and_written_whole(kernel
 def test_kbench_and_selftest_refuse_bad_options_in_one_line_and_drop_none(kernel_project, tmp_path):
     """Every option of amxforge-kbench is checked whole: a count past the table's room (the ninth --threads count was
     dropped without a word), an empty count (1,,2 ran 1,2), a fraction, a negative byte count, an unknown --only or
-    limit name: one line naming the value and the fix, exit 2, nothing measured. --help exits 0. Through `amxforge bench kernels` the line is the one
-    shown; `--plot` with cases that hold no sparse / dense pair is refused before the benchmark."""
+    limit name: one line naming the value and the fix, exit 2, nothing measured. --help exits 0. Through `amxforge
+    bench kernels` the line is the one shown; `--plot` with cases that hold no sparse / dense pair is refused before
+    the benchmark."""
     from conftest import HOST_PROBE
     variant = HOST_PROBE["variants"]["auto"]["picks"]
     if variant is None:
