@@ -5,6 +5,7 @@
  *   amxforge-kbench [--threads 1,2] [--quick] [--reps R] [--min-bytes B] [--only dense|sparse|limits]
  *                   [--limits NAME,...] [--case KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY]]...
  *
+ * Without --limits it measures every limit this host runs, or with --case only those the cases are judged against.
  * Decode shapes (M <= 16) stream at least --min-bytes (default 1.1 GB) of distinct weight copies per rep, so that
  * the 300 MB L3 cannot hide DRAM, and measure the read bandwidth beside each rep (paired_read_gbps, and
  * bw_fraction_paired: the median of the reps' fractions of it, with its min and max). Threads are pinned one per
@@ -210,13 +211,23 @@ static void limit_record(const char *name, const char *unit, double *v, int reps
     printf("}\n");
 }
 
-/* whether --limits (a comma list of limit names; all when absent) asks for this one */
-static int wanted(const struct opts *o, const char *name) {
-    if (!o->limits) return 1;
+/* whether a comma list of limit names holds this one */
+static int listed(const char *list, const char *name) {
     const size_t n = strlen(name);
-    for (const char *p = o->limits; (p = strstr(p, name)); p += n)
-        if ((p == o->limits || p[-1] == ',') && (p[n] == ',' || p[n] == '\0')) return 1;
+    for (const char *p = list; (p = strstr(p, name)); p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0')) return 1;
     return 0;
+}
+
+/* whether --limits (all when absent) asks for this one */
+static int wanted(const struct opts *o, const char *name) { return !o->limits || listed(o->limits, name); }
+
+/* the limit an implementation's cases of a dtype are judged against (its `peak` in toolchain/kernels.toml), or NULL */
+static const char *peak_limit(int impl, int dtype) {
+#define PEAK(im, dt, limit) if (!strcmp(akf_impl_name(impl), #im) && !strcmp(AKF_DTYPE[dtype].name, #dt)) return limit;
+    AKF_PEAK_LIMITS(PEAK)
+#undef PEAK
+    return NULL;
 }
 
 /* The limits, in the order they are measured, and what measures each. */
@@ -257,7 +268,8 @@ static void limits(const struct opts *o, int threads) {
 
 static const char USAGE[] =
     "usage: amxforge-kbench [--threads 1,2] [--quick] [--reps R] [--min-bytes B] [--only dense|sparse|limits]\n"
-    "                       [--limits tile_peak_bf16,read_bw,...|none]   measure only these limits\n"
+    "                       [--limits tile_peak_bf16,read_bw,...|none]   measure only these limits (with --case,\n"
+    "                       default: read_bw and the peaks of the cases' implementations)\n"
     "                       [--case KERNEL:DTYPE:IMPL:M:N:K[:SPARSITY]]...   e.g. dense:bf16:amx:512:4096:4096\n";
 
 /* One line naming what is wrong and what to type instead (the last line on stderr: amxforge shows it). */
@@ -416,6 +428,14 @@ int main(int argc, char **argv) {
             sparse[c] = strcmp(kernel, "sparse") == 0;
             dtype[c] = dtype_id(dt);
         }
+        /* without --limits, only the limits these cases are judged against: the read bandwidth and the peaks their
+         * implementations name (not every limit of the host: that took 45 s at 1 thread on a 2-core builder) */
+        static char judges[256] = "read_bw";
+        for (int c = 0; c < o.ncases && !o.limits; c++) {
+            const char *p = peak_limit(impl[c], dtype[c]);
+            if (p && !listed(judges, p)) snprintf(judges + strlen(judges), sizeof judges - strlen(judges), ",%s", p);
+        }
+        if (!o.limits) o.limits = judges;
         if (with_limits) { o.count_only = 1; limits(&o, 1); o.count_only = 0; } /* planned: limit records per count */
         printf("{\"record\": \"plan\", \"records\": %d, \"variant\": \"%s\"}\n", o.nthreads * (o.ncases + planned),
                akf_variant());
