@@ -272,10 +272,12 @@ def test_bench_cli_reports_limits_fractions_and_speedups(kernel_project):
                "--case", f"dense:bf16:{impl}:64:256:256"], cwd=project)
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in res.stdout.splitlines()]
-    limits = {r["limit"] for r in rows if "limit" in r}
+    names = [r["limit"] for r in rows if "limit" in r]
+    limits = set(names)
     peak = TABLE[impl].peak.get("bf16")
-    # with cases and no --limits, kbench measures only the limits that judge them, not every one the host runs
-    assert limits == {"read_bw"} | ({peak} if peak else set())
+    # with cases and no --limits, kbench measures only the limits that judge them, not every one the host runs, and
+    # a peak three cases share once
+    assert limits == {"read_bw"} | ({peak} if peak else set()) and len(names) == len(limits)
     for lim in (r for r in rows if "limit" in r):  # each limit: a median of repetitions, with their spread
         value = lim.get("gflops", lim.get("gbps"))
         assert lim["reps"] >= 3 and lim["min"] <= value <= lim["max"] and lim["spread_pct"] >= 0
@@ -317,6 +319,10 @@ def test_kbench_pins_its_threads_and_measures_the_limits_asked_for(kernel_projec
     records = [json.loads(line) for line in unpinned.stdout.splitlines()]
     assert [r["record"] for r in records] == ["plan", "case"] and records[1]["pinned"] is False
     assert records[1]["min_seconds"] <= records[1]["seconds"] <= records[1]["max_seconds"]
+    # cases without --limits: the read bandwidth alone where their implementation names no peak (the reference)
+    ref = run([exe, "--threads", "1", "--case", "dense:bf16:ref:2:16:32", "--case", "sparse:bf16:ref:3:16:32:0.5",
+               "--min-bytes", "0"], check=True)
+    assert [json.loads(line).get("limit") for line in ref.stdout.splitlines()] == [None, "read_bw", None, None]
     if len(os.sched_getaffinity(0)) >= 2:  # pinned, two threads on two CPUs: no warning
         two = run([exe, "--threads", "2", "--only", "limits", "--limits", "none"], check=True)
         assert "warning" not in two.stderr
